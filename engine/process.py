@@ -1,0 +1,160 @@
+"""Child processes with a supervisor's manners.
+
+Children run in their own session (so a terminal's Ctrl-C reaches them once,
+through us, not twice), die with their parent (``PR_SET_PDEATHSIG``), have
+their output echoed line by line with a prefix, and keep the last lines so a
+failed start-up can be explained without scrolling.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from types import FrameType
+
+from engine.errors import StartupError
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: if the supervisor is killed
+    # outright (SIGKILL), the kernel still sends the child SIGTERM.
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ManagedProcess:
+    """One supervised child process."""
+
+    def __init__(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None, tail: int = 40
+    ) -> None:
+        self.name = name
+        self._argv = list(argv)
+        self._env = {**os.environ, **(env or {})}
+        self._tail: deque[str] = deque(maxlen=tail)
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._popen = subprocess.Popen(
+            self._argv,
+            env=self._env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        threading.Thread(target=self._echo, name=f"{self.name}-output", daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        assert self._popen is not None, "start() first"
+        return self._popen.pid
+
+    def poll(self) -> int | None:
+        return None if self._popen is None else self._popen.poll()
+
+    def tail(self) -> str:
+        return "\n".join(self._tail)
+
+    def wait_ready(
+        self,
+        probe: Callable[[], bool],
+        timeout_s: float,
+        cancel: threading.Event | None = None,
+    ) -> float:
+        """Poll ``probe`` until it is true; return the seconds it took.
+
+        Raises StartupError if the process exits first, the deadline passes, or
+        ``cancel`` is set (Ctrl-C during a long start-up).
+        """
+        started = time.monotonic()
+        while True:
+            if cancel is not None and cancel.is_set():
+                self.stop(grace_s=10)
+                raise StartupError(f"{self.name} start-up interrupted.", exit_code=130)
+            code = self.poll()
+            if code is not None:
+                raise StartupError(
+                    f"{self.name} exited with code {code} during start-up. Last output:\n"
+                    f"{self.tail()}",
+                    exit_code=code,
+                )
+            if probe():
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout_s:
+                self.stop(grace_s=10)
+                raise StartupError(
+                    f"{self.name} was not ready after {timeout_s:.0f} s. Last output:\n"
+                    f"{self.tail()}"
+                )
+            time.sleep(0.5)
+
+    def signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def stop(self, grace_s: float) -> int:
+        """SIGTERM, then SIGKILL after ``grace_s``; returns the exit code."""
+        assert self._popen is not None, "start() first"
+        self.signal(signal.SIGTERM)
+        try:
+            return self._popen.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            # vLLM runs its engine core in a child of its own: kill the group.
+            os.killpg(self._popen.pid, signal.SIGKILL)
+            return self._popen.wait()
+
+    def _echo(self) -> None:
+        assert self._popen is not None
+        assert self._popen.stdout is not None
+        prefix = f"[{self.name}] "
+        for raw in self._popen.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            self._tail.append(line)
+            print(prefix + line, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def stop_requests() -> Iterator[threading.Event]:
+    """Turn SIGINT/SIGTERM into an event the supervisor loop checks."""
+    requested = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        requested.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def supervise(
+    processes: Sequence[ManagedProcess], requested: threading.Event, grace_s: float
+) -> int:
+    """Wait until a stop is requested or any process exits; stop the rest (last started
+    first) and return the exit code to propagate: the first to exit on its own, or the
+    engine's after a requested stop."""
+    exited: int | None = None
+    while not requested.wait(0.2):
+        codes = [p.poll() for p in processes]
+        if any(code is not None for code in codes):
+            exited = next(code for code in codes if code is not None)
+            break
+    results = [p.stop(grace_s) for p in reversed(processes)]
+    if exited is not None:
+        return exited if exited != 0 else 1  # a server that stops by itself is a failure
+    # Negative codes are the signals we just sent: a clean, requested stop.
+    return max((code for code in results if code > 0), default=0)

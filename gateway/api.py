@@ -1,0 +1,97 @@
+"""HTTP routes. Each handler reads its dependencies, calls a service, returns.
+
+Only these paths reach an engine; vLLM's other endpoints (/pause,
+/collective_rpc, /tokenize, ...) have no route here and answer 404.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from starlette.responses import JSONResponse, Response
+
+from gateway import __version__
+from gateway.auth import Principal
+from gateway.errors import EngineUnavailable, PayloadTooLarge
+from gateway.middleware import request_id
+from gateway.resources import ResourcesDep
+
+v1 = APIRouter(prefix="/v1")
+ops = APIRouter()
+
+
+def authenticate(
+    resources: ResourcesDep,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Principal:
+    return resources.keys.authenticate(authorization, x_api_key)
+
+
+PrincipalDep = Annotated[Principal, Depends(authenticate)]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
+    return bytes(body)
+
+
+async def _generate(request: Request, resources: ResourcesDep, path: str) -> Response:
+    body = await read_body(request, resources.settings.limits.max_body_bytes)
+    parsed = await resources.generation.validate(path, body)
+    request.state.model = parsed.model  # a model the engine serves: a bounded metric label
+    return await resources.generation.forward(path, body, parsed, request_id.get())
+
+
+@v1.post("/completions")
+async def completions(request: Request, resources: ResourcesDep, _: PrincipalDep) -> Response:
+    return await _generate(request, resources, "/v1/completions")
+
+
+@v1.post("/chat/completions")
+async def chat_completions(request: Request, resources: ResourcesDep, _: PrincipalDep) -> Response:
+    return await _generate(request, resources, "/v1/chat/completions")
+
+
+@v1.get("/models")
+async def models(resources: ResourcesDep, _: PrincipalDep) -> dict[str, Any]:
+    return await resources.catalog.listing()
+
+
+@ops.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive (no dependency is checked)."""
+    return {"status": "ok"}
+
+
+@ops.get("/readyz")
+async def readyz(resources: ResourcesDep) -> JSONResponse:
+    """Ready when the engine answers /health and lists at least one model."""
+    try:
+        await resources.engine.get_json("/health")
+        listing = await resources.catalog.listing()
+    except EngineUnavailable as exc:
+        return JSONResponse({"status": "unavailable", "reason": exc.message}, status_code=503)
+    names = [m.get("id") for m in listing.get("data", [])]
+    if not names:
+        return JSONResponse({"status": "unavailable", "reason": "no models"}, status_code=503)
+    return JSONResponse({"status": "ready", "models": names})
+
+
+@ops.get("/version")
+async def version() -> dict[str, str]:
+    return {"version": __version__}
+
+
+@ops.get("/metrics")
+async def metrics(resources: ResourcesDep) -> Response:
+    return Response(resources.metrics.render(), media_type=resources.metrics.content_type)

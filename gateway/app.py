@@ -1,0 +1,74 @@
+"""``create_app``: the gateway's only entry point. Run with
+``uvicorn --factory gateway.app:create_app``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+
+from gateway import __version__
+from gateway.api import ops, v1
+from gateway.auth import KeyRing
+from gateway.errors import GatewayError, InternalError, InvalidRequest, error_body, render
+from gateway.metrics import Metrics
+from gateway.middleware import RequestContextMiddleware, request_id
+from gateway.resources import lifespan_for
+from gateway.settings import GatewaySettings
+
+_log = logging.getLogger("portico.gateway")
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    """Build the app. Settings default to the environment, read here (not at import)."""
+    settings = settings if settings is not None else GatewaySettings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
+    # httpx logs every request line at INFO; the access log already covers it.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    metrics = Metrics()
+    keys = KeyRing((k.get_secret_value() for k in settings.api_keys), settings.dev_mode)
+    app = FastAPI(
+        title="Portico",
+        version=__version__,
+        lifespan=lifespan_for(settings, metrics, keys),
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.include_router(v1)
+    app.include_router(ops)
+    _install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def gateway_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, GatewayError)
+        return render(exc)
+
+    async def validation_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return render(
+            InvalidRequest(f"Invalid request: {first.get('msg', 'bad input')}.", param=param)
+        )
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
+        body = error_body(str(exc.detail), "invalid_request_error", None, kind)
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    async def unexpected(_: Request, exc: Exception) -> Response:
+        # The one top-level handler: log with the request id, tell the client nothing internal.
+        _log.exception("unhandled error (request_id=%s)", request_id.get())
+        return render(InternalError("Internal error; the request id identifies it in the logs."))
+
+    app.add_exception_handler(GatewayError, gateway_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,109 @@
+"""The gateway's one error tree and its one renderer.
+
+    GatewayError                    rendered as {"error": {message, type, param, code}}
+    ├── InvalidRequest              400 invalid_request_error (param names the field)
+    │   └── PayloadTooLarge         413
+    ├── AuthenticationFailed        401 authentication_error
+    ├── NotFound                    404 (unknown model: code model_not_found)
+    ├── UpstreamError               problems reaching or hearing from an engine
+    │   ├── EngineUnavailable       503 (connect refused/reset, engine 503)
+    │   ├── EngineTimeout           504 (no response headers in time)
+    │   └── EngineRejected          the engine's own 4xx/5xx, status and message passed through
+    └── InternalError               500, message never carries details
+
+httpx exceptions become ``UpstreamError`` in :mod:`gateway.upstream` only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+
+class GatewayError(Exception):
+    status_code = 500
+    error_type = "api_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else type(self).code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.error_type, self.param, self.code)
+
+
+class InvalidRequest(GatewayError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class PayloadTooLarge(InvalidRequest):
+    status_code = 413
+    code = "request_too_large"
+
+
+class AuthenticationFailed(GatewayError):
+    status_code = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class NotFound(GatewayError):
+    status_code = 404
+    error_type = "invalid_request_error"
+
+
+class UpstreamError(GatewayError):
+    status_code = 502
+    error_type = "upstream_error"
+
+
+class EngineUnavailable(UpstreamError):
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "engine_unavailable"
+
+
+class EngineTimeout(UpstreamError):
+    status_code = 504
+    error_type = "timeout"
+    code = "engine_timeout"
+
+
+class EngineRejected(UpstreamError):
+    """The engine answered with an error; its status and message reach the client."""
+
+    def __init__(
+        self, status_code: int, message: str, error_type: str, param: str | None, code: Any
+    ) -> None:
+        super().__init__(message, param=param, code=None if code is None else str(code))
+        self.status_code = status_code
+        self.error_type = error_type
+
+
+class InternalError(GatewayError):
+    status_code = 500
+    error_type = "internal_error"
+
+
+def error_body(
+    message: str, error_type: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def render(exc: GatewayError) -> JSONResponse:
+    """The only place an error becomes an HTTP response."""
+    return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)

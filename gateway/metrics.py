@@ -1,0 +1,44 @@
+"""Prometheus metrics on a registry the app owns.
+
+Labels are bounded by construction: ``route`` is a route template (or
+"unmatched"), ``model`` is a model the engine reported (or "none"),
+``status_class`` is one of 1xx..5xx. Never a key, a prompt or a user id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+# LLM requests run from milliseconds (cache hits, errors) to minutes (long streams).
+_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    """The gateway's metric families."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "portico_requests",
+            "HTTP requests answered, by route template, model and status class.",
+            ["route", "model", "status_class"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "portico_request_duration_seconds",
+            "Time from request start to the last byte of the response.",
+            ["route"],
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "portico_requests_in_flight",
+            "Requests being handled (streams count until their last chunk).",
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

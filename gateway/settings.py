@@ -1,0 +1,84 @@
+"""The gateway's one settings object, read from ``PORTICO_*`` environment variables.
+
+Built once by :func:`gateway.app.create_app` and validated there: unsafe
+combinations (no API keys outside dev mode) stop the process at start-up.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class UpstreamTimeouts(BaseModel):
+    """Explicit limits on every wait for an engine. There is no total cap on purpose:
+    a healthy stream may run for minutes; ``stream_idle_s`` catches a stalled one."""
+
+    connect_s: float = Field(3.0, gt=0, description="TCP connect to an engine.")
+    first_byte_s: float = Field(
+        60.0, gt=0, description="Wait for the response headers (the engine queues, prefills)."
+    )
+    stream_idle_s: float = Field(
+        60.0, gt=0, description="Max gap between two chunks of a response body."
+    )
+    probe_s: float = Field(2.0, gt=0, description="Health and model-list probes.")
+
+
+class Limits(BaseModel):
+    """Request caps checked before any engine is called."""
+
+    max_body_bytes: int = Field(1_048_576, gt=0, description="Request body size cap (413).")
+    max_tokens: int = Field(
+        4096, gt=0, description="Cap on max_tokens / max_completion_tokens (400)."
+    )
+    max_n: int = Field(8, gt=0, description="Cap on n and best_of (400).")
+
+
+class GatewaySettings(BaseSettings):
+    """Everything the gateway process is configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PORTICO_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    engine_url: str = Field(
+        "http://127.0.0.1:8000", description="Base URL of the vLLM engine (no /v1)."
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated API keys accepted as Bearer tokens or X-API-Key. "
+        "Held only as SHA-256 digests after start-up.",
+    )
+    dev_mode: bool = Field(
+        False,
+        description="Allows running with no API keys (open gateway). One process, local only.",
+    )
+    upstream_transport: Literal["aiohttp", "httpx"] = Field(
+        "aiohttp",
+        description="HTTP client transport to engines: aiohttp costs several times less CPU "
+        "per request than httpx's own (measured in bench/).",
+    )
+    models_refresh_s: float = Field(
+        10.0, gt=0, description="How long the engine's model list is trusted before re-reading."
+    )
+    upstream: UpstreamTimeouts = Field(default_factory=UpstreamTimeouts)
+    limits: Limits = Field(default_factory=Limits)
+    log_level: str = Field("info", description="Python logging level.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_keys(cls, data: object) -> object:
+        if isinstance(data, dict) and isinstance(data.get("api_keys"), str):
+            data["api_keys"] = [k.strip() for k in data["api_keys"].split(",") if k.strip()]
+        return data
+
+    @model_validator(mode="after")
+    def _refuse_open_gateway(self) -> GatewaySettings:
+        if not self.api_keys and not self.dev_mode:
+            raise ValueError(
+                "no API keys configured: set PORTICO_API_KEYS, or PORTICO_DEV_MODE=true "
+                "to run an open gateway for local development"
+            )
+        return self
