@@ -38,7 +38,11 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         help_text = field.description
         if typing.get_origin(field.annotation) is list:
-            group.add_argument(flag, dest=name, nargs="+", default=None, help=help_text)
+            # "extend": each --extra-args=--flag=value adds to the list; vLLM's flags start
+            # with "--", so one occurrence can carry only one of them.
+            group.add_argument(
+                flag, dest=name, nargs="+", action="extend", default=None, help=help_text
+            )
         elif field.annotation in (bool, bool | None):
             group.add_argument(
                 flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text

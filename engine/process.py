@@ -43,6 +43,7 @@ class ManagedProcess:
         self._env = {**os.environ, **(env or {})}
         self._tail: deque[str] = deque(maxlen=tail)
         self._popen: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
 
     def start(self) -> None:
         self._popen = subprocess.Popen(
@@ -54,7 +55,8 @@ class ManagedProcess:
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
-        threading.Thread(target=self._echo, name=f"{self.name}-output", daemon=True).start()
+        self._reader = threading.Thread(target=self._echo, name=f"{self.name}-output", daemon=True)
+        self._reader.start()
 
     @property
     def pid(self) -> int:
@@ -85,6 +87,7 @@ class ManagedProcess:
                 raise StartupError(f"{self.name} start-up interrupted.", exit_code=130)
             code = self.poll()
             if code is not None:
+                self._drain_output()
                 raise StartupError(
                     f"{self.name} exited with code {code} during start-up. Last output:\n"
                     f"{self.tail()}",
@@ -94,6 +97,7 @@ class ManagedProcess:
                 return time.monotonic() - started
             if time.monotonic() - started > timeout_s:
                 self.stop(grace_s=10)
+                self._drain_output()
                 raise StartupError(
                     f"{self.name} was not ready after {timeout_s:.0f} s. Last output:\n"
                     f"{self.tail()}"
@@ -115,14 +119,21 @@ class ManagedProcess:
             os.killpg(self._popen.pid, signal.SIGKILL)
             return self._popen.wait()
 
+    def _drain_output(self, timeout_s: float = 2.0) -> None:
+        """Let the echo thread catch up with an exited child, so tail() holds its last
+        lines (usually the error). Bounded: a grandchild may keep the pipe open."""
+        if self._reader is not None:
+            self._reader.join(timeout_s)
+
     def _echo(self) -> None:
         assert self._popen is not None
         assert self._popen.stdout is not None
         prefix = f"[{self.name}] "
-        for raw in self._popen.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            self._tail.append(line)
-            print(prefix + line, file=sys.stderr, flush=True)
+        with self._popen.stdout as output:  # closed at EOF: the pipe's fd is not leaked
+            for raw in output:
+                line = raw.decode(errors="replace").rstrip()
+                self._tail.append(line)
+                print(prefix + line, file=sys.stderr, flush=True)
 
 
 @contextmanager

@@ -1,0 +1,83 @@
+"""The results as one PNG (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from stats import Row
+
+
+def _by_target(rows: Sequence[Row], stream: bool) -> dict[str, list[Row]]:
+    out: dict[str, list[Row]] = {}
+    for row in rows:
+        if row.stream == stream:
+            out.setdefault(row.target, []).append(row)
+    return out
+
+
+def _lines(ax: Axes, rows: Sequence[Row], value: Callable[[Row], float], title: str) -> None:
+    for target, series in _by_target(rows, stream=False).items():
+        series = sorted(series, key=lambda r: r.concurrency)
+        ax.plot([r.concurrency for r in series], [value(r) for r in series], "o-", label=target)
+    ax.set_xscale("log", base=2)
+    concurrencies = sorted({r.concurrency for r in rows if not r.stream})
+    ax.set_xticks(concurrencies, [str(c) for c in concurrencies])
+    ax.set_xlabel("concurrency")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+
+
+def _cpu(ax: Axes, rows: Sequence[Row]) -> None:
+    _lines(ax, rows, lambda r: r.target_cpu_ms, "target CPU ms per request (non-stream)")
+    for target, series in _by_target(rows, stream=False).items():
+        if target == "direct":
+            continue
+        series = sorted(series, key=lambda r: r.concurrency)
+        xs = [r.concurrency for r in series]
+        low = [min(r.target_cpu_ms_rounds) for r in series]
+        high = [max(r.target_cpu_ms_rounds) for r in series]
+        ax.fill_between(xs, low, high, alpha=0.12)
+    ax.set_ylim(bottom=0)
+
+
+def _stream(ax: Axes, rows: Sequence[Row]) -> None:
+    stream_rows = [r for r in rows if r.stream]
+    labels = [f"{r.target}\nc={r.concurrency}" for r in stream_rows]
+    xs = list(range(len(stream_rows)))
+    width = 0.4
+    ax.bar(
+        [x - width / 2 for x in xs],
+        [r.first_chunk_p50_ms or 0.0 for r in stream_rows],
+        width,
+        label="first chunk p50",
+    )
+    ax.bar([x + width / 2 for x in xs], [r.p50_ms for r in stream_rows], width, label="total p50")
+    ax.set_xticks(xs, labels, fontsize=7, rotation=30, ha="right")
+    ax.set_ylabel("ms")
+    ax.set_title("streamed: time to first chunk and total (p50)")
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+
+
+def write(rows: Sequence[Row], path: Path, subtitle: str) -> Path:
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    _lines(axes[0][0], rows, lambda r: r.p50_ms, "p50 latency ms (non-stream)")
+    axes[0][0].set_ylim(bottom=0)
+    axes[0][0].legend(fontsize=8)
+    _lines(axes[0][1], rows, lambda r: r.rps, "requests per second (non-stream)")
+    axes[0][1].set_ylim(bottom=0)
+    _cpu(axes[1][0], rows)
+    _stream(axes[1][1], rows)
+    fig.suptitle(f"Portico gateway overhead — {subtitle}", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,240 @@
+"""Writing the results: a Markdown report and a JSON file with every raw number."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from stats import DIRECT, Row
+
+GW_AIOHTTP = "gateway-aiohttp"
+GW_HTTPX = "gateway-httpx"
+MINIMAL = "minimal-proxy"
+
+DESCRIPTIONS = {
+    DIRECT: "load generator -> fake upstream (no proxy; the baseline)",
+    GW_AIOHTTP: "-> Portico (PORTICO_UPSTREAM_TRANSPORT=aiohttp, the default) -> fake upstream",
+    GW_HTTPX: "-> Portico (PORTICO_UPSTREAM_TRANSPORT=httpx) -> fake upstream",
+    MINIMAL: "-> bench/minimal_proxy.py (raw ASGI + aiohttp, forwards bytes) -> fake upstream",
+}
+
+
+def _f(value: float | None, digits: int = 2, signed: bool = False) -> str:
+    if value is None or math.isnan(value):
+        return "—"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _range(values: Sequence[float]) -> str:
+    return f"{min(values):.3f} to {max(values):.3f}" if values else "—"
+
+
+def _table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(line) + " |" for line in lines]
+    return out
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b <= 0:
+        return "—"
+    return f"{a / b:.2f}x"
+
+
+def _key_table(rows: Sequence[Row]) -> list[str]:
+    cpu = {(r.target, r.concurrency): r.target_cpu_ms for r in rows if not r.stream}
+    lines = []
+    for conc in sorted({r.concurrency for r in rows if not r.stream}):
+        aio, hx = cpu.get((GW_AIOHTTP, conc)), cpu.get((GW_HTTPX, conc))
+        floor, direct = cpu.get((MINIMAL, conc)), cpu.get((DIRECT, conc))
+        above_floor = None if aio is None or floor is None else aio - floor
+        lines.append(
+            [
+                str(conc),
+                _f(aio, 3),
+                _f(hx, 3),
+                _f(floor, 3),
+                _f(direct, 3),
+                _ratio(hx, aio),
+                _ratio(aio, floor),
+                _f(above_floor, 3),
+            ]
+        )
+    header = [
+        "c",
+        "gateway-aiohttp",
+        "gateway-httpx",
+        "minimal-proxy",
+        "direct (upstream alone)",
+        "httpx / aiohttp",
+        "aiohttp / minimal",
+        "gateway cost above floor",
+    ]
+    return _table(header, lines)
+
+
+def _nonstream_table(rows: Sequence[Row]) -> list[str]:
+    header = [
+        "target",
+        "c",
+        "requests",
+        "errors",
+        "RPS",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "+p50 vs direct",
+        "target CPU ms/req",
+        "range over rounds",
+        "upstream CPU ms/req",
+        "target RSS MB",
+        "loadgen CPU ms/req",
+    ]
+    lines = [
+        [
+            r.target,
+            str(r.concurrency),
+            str(r.requests),
+            str(r.errors),
+            _f(r.rps, 0),
+            _f(r.p50_ms),
+            _f(r.p90_ms),
+            _f(r.p99_ms),
+            "—" if r.target == DIRECT else _f(r.added_p50_ms, signed=True),
+            _f(r.target_cpu_ms, 3),
+            _range(r.target_cpu_ms_rounds),
+            "(is the target)" if r.target == DIRECT else _f(r.upstream_cpu_ms, 3),
+            _f(r.target_rss_mb, 0),
+            _f(r.loadgen_cpu_ms, 3),
+        ]
+        for r in rows
+        if not r.stream
+    ]
+    return _table(header, lines)
+
+
+def _stream_table(rows: Sequence[Row]) -> list[str]:
+    header = [
+        "target",
+        "c",
+        "requests",
+        "errors",
+        "first chunk p50 ms",
+        "first chunk p99 ms",
+        "total p50 ms",
+        "total p99 ms",
+        "+total p50 vs direct",
+        "target CPU ms/req",
+    ]
+    lines = [
+        [
+            r.target,
+            str(r.concurrency),
+            str(r.requests),
+            str(r.errors),
+            _f(r.first_chunk_p50_ms),
+            _f(r.first_chunk_p99_ms),
+            _f(r.p50_ms),
+            _f(r.p99_ms),
+            "—" if r.target == DIRECT else _f(r.added_p50_ms, signed=True),
+            _f(r.target_cpu_ms, 3),
+        ]
+        for r in rows
+        if r.stream
+    ]
+    return _table(header, lines)
+
+
+def markdown(machine: dict[str, Any], config: dict[str, Any], rows: Sequence[Row]) -> str:
+    packages = ", ".join(f"{k} {v}" for k, v in machine["packages"].items())
+    errors = sum(r.errors for r in rows)
+    out = [
+        "# Portico gateway overhead",
+        "",
+        "> **One run on a shared, noisy 2-core machine.** Absolute latencies and RPS move by",
+        "> tens of percent between runs; compare ratios *within this run*. The load",
+        "> generator, the target and the fake upstream all share the same cores, so RPS and",
+        "> latency include CPU contention; CPU ms per request is the steadier figure.",
+        "",
+        f"- Date: {machine['date_utc']}; commit `{machine['git_commit']}`",
+        f"- Machine: nproc {machine['nproc']}, {machine['cpu_model']}, {machine['platform']}",
+        f"- Python {machine['python']}; {packages}",
+        f"- Load average at start / end: {machine['load_average_at_start']} / "
+        f"{machine.get('load_average_at_end', '?')}",
+        f"- Wall time of the run: {config.get('wall_s', 0):.0f} s; failed requests: {errors}",
+        "",
+        "## What was measured",
+        "",
+        "Targets, each its own process on its own port, all in front of one fake upstream "
+        "(`bench/fake_upstream.py`, answers instantly):",
+        "",
+        *[f"- **{name}**: {text}" for name, text in DESCRIPTIONS.items()],
+        "",
+        f"Closed loop, `POST /v1/chat/completions` with `Authorization: Bearer bench-key`. "
+        f"{config['rounds']} interleaved rounds: each round runs every concurrency, and at each "
+        f"concurrency every target in a rotated order, so slow drift of the machine hits all "
+        f"targets alike. Per point: {config['warmup']} warm-up requests (not measured), then "
+        f"the measured ones; the counts below are totals over rounds. The gateway runs with its "
+        f"default settings (including one JSON access-log line per request at INFO, written to "
+        f"a file) under `uvicorn --factory --no-access-log --log-level warning`.",
+        "",
+        "## Key number: gateway CPU per request (ms, = CPU seconds per 1000 requests)",
+        "",
+        "Non-streamed requests, CPU time (user + system) of the target process only, during",
+        "the measured phase. *Gateway cost above floor* = gateway-aiohttp minus minimal-proxy:",
+        "what Portico's own work (auth, validation, model check, metrics, logging, FastAPI)",
+        "costs beyond forwarding bytes.",
+        "",
+        *_key_table(rows),
+        "",
+        "## Non-streamed requests",
+        "",
+        *_nonstream_table(rows),
+        "",
+        f"## Streamed requests (`stream: true`, {config['stream_chunks']} SSE chunks "
+        f"{config['stream_gap_ms']:g} ms apart + `[DONE]`)",
+        "",
+        *_stream_table(rows),
+        "",
+        "## Columns",
+        "",
+        "- **c**: concurrency (closed loop: that many requests always in flight).",
+        "- **RPS**: measured requests / measured wall time, summed over rounds.",
+        "- **p50/p90/p99**: client-side latency over every measured request, request sent to "
+        "body fully read.",
+        "- **+p50 vs direct**: p50 minus the direct target's p50 at the same concurrency.",
+        "- **target CPU ms/req**: target process CPU time / requests; *range over rounds* is "
+        "the per-round min to max, a feel for the noise (resolution: 10 ms CPU ticks per round).",
+        "- **upstream CPU ms/req**: the fake upstream's CPU per request while that target ran.",
+        "- **target RSS MB**: resident memory of the target process after its last point.",
+        "- **loadgen CPU ms/req**: the load generator's own CPU per request.",
+        "- **first chunk**: time from sending the request to the first body bytes.",
+        "",
+        "Raw numbers (every latency): `gateway_overhead.json`; plots: `gateway_overhead.png`.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def write(
+    out_dir: Path,
+    machine: dict[str, Any],
+    config: dict[str, Any],
+    rows: Sequence[Row],
+    points: Sequence[dict[str, Any]],
+) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md_path = out_dir / "gateway_overhead.md"
+    json_path = out_dir / "gateway_overhead.json"
+    md_path.write_text(markdown(machine, config, rows))
+    payload = {
+        "machine": machine,
+        "config": config,
+        "rows": [r.to_json() for r in rows],
+        "points": list(points),
+    }
+    json_path.write_text(json.dumps(payload, separators=(",", ":")) + "\n")
+    return md_path, json_path

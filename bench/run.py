@@ -1,0 +1,280 @@
+"""`make bench`: the gateway's own overhead, measured against a fake upstream.
+
+Starts a fake upstream and four targets (direct, Portico with each upstream
+transport, a minimal proxy), drives them from a separate load-generator
+process in interleaved rounds, and writes bench/results/gateway_overhead.{md,json,png}.
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import plot
+import report
+from fake_upstream import STREAM_CHUNKS
+from machine import describe
+from procs import Service, free_port
+from report import GW_AIOHTTP, GW_HTTPX, MINIMAL
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from stats import DIRECT, Row, summarize
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+TARGETS = (DIRECT, GW_AIOHTTP, GW_HTTPX, MINIMAL)
+API_KEY = "bench-key"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Benchmark the gateway's own overhead.")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--requests", type=int, default=2000, help="per target and c > 1")
+    parser.add_argument("--requests-c1", type=int, default=1000, help="per target at c = 1")
+    parser.add_argument("--warmup", type=int, default=100, help="unmeasured, per point")
+    parser.add_argument("--stream-concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--stream-requests", type=int, default=400, help="per target and c")
+    parser.add_argument("--stream-gap-ms", type=float, default=2.0)
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run (numbers useless)")
+    parser.add_argument("--out", type=Path, default=BENCH / "results")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.requests, args.requests_c1 = 2, 200, 100
+        args.warmup, args.stream_requests = 20, 40
+    return args
+
+
+def build_services(log_dir: Path, stream_gap_ms: float) -> tuple[Service, dict[str, Service]]:
+    """The fake upstream and the proxies in front of it (direct is the upstream itself)."""
+    py = sys.executable
+    upstream_port = free_port()
+    upstream = Service(
+        name="fake-upstream",
+        argv=[
+            *(py, str(BENCH / "fake_upstream.py"), "--port", str(upstream_port)),
+            *("--stream-gap-ms", str(stream_gap_ms)),
+        ],
+        port=upstream_port,
+        ready_path="/health",
+        log_path=log_dir / "fake-upstream.log",
+    )
+
+    def gateway(name: str, transport: str) -> Service:
+        port = free_port()
+        return Service(
+            name=name,
+            argv=[
+                *(py, "-m", "uvicorn", "--factory", "gateway.app:create_app"),
+                *("--port", str(port), "--no-access-log", "--log-level", "warning"),
+            ],
+            port=port,
+            ready_path="/readyz",
+            log_path=log_dir / f"{name}.log",
+            env={
+                "PORTICO_UPSTREAM_TRANSPORT": transport,
+                "PORTICO_ENGINE_URL": upstream.base_url,
+                "PORTICO_API_KEYS": API_KEY,
+            },
+            cwd=REPO,
+        )
+
+    minimal_port = free_port()
+    proxies = {
+        GW_AIOHTTP: gateway(GW_AIOHTTP, "aiohttp"),
+        GW_HTTPX: gateway(GW_HTTPX, "httpx"),
+        MINIMAL: Service(
+            name=MINIMAL,
+            argv=[
+                *(py, str(BENCH / "minimal_proxy.py"), "--port", str(minimal_port)),
+                *("--upstream", upstream.base_url),
+            ],
+            port=minimal_port,
+            ready_path="/health",
+            log_path=log_dir / f"{MINIMAL}.log",
+        ),
+    }
+    return upstream, proxies
+
+
+def build_plan(
+    args: argparse.Namespace, upstream: Service, proxies: dict[str, Service]
+) -> list[dict[str, Any]]:
+    """Every point of every round. Within a round the target order rotates per point group."""
+
+    def endpoint(target: str) -> tuple[str, int]:
+        service = upstream if target == DIRECT else proxies[target]
+        return service.base_url + "/v1/chat/completions", service.pid
+
+    groups: list[tuple[bool, int, int]] = []  # (stream, concurrency, requests per round)
+    for conc in args.concurrency:
+        total = args.requests_c1 if conc == 1 else args.requests
+        groups.append((False, conc, max(1, total // args.rounds)))
+    for conc in args.stream_concurrency:
+        groups.append((True, conc, max(1, args.stream_requests // args.rounds)))
+
+    points: list[dict[str, Any]] = []
+    for rnd in range(args.rounds):
+        for g, (stream, conc, requests) in enumerate(groups):
+            shift = (rnd + g) % len(TARGETS)
+            for target in TARGETS[shift:] + TARGETS[:shift]:
+                url, pid = endpoint(target)
+                points.append(
+                    {
+                        "index": len(points),
+                        "target": target,
+                        "url": url,
+                        "target_pid": pid,
+                        "upstream_pid": upstream.pid,
+                        "concurrency": conc,
+                        "requests": requests,
+                        "warmup": max(args.warmup, 2 * conc),
+                        "stream": stream,
+                        "round": rnd,
+                    }
+                )
+    return points
+
+
+@contextmanager
+def running(services: Sequence[Service], console: Console) -> Iterator[None]:
+    """Start all, wait until each is ready; stop all on the way out, whatever happens."""
+    with ExitStack() as stack:
+        with console.status(f"starting {', '.join(s.name for s in services)}"):
+            for service in services:
+                stack.callback(service.stop)
+                service.start()
+            for service in services:
+                service.wait_ready()
+        yield
+
+
+def drive(plan: list[dict[str, Any]], log_dir: Path, console: Console) -> list[dict[str, Any]]:
+    """Run the load generator over the plan with a progress bar; return its result points."""
+    results: list[dict[str, Any]] = []
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("requests"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with (
+        (log_dir / "load.log").open("wb") as log,
+        Progress(*columns, console=console) as progress,
+    ):
+        task = progress.add_task("starting", total=sum(p["requests"] for p in plan))
+        load = subprocess.Popen(
+            [sys.executable, str(BENCH / "load.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        try:
+            assert load.stdin is not None
+            assert load.stdout is not None
+            load.stdin.write(json.dumps({"points": plan}))
+            load.stdin.close()
+            for line in load.stdout:
+                event = json.loads(line)
+                kind = "stream" if event["stream"] else "non-stream"
+                label = f"round {event['round'] + 1} {kind} c={event['concurrency']}"
+                if event["event"] == "start":
+                    progress.update(task, description=f"{label} {event['target']}")
+                else:
+                    results.append(event)
+                    progress.advance(task, event["requests"])
+            if load.wait() != 0 or len(results) != len(plan):
+                raise RuntimeError(f"load generator failed; see {log_dir / 'load.log'}")
+        finally:
+            if load.poll() is None:
+                load.terminate()
+                try:
+                    load.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    load.kill()
+                    load.wait()
+    return results
+
+
+def print_summary(console: Console, rows: Sequence[Row]) -> None:
+    table = Table(title="non-streamed (target CPU ms/req = CPU s per 1000 requests)")
+    for column in ("target", "c", "RPS", "p50 ms", "p99 ms", "+p50 ms", "CPU ms/req", "RSS MB"):
+        table.add_column(column, justify="left" if column == "target" else "right")
+    for r in rows:
+        if r.stream:
+            continue
+        added = "—" if r.added_p50_ms is None or r.target == DIRECT else f"{r.added_p50_ms:+.2f}"
+        table.add_row(
+            r.target,
+            str(r.concurrency),
+            f"{r.rps:.0f}",
+            f"{r.p50_ms:.2f}",
+            f"{r.p99_ms:.2f}",
+            added,
+            f"{r.target_cpu_ms:.3f}",
+            f"{r.target_rss_mb:.0f}",
+        )
+    console.print(table)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGTERM becomes SystemExit so every `finally` below stops the child processes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    console = Console()
+    log_dir = args.out / "logs"
+    machine = describe(REPO)
+    started = time.monotonic()
+    upstream, proxies = build_services(log_dir, args.stream_gap_ms)
+    with running([upstream, *proxies.values()], console):
+        plan = build_plan(args, upstream, proxies)
+        console.print(
+            f"{len(plan)} points, {args.rounds} interleaved rounds, logs in {log_dir}; "
+            f"nproc={machine['nproc']}"
+        )
+        points = drive(plan, log_dir, console)
+    machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    config = {
+        **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "targets": list(TARGETS),
+        "stream_chunks": STREAM_CHUNKS,
+        "wall_s": time.monotonic() - started,
+    }
+    rows = summarize(points, TARGETS)
+    md_path, json_path = report.write(args.out, machine, config, rows, points)
+    subtitle = f"nproc {machine['nproc']}, Python {machine['python']}, {machine['date_utc']}"
+    png_path = plot.write(rows, args.out / "gateway_overhead.png", subtitle)
+    print_summary(console, rows)
+    console.print(f"wrote {md_path}, {json_path}, {png_path} in {config['wall_s']:.0f} s")
+    failed = sum(r.errors for r in rows)
+    if failed:
+        console.print(f"[red]{failed} requests failed[/red]; see the error samples in the JSON")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

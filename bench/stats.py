@@ -1,0 +1,91 @@
+"""Folding the load generator's per-round points into one row per target x mode x concurrency."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+DIRECT = "direct"
+
+
+def percentiles_ms(samples_us: Sequence[int]) -> tuple[float, float, float]:
+    """p50, p90, p99 in milliseconds (inclusive method; NaN if there are no samples)."""
+    if len(samples_us) < 2:
+        value = samples_us[0] / 1000 if samples_us else float("nan")
+        return value, value, value
+    cuts = statistics.quantiles(samples_us, n=100, method="inclusive")
+    return cuts[49] / 1000, cuts[89] / 1000, cuts[98] / 1000
+
+
+@dataclass
+class Row:
+    """One line of the results table. CPU figures are ms per request (= s per 1000)."""
+
+    target: str
+    stream: bool
+    concurrency: int
+    requests: int
+    errors: int
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    first_chunk_p50_ms: float | None
+    first_chunk_p99_ms: float | None
+    added_p50_ms: float | None
+    target_cpu_ms: float
+    target_cpu_ms_rounds: list[float]
+    upstream_cpu_ms: float
+    loadgen_cpu_ms: float
+    target_rss_mb: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _row(target: str, stream: bool, concurrency: int, points: list[dict[str, Any]]) -> Row:
+    requests = sum(p["requests"] for p in points)
+    latencies = [lat for p in points for lat in p["latencies_us"]]
+    first_chunks = [lat for p in points for lat in p["first_chunk_us"]]
+    p50, p90, p99 = percentiles_ms(latencies)
+    fc50, _, fc99 = percentiles_ms(first_chunks) if first_chunks else (None, None, None)
+    return Row(
+        target=target,
+        stream=stream,
+        concurrency=concurrency,
+        requests=requests,
+        errors=sum(p["errors"] for p in points),
+        rps=requests / sum(p["wall_s"] for p in points),
+        p50_ms=p50,
+        p90_ms=p90,
+        p99_ms=p99,
+        first_chunk_p50_ms=fc50,
+        first_chunk_p99_ms=fc99,
+        added_p50_ms=None,
+        target_cpu_ms=1000 * sum(p["target_cpu_s"] for p in points) / requests,
+        target_cpu_ms_rounds=[1000 * p["target_cpu_s"] / p["requests"] for p in points],
+        upstream_cpu_ms=1000 * sum(p["upstream_cpu_s"] for p in points) / requests,
+        loadgen_cpu_ms=1000 * sum(p["loadgen_cpu_s"] for p in points) / requests,
+        target_rss_mb=max(p["target_rss_mb"] for p in points),
+    )
+
+
+def summarize(points: Iterable[dict[str, Any]], target_order: Sequence[str]) -> list[Row]:
+    """Rows ordered by mode, concurrency, then ``target_order``; adds p50 deltas vs direct."""
+    groups: dict[tuple[bool, int, str], list[dict[str, Any]]] = defaultdict(list)
+    for point in points:
+        groups[(point["stream"], point["concurrency"], point["target"])].append(point)
+    rank = {name: i for i, name in enumerate(target_order)}
+    keys = sorted(groups, key=lambda k: (k[0], k[1], rank.get(k[2], len(rank))))
+    rows = [
+        _row(target, stream, conc, groups[(stream, conc, target)]) for stream, conc, target in keys
+    ]
+    direct = {(r.stream, r.concurrency): r for r in rows if r.target == DIRECT}
+    for row in rows:
+        base = direct.get((row.stream, row.concurrency))
+        if base is not None:
+            row.added_p50_ms = row.p50_ms - base.p50_ms
+    return rows

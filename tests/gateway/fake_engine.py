@@ -1,0 +1,75 @@
+"""A small fault-injecting stand-in for vLLM, for what the real engine cannot be
+made to do on demand. The completion ``prompt`` picks the behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+MODEL = "fake-model"
+
+
+def _chunk(text: str) -> bytes:
+    payload = {"object": "text_completion", "model": MODEL, "choices": [{"index": 0, "text": text}]}
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+async def _models(_: Request) -> Response:
+    return JSONResponse({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+
+
+async def _health(_: Request) -> Response:
+    return Response(status_code=200)
+
+
+class FakeEngine:
+    """Records what it received; behaves according to the prompt."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.stream_closed = asyncio.Event()
+        self.app = Starlette(
+            routes=[
+                Route("/health", _health),
+                Route("/v1/models", _models),
+                Route("/v1/completions", self._completions, methods=["POST"]),
+            ]
+        )
+
+    async def _completions(self, request: Request) -> Response:
+        raw = await request.body()
+        self.received.append(raw)
+        body = json.loads(raw)
+        behaviour = body.get("prompt")
+        if behaviour == "slow-first-byte":
+            await asyncio.sleep(5)
+        if behaviour == "error-500":
+            error = {"message": "engine exploded", "type": "InternalServerError", "code": 500}
+            return JSONResponse({"error": error}, status_code=500)
+        if behaviour == "busy-503":
+            return JSONResponse({"error": {"message": "queue full"}}, status_code=503)
+        if not body.get("stream"):
+            return JSONResponse({"object": "text_completion", "choices": [{"text": "ok"}]})
+        return StreamingResponse(self._stream(behaviour), media_type="text/event-stream")
+
+    async def _stream(self, behaviour: str) -> Any:
+        try:
+            for i in range(3):
+                yield _chunk(f"t{i}")
+            if behaviour == "die-mid-stream":
+                raise RuntimeError("engine died")  # uvicorn drops the connection half-way
+            if behaviour == "stall-mid-stream":
+                await asyncio.sleep(30)
+            if behaviour == "endless":
+                while True:
+                    yield _chunk("more")
+                    await asyncio.sleep(0.05)
+            yield b"data: [DONE]\n\n"
+        finally:
+            self.stream_closed.set()

@@ -1,0 +1,125 @@
+"""How the gateway answers when the engine is down, slow, failing or breaks a
+stream. A fake engine injects the faults; the gateway is the real app."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from tests.conftest import free_port
+from tests.gateway.fake_engine import MODEL, FakeEngine
+from tests.gateway.servers import serving
+
+KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def _settings(engine_url: str) -> GatewaySettings:
+    return GatewaySettings(
+        engine_url=engine_url,
+        api_keys=[KEY],
+        upstream={"first_byte_s": 1.0, "stream_idle_s": 1.0, "probe_s": 1.0},
+    )
+
+
+@pytest.fixture
+def engine() -> Iterator[tuple[FakeEngine, str]]:
+    fake = FakeEngine()
+    with serving(fake.app) as url:
+        yield fake, url
+
+
+@pytest.fixture
+def gateway(engine: tuple[FakeEngine, str]) -> Iterator[httpx.Client]:
+    with (
+        serving(create_app(_settings(engine[1]))) as url,
+        httpx.Client(base_url=url, headers=AUTH, timeout=30) as client,
+    ):
+        yield client
+
+
+def _complete(client: httpx.Client, prompt: str, stream: bool = False) -> httpx.Response:
+    return client.post("/v1/completions", json={"model": MODEL, "prompt": prompt, "stream": stream})
+
+
+def test_engine_down_is_503_in_openai_shape() -> None:
+    with (
+        serving(create_app(_settings(f"http://127.0.0.1:{free_port()}"))) as url,
+        httpx.Client(base_url=url, headers=AUTH) as client,
+    ):
+        response = _complete(client, "hi")
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "engine_unavailable"
+        assert client.get("/readyz").status_code == 503
+        assert client.get("/healthz").status_code == 200
+
+
+def test_slow_first_byte_is_504_after_the_configured_wait(gateway: httpx.Client) -> None:
+    started = time.monotonic()
+    response = _complete(gateway, "slow-first-byte")
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "engine_timeout"
+    assert time.monotonic() - started < 4  # first_byte_s=1, the fake sleeps 5
+
+
+def test_engine_error_status_and_message_pass_through(gateway: httpx.Client) -> None:
+    response = _complete(gateway, "error-500")
+    assert response.status_code == 500
+    assert response.json()["error"]["message"] == "engine exploded"
+
+
+def test_engine_busy_is_503_with_retry_after(gateway: httpx.Client) -> None:
+    response = _complete(gateway, "busy-503")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+
+
+def _events(response: httpx.Response) -> list[str]:
+    return [line.removeprefix("data: ") for line in response.text.splitlines() if line]
+
+
+def test_complete_stream_is_relayed_with_done(gateway: httpx.Client) -> None:
+    response = _complete(gateway, "fine", stream=True)
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert _events(response)[-1] == "[DONE]"
+    assert len(_events(response)) == 4
+
+
+@pytest.mark.parametrize("fault", ["die-mid-stream", "stall-mid-stream"])
+def test_broken_stream_ends_with_an_error_event_and_no_done(
+    gateway: httpx.Client, fault: str
+) -> None:
+    events = _events(_complete(gateway, fault, stream=True))
+    assert "[DONE]" not in events
+    assert [json.loads(e)["choices"][0]["text"] for e in events[:3]] == ["t0", "t1", "t2"]
+    assert json.loads(events[-1])["error"]["type"] in ("service_unavailable", "timeout")
+
+
+def test_client_disconnect_closes_the_engine_stream(
+    engine: tuple[FakeEngine, str], gateway: httpx.Client
+) -> None:
+    fake, _ = engine
+    body = {"model": MODEL, "prompt": "endless", "stream": True}
+    with gateway.stream("POST", "/v1/completions", json=body) as response:
+        for _ in response.iter_bytes():
+            break
+    deadline = time.monotonic() + 5
+    while not fake.stream_closed.is_set() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake.stream_closed.is_set()
+
+
+def test_body_is_forwarded_byte_for_byte(
+    engine: tuple[FakeEngine, str], gateway: httpx.Client
+) -> None:
+    fake, _ = engine
+    raw = b'{"model": "fake-model", "prompt": "hi", "vendor_field": {"a": [1, 2]}}'
+    response = gateway.post("/v1/completions", content=raw)
+    assert response.status_code == 200
+    assert fake.received[-1] == raw

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.cli import build_parser, main
+from engine.command import VLLM_SERVER_MODULE
+from engine.settings import EngineSettings
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    directory = tmp_path / "tiny-llama"
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    return directory
+
+
+def _flag_value(argv: list[str], flag: str) -> str:
+    assert flag in argv, f"{flag} missing from {argv}"
+    return argv[argv.index(flag) + 1]
+
+
+@pytest.mark.parametrize("command", ["engine", "up"])
+def test_every_engine_setting_has_a_flag_that_defaults_to_unset(command: str) -> None:
+    args = vars(build_parser().parse_args([command, "serve"] if command == "engine" else [command]))
+    for name in EngineSettings.model_fields:
+        assert name in args, f"no flag for EngineSettings.{name}"
+        # None means "not given": the PORTICO_ENGINE_* variable or the default applies.
+        assert args[name] is None
+
+
+def test_flags_parse_into_engine_setting_values() -> None:
+    args = build_parser().parse_args(
+        [
+            "engine", "serve",
+            "--model", "org/model",
+            "--served-model-name", "chat",
+            "--port", "9001",
+            "--max-num-queued-reqs", "16",
+            "--enforce-eager",
+            "--no-enable-prefix-caching",
+            "--extra-args", "a", "b",
+        ]
+    )  # fmt: skip
+    assert args.model == "org/model"
+    assert args.served_model_name == "chat"
+    assert args.max_num_queued_reqs == "16"  # converted by EngineSettings
+    assert args.enforce_eager is True
+    assert args.enable_prefix_caching is False
+    assert args.extra_args == ["a", "b"]
+    settings = EngineSettings(
+        **{name: getattr(args, name) for name in EngineSettings.model_fields
+           if getattr(args, name) is not None}
+    )  # fmt: skip
+    assert settings.port == 9001
+    assert settings.max_num_queued_reqs == 16
+
+
+def test_boolean_flags_can_be_negated() -> None:
+    args = build_parser().parse_args(["engine", "serve", "--no-enforce-eager", "--offline"])
+    assert args.enforce_eager is False
+    assert args.offline is True
+
+
+def test_repeated_extra_args_flags_accumulate() -> None:
+    # vLLM's flags start with "--", so each occurrence can carry only one of them.
+    args = build_parser().parse_args(
+        ["engine", "serve", "--extra-args=--swap-space=4", "--extra-args=--disable-log-stats"]
+    )
+    assert args.extra_args == ["--swap-space=4", "--disable-log-stats"]
+
+
+def test_engine_command_prints_the_vllm_command_line(
+    checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["engine", "command", "--model", str(checkpoint), "--enforce-eager", "--port", "9001"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    words = shlex.split(out)
+    assert words[0] == "VLLM_CPU_KVCACHE_SPACE=1"
+    assert words[1:4] == [sys.executable, "-m", VLLM_SERVER_MODULE]
+    assert _flag_value(words, "--model") == str(checkpoint.resolve())
+    assert _flag_value(words, "--served-model-name") == "tiny-llama"
+    assert _flag_value(words, "--port") == "9001"
+    assert _flag_value(words, "--dtype") == "float32"
+    assert words[-1] == "--enforce-eager"
+
+
+def test_engine_command_applies_flags_over_environment(
+    checkpoint: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PORTICO_ENGINE_PORT", "9100")
+    monkeypatch.setenv("PORTICO_ENGINE_MAX_NUM_SEQS", "3")
+    assert main(["engine", "command", "--model", str(checkpoint), "--port", "9001"]) == 0
+    words = shlex.split(capsys.readouterr().out)
+    assert _flag_value(words, "--port") == "9001"
+    assert _flag_value(words, "--max-num-seqs") == "3"
+
+
+def test_engine_prepare_prints_the_checkpoint_location(
+    checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["engine", "prepare", "--model", str(checkpoint)]) == 0
+    assert capsys.readouterr().out.strip() == str(checkpoint.resolve())
+
+
+def test_bad_model_path_exits_2_with_a_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such-model"
+    code = main(["engine", "command", "--model", str(missing)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""
+    assert captured.err.startswith("portico: error: ")
+    assert f"model path {missing} does not exist or is not a directory" in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_invalid_setting_exits_2_naming_the_field(
+    checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["engine", "command", "--model", str(checkpoint), "--port", "0"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "portico: invalid settings" in captured.err
+    assert "port" in captured.err
+
+
+def test_contradictory_quantization_exits_2_before_anything_starts(
+    checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["engine", "command", "--model", str(checkpoint), "--quantization", "awq"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "has no quantization_config" in captured.err
+    assert captured.out == ""

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.errors import ModelError
+from engine.model import BUNDLED_DISTRIBUTION, bundled_gguf, prepare
+from engine.settings import EngineSettings
+
+AWQ_CONFIG = {
+    "model_type": "llama",
+    "quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 128},
+}
+
+
+def _checkpoint_dir(parent: Path, name: str, config: object) -> Path:
+    directory = parent / name
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+def test_local_directory_is_served_under_its_own_name(tmp_path: Path) -> None:
+    directory = _checkpoint_dir(tmp_path, "tiny-llama", {"model_type": "llama"})
+    checkpoint = prepare(EngineSettings(model=str(directory)))
+    assert checkpoint.source == str(directory.resolve())
+    assert checkpoint.served_name == "tiny-llama"
+    assert checkpoint.config_known is True
+    assert checkpoint.quant_method is None
+
+
+def test_local_directory_source_is_an_absolute_resolved_path(tmp_path: Path) -> None:
+    directory = _checkpoint_dir(tmp_path, "m", {"model_type": "llama"})
+    dotted = tmp_path / "m" / ".." / "m"
+    checkpoint = prepare(EngineSettings(model=str(dotted)))
+    assert checkpoint.source == str(directory.resolve())
+    assert ".." not in checkpoint.source
+
+
+def test_local_quantized_directory_reports_its_quantization(tmp_path: Path) -> None:
+    directory = _checkpoint_dir(tmp_path, "awq-model", AWQ_CONFIG)
+    checkpoint = prepare(EngineSettings(model=str(directory)))
+    assert checkpoint.quant_method == "awq"
+    assert checkpoint.weight_only is True
+
+
+def test_missing_absolute_path_is_refused_not_treated_as_a_hub_id(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(ModelError, match="does not exist or is not a directory") as excinfo:
+        prepare(EngineSettings(model=str(missing)))
+    assert str(missing) in str(excinfo.value)
+
+
+def test_relative_looking_missing_path_is_refused() -> None:
+    with pytest.raises(ModelError, match="does not exist or is not a directory"):
+        prepare(EngineSettings(model="./portico-no-such-model-dir"))
+
+
+def test_path_to_a_file_is_refused(tmp_path: Path) -> None:
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"\0")
+    with pytest.raises(ModelError, match="not a directory"):
+        prepare(EngineSettings(model=str(weights)))
+
+
+def test_directory_without_config_json_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"has no config\.json"):
+        prepare(EngineSettings(model=str(tmp_path)))
+
+
+@pytest.mark.parametrize("model", ["not a model id!", "org/name/extra", "-leading-dash"])
+def test_value_that_is_neither_path_nor_hub_id_is_refused(model: str) -> None:
+    with pytest.raises(ModelError, match="neither 'bundled', an existing directory"):
+        prepare(EngineSettings(model=model))
+
+
+def test_offline_hub_id_missing_from_the_cache_is_refused_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    model_id = "portico-tests/never-downloaded-model"
+    with pytest.raises(ModelError) as excinfo:
+        prepare(EngineSettings(model=model_id, offline=True))
+    message = str(excinfo.value)
+    assert model_id in message
+    assert "not in the local Hugging Face cache" in message
+    assert "offline mode is on" in message
+
+
+def test_offline_hub_id_in_the_cache_is_read_from_its_cached_config(tmp_path: Path) -> None:
+    # huggingface_hub reads HF_HOME once, at import: a fresh interpreter sees this cache.
+    hf_home = tmp_path / "hf"
+    repo = hf_home / "hub" / "models--portico-tests--cached-awq"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps(AWQ_CONFIG))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    script = (
+        "from engine.model import prepare\n"
+        "from engine.settings import EngineSettings\n"
+        "c = prepare(EngineSettings(model='portico-tests/cached-awq', offline=True))\n"
+        "print(c.source, c.served_name, c.config_known, c.quant_method, c.weight_only)\n"
+    )
+    env = {**os.environ, "HF_HOME": str(hf_home)}
+    env.pop("HF_HUB_CACHE", None)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "portico-tests/cached-awq", "portico-tests/cached-awq", "True", "awq", "True"
+    ]  # fmt: skip
+
+
+def test_bundled_gguf_is_found_inside_the_installed_wheel() -> None:
+    gguf = bundled_gguf()
+    assert gguf.suffix == ".gguf"
+    assert gguf.is_file()
+    assert gguf.stat().st_size > 10_000_000  # a real model, not a placeholder
+    with gguf.open("rb") as file:
+        assert file.read(4) == b"GGUF"  # the GGUF magic number
+    assert BUNDLED_DISTRIBUTION.replace("-", "_") in gguf.parts

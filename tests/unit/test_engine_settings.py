@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pydantic
+import pytest
+
+from engine.settings import BUNDLED_MODEL, EngineSettings
+
+
+def test_defaults_serve_the_bundled_model_on_localhost() -> None:
+    settings = EngineSettings()
+    assert settings.model == BUNDLED_MODEL
+    assert settings.base_url == "http://127.0.0.1:8000"
+    assert settings.extra_args == []
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_base_url_of_a_wildcard_bind_address_points_at_localhost(host: str) -> None:
+    assert EngineSettings(host=host, port=9001).base_url == "http://127.0.0.1:9001"
+
+
+def test_prefixed_environment_variables_configure_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORTICO_ENGINE_PORT", "9123")
+    monkeypatch.setenv("PORTICO_ENGINE_ENFORCE_EAGER", "true")
+    monkeypatch.setenv("PORTICO_ENGINE_EXTRA_ARGS", '["--swap-space", "4"]')
+    settings = EngineSettings()
+    assert settings.port == 9123
+    assert settings.enforce_eager is True
+    assert settings.extra_args == ["--swap-space", "4"]
+
+
+def test_hf_hub_offline_environment_variable_turns_offline_mode_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert EngineSettings().offline is True
+
+
+def test_explicit_values_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORTICO_ENGINE_PORT", "9123")
+    assert EngineSettings(port=9001).port == 9001
+
+
+def test_blank_served_model_name_is_refused() -> None:
+    with pytest.raises(pydantic.ValidationError, match="must not be blank"):
+        EngineSettings(served_model_name="   ")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("port", 0), ("port", 65536), ("gpu_memory_utilization", 1.5), ("tensor_parallel_size", 0)],
+)
+def test_out_of_range_values_are_refused(field: str, value: object) -> None:
+    with pytest.raises(pydantic.ValidationError, match=field):
+        EngineSettings(**{field: value})
+
+
+def test_unknown_fields_are_refused() -> None:
+    with pytest.raises(pydantic.ValidationError, match="not_a_setting"):
+        EngineSettings(not_a_setting=1)  # type: ignore[call-arg]
