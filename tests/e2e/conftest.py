@@ -25,7 +25,9 @@ from tests.conftest import free_port
 
 MODEL = "SmolLM2-135M-Instruct"
 STARTUP_TIMEOUT_S = 900  # first run converts the bundled model (~40 s) before vLLM starts
-LOG_DIR = Path(os.environ.get("PORTICO_TEST_LOGS", "/tmp/portico-test-logs"))
+LOG_DIR = Path(
+    os.environ.get("PORTICO_TEST_LOGS", Path(__file__).parents[2] / "build" / "test-logs")
+)
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ def stack() -> Iterator[Stack]:
             "--enforce-eager",
             "--max-model-len",
             "4096",
-        ],  # fmt: skip
+        ],
         stdout=subprocess.PIPE,
         stderr=log,
         env={k: v for k, v in os.environ.items() if k != "PORTICO_API_KEYS"},

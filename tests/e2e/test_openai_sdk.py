@@ -64,7 +64,8 @@ def test_chat_stream_arrives_in_several_chunks_and_says_paris(client: openai.Ope
     assert "Paris" in text
     assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 3
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens > 0
 
 
 def test_completion_stream_yields_the_requested_token_count(client: openai.OpenAI) -> None:
@@ -114,7 +115,8 @@ def test_logprobs_come_back(client: openai.OpenAI) -> None:
         model=MODEL, messages=FRANCE, max_tokens=4, temperature=0, logprobs=True, top_logprobs=2
     )
     content = reply.choices[0].logprobs and reply.choices[0].logprobs.content
-    assert content and len(content) == 4
+    assert content
+    assert len(content) == 4
     assert all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in content)
 
 
