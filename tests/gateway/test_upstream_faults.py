@@ -123,3 +123,33 @@ def test_body_is_forwarded_byte_for_byte(
     response = gateway.post("/v1/completions", content=raw)
     assert response.status_code == 200
     assert fake.received[-1] == raw
+
+
+def test_metrics_count_requests_by_route_model_and_status_class(gateway: httpx.Client) -> None:
+    assert _complete(gateway, "fine").status_code == 200
+    assert _complete(gateway, "error-500").status_code == 500
+    gateway.post("/v1/completions", json={"model": "nope", "prompt": "x"})
+    text = gateway.get("/metrics").text
+    route = 'route="/v1/completions"'
+    assert f'portico_requests_total{{model="{MODEL}",{route},status_class="2xx"}} 1.0' in text
+    assert f'portico_requests_total{{model="{MODEL}",{route},status_class="5xx"}} 1.0' in text
+    # An unknown model is never a label value: label sets stay bounded.
+    assert f'portico_requests_total{{model="none",{route},status_class="4xx"}} 1.0' in text
+    assert 'model="nope"' not in text
+    assert "portico_requests_in_flight 1.0" in text  # only the scrape itself
+
+
+def test_access_log_carries_the_request_id_and_never_the_key(
+    gateway: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("INFO", logger="portico.access"):
+        response = gateway.post(
+            "/v1/completions",
+            json={"model": MODEL, "prompt": "CANARY-PROMPT"},
+            headers={"X-Request-Id": "req-42"},
+        )
+    assert response.headers["x-request-id"] == "req-42"
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "portico.access"]
+    assert any(line["request_id"] == "req-42" and line["status"] == 200 for line in lines)
+    assert KEY not in caplog.text
+    assert "CANARY-PROMPT" not in caplog.text
