@@ -66,6 +66,14 @@ class ChatCompletionRequest(SamplingRequest):
 
 GenerationRequest = CompletionRequest | ChatCompletionRequest
 
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "literal"})
+
+
+def _is_type_tag(part: str | int) -> bool:
+    """pydantic puts union member names ('str', 'list[int]') into error locations;
+    clients want the field path only (``stop``, ``messages.0.content``)."""
+    return isinstance(part, str) and (part.lower() in _TYPE_TAGS or "[" in part or "-" in part)
+
 
 def parse(model: type[GenerationRequest], body: bytes) -> GenerationRequest:
     """Validate a request body; the first problem becomes a 400 naming its field."""
@@ -73,7 +81,7 @@ def parse(model: type[GenerationRequest], body: bytes) -> GenerationRequest:
         return model.model_validate_json(body)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
-        loc = [str(part) for part in first["loc"]]
+        loc = [str(part) for part in first["loc"] if not _is_type_tag(part)]
         if first["type"] == "json_invalid":
             raise InvalidRequest("Request body is not valid JSON.", code="invalid_json") from exc
         if first["type"] == "model_type" and not loc:
