@@ -120,8 +120,8 @@ def _wants_stream(body: bytes) -> bool:
 async def _read_body(receive: Any) -> bytes:
     body = b""
     while True:
-        message = await receive()
-        body += message.get("body", b"")
+        message: Message = await receive()
+        body += bytes(message.get("body", b""))
         if not message.get("more_body", False):
             return body
 

@@ -65,6 +65,14 @@ def _self_cpu_s() -> float:
     return time.process_time()
 
 
+def _machine_cpu() -> tuple[float, float]:
+    """System-wide (busy, stolen) CPU seconds, summed over all cores."""
+    times = psutil.cpu_times()
+    idle = float(times.idle + getattr(times, "iowait", 0.0))
+    steal = float(getattr(times, "steal", 0.0))
+    return float(sum(times)) - idle - steal, steal
+
+
 async def _one(
     session: aiohttp.ClientSession, point: Point, body: bytes, headers: dict[str, str]
 ) -> tuple[int, int | None, str | None]:
@@ -132,12 +140,14 @@ async def measure(point: Point) -> dict[str, Any]:
         await _closed_loop(session, point, max(point.warmup, point.concurrency), None)
         samples = Samples()
         target_cpu0, upstream_cpu0, self_cpu0 = _cpu_s(target), _cpu_s(upstream), _self_cpu_s()
+        busy0, steal0 = _machine_cpu()
         wall0 = time.perf_counter()
         await _closed_loop(session, point, point.requests, samples)
         wall_s = time.perf_counter() - wall0
         target_cpu_s = _cpu_s(target) - target_cpu0
         upstream_cpu_s = _cpu_s(upstream) - upstream_cpu0
         loadgen_cpu_s = _self_cpu_s() - self_cpu0
+        busy1, steal1 = _machine_cpu()
         rss_mb = target.memory_info().rss / 2**20
     return {
         "event": "point",
@@ -147,6 +157,10 @@ async def measure(point: Point) -> dict[str, Any]:
         "upstream_cpu_s": upstream_cpu_s,
         "loadgen_cpu_s": loadgen_cpu_s,
         "target_rss_mb": rss_mb,
+        # Everything the machine ran meanwhile: the bench's own processes and anything
+        # else on the box (that share is what the report calls background load).
+        "machine_busy_cpu_s": busy1 - busy0,
+        "machine_steal_cpu_s": steal1 - steal0,
         "errors": samples.errors,
         "error_sample": samples.error_sample,
         "latencies_us": samples.latencies_us,

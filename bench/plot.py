@@ -23,9 +23,15 @@ def _by_target(rows: Sequence[Row], stream: bool) -> dict[str, list[Row]]:
 
 
 def _lines(ax: Axes, rows: Sequence[Row], value: Callable[[Row], float], title: str) -> None:
+    """One line per target over concurrency; a shaded band where per-round ranges exist."""
     for target, series in _by_target(rows, stream=False).items():
         series = sorted(series, key=lambda r: r.concurrency)
-        ax.plot([r.concurrency for r in series], [value(r) for r in series], "o-", label=target)
+        xs = [r.concurrency for r in series]
+        (line,) = ax.plot(xs, [value(r) for r in series], "o-", label=target)
+        if value is _cpu_ms:
+            low = [min(r.target_cpu_ms_rounds) for r in series]
+            high = [max(r.target_cpu_ms_rounds) for r in series]
+            ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.15)
     ax.set_xscale("log", base=2)
     concurrencies = sorted({r.concurrency for r in rows if not r.stream})
     ax.set_xticks(concurrencies, [str(c) for c in concurrencies])
@@ -34,17 +40,8 @@ def _lines(ax: Axes, rows: Sequence[Row], value: Callable[[Row], float], title: 
     ax.grid(True, alpha=0.3)
 
 
-def _cpu(ax: Axes, rows: Sequence[Row]) -> None:
-    _lines(ax, rows, lambda r: r.target_cpu_ms, "target CPU ms per request (non-stream)")
-    for target, series in _by_target(rows, stream=False).items():
-        if target == "direct":
-            continue
-        series = sorted(series, key=lambda r: r.concurrency)
-        xs = [r.concurrency for r in series]
-        low = [min(r.target_cpu_ms_rounds) for r in series]
-        high = [max(r.target_cpu_ms_rounds) for r in series]
-        ax.fill_between(xs, low, high, alpha=0.12)
-    ax.set_ylim(bottom=0)
+def _cpu_ms(row: Row) -> float:
+    return row.target_cpu_ms
 
 
 def _stream(ax: Axes, rows: Sequence[Row]) -> None:
@@ -68,12 +65,13 @@ def _stream(ax: Axes, rows: Sequence[Row]) -> None:
 
 def write(rows: Sequence[Row], path: Path, subtitle: str) -> Path:
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
-    _lines(axes[0][0], rows, lambda r: r.p50_ms, "p50 latency ms (non-stream)")
-    axes[0][0].set_ylim(bottom=0)
+    _lines(axes[0][0], rows, lambda r: r.p50_ms, "p50 latency ms (non-stream, log scale)")
+    axes[0][0].set_yscale("log")
     axes[0][0].legend(fontsize=8)
     _lines(axes[0][1], rows, lambda r: r.rps, "requests per second (non-stream)")
     axes[0][1].set_ylim(bottom=0)
-    _cpu(axes[1][0], rows)
+    _lines(axes[1][0], rows, _cpu_ms, "target CPU ms per request (non-stream; band: rounds)")
+    axes[1][0].set_ylim(bottom=0)
     _stream(axes[1][1], rows)
     fig.suptitle(f"Portico gateway overhead — {subtitle}", fontsize=11)
     fig.tight_layout()

@@ -45,22 +45,32 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 
 def _key_table(rows: Sequence[Row]) -> list[str]:
-    cpu = {(r.target, r.concurrency): r.target_cpu_ms for r in rows if not r.stream}
+    by = {(r.target, r.concurrency): r for r in rows if not r.stream}
+
+    def cell(target: str, conc: int) -> str:
+        row = by.get((target, conc))
+        if row is None:
+            return "—"
+        return f"**{row.target_cpu_ms:.3f}** ({_range(row.target_cpu_ms_rounds)})"
+
+    def cpu(target: str, conc: int) -> float | None:
+        row = by.get((target, conc))
+        return row.target_cpu_ms if row else None
+
     lines = []
     for conc in sorted({r.concurrency for r in rows if not r.stream}):
-        aio, hx = cpu.get((GW_AIOHTTP, conc)), cpu.get((GW_HTTPX, conc))
-        floor, direct = cpu.get((MINIMAL, conc)), cpu.get((DIRECT, conc))
-        above_floor = None if aio is None or floor is None else aio - floor
+        aio, hx, floor = cpu(GW_AIOHTTP, conc), cpu(GW_HTTPX, conc), cpu(MINIMAL, conc)
         lines.append(
             [
                 str(conc),
-                _f(aio, 3),
-                _f(hx, 3),
-                _f(floor, 3),
-                _f(direct, 3),
+                cell(GW_AIOHTTP, conc),
+                cell(GW_HTTPX, conc),
+                cell(MINIMAL, conc),
+                cell(DIRECT, conc),
                 _ratio(hx, aio),
                 _ratio(aio, floor),
-                _f(above_floor, 3),
+                _f(None if aio is None or floor is None else aio - floor, 3),
+                _f(None if aio is None or hx is None else hx - aio, 3),
             ]
         )
     header = [
@@ -71,7 +81,8 @@ def _key_table(rows: Sequence[Row]) -> list[str]:
         "direct (upstream alone)",
         "httpx / aiohttp",
         "aiohttp / minimal",
-        "gateway cost above floor",
+        "gateway-aiohttp minus minimal",
+        "httpx minus aiohttp",
     ]
     return _table(header, lines)
 
@@ -92,6 +103,7 @@ def _nonstream_table(rows: Sequence[Row]) -> list[str]:
         "upstream CPU ms/req",
         "target RSS MB",
         "loadgen CPU ms/req",
+        "background cores",
     ]
     lines = [
         [
@@ -109,6 +121,7 @@ def _nonstream_table(rows: Sequence[Row]) -> list[str]:
             "(is the target)" if r.target == DIRECT else _f(r.upstream_cpu_ms, 3),
             _f(r.target_rss_mb, 0),
             _f(r.loadgen_cpu_ms, 3),
+            _f(r.background_cores),
         ]
         for r in rows
         if not r.stream
@@ -128,6 +141,7 @@ def _stream_table(rows: Sequence[Row]) -> list[str]:
         "total p99 ms",
         "+total p50 vs direct",
         "target CPU ms/req",
+        "background cores",
     ]
     lines = [
         [
@@ -141,6 +155,7 @@ def _stream_table(rows: Sequence[Row]) -> list[str]:
             _f(r.p99_ms),
             "—" if r.target == DIRECT else _f(r.added_p50_ms, signed=True),
             _f(r.target_cpu_ms, 3),
+            _f(r.background_cores),
         ]
         for r in rows
         if r.stream
@@ -154,7 +169,8 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], rows: Sequence[Row
     out = [
         "# Portico gateway overhead",
         "",
-        "> **One run on a shared, noisy 2-core machine.** Absolute latencies and RPS move by",
+        f"> **One run on a shared, noisy {machine['nproc']}-core machine.** Absolute latencies "
+        "and RPS move by",
         "> tens of percent between runs; compare ratios *within this run*. The load",
         "> generator, the target and the fake upstream all share the same cores, so RPS and",
         "> latency include CPU contention; CPU ms per request is the steadier figure.",
@@ -164,6 +180,9 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], rows: Sequence[Row
         f"- Python {machine['python']}; {packages}",
         f"- Load average at start / end: {machine['load_average_at_start']} / "
         f"{machine.get('load_average_at_end', '?')}",
+        f"- Background load: other processes on the machine used {config['background_mean']:.2f} "
+        f"cores on average during measured phases (up to {config['background_max']:.2f} in one "
+        f"point) of {machine['nproc']}",
         f"- Wall time of the run: {config.get('wall_s', 0):.0f} s; failed requests: {errors}",
         "",
         "## What was measured",
@@ -181,12 +200,13 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], rows: Sequence[Row
         f"default settings (including one JSON access-log line per request at INFO, written to "
         f"a file) under `uvicorn --factory --no-access-log --log-level warning`.",
         "",
-        "## Key number: gateway CPU per request (ms, = CPU seconds per 1000 requests)",
+        "## Key number: target CPU per request (ms, = CPU seconds per 1000 requests)",
         "",
-        "Non-streamed requests, CPU time (user + system) of the target process only, during",
-        "the measured phase. *Gateway cost above floor* = gateway-aiohttp minus minimal-proxy:",
-        "what Portico's own work (auth, validation, model check, metrics, logging, FastAPI)",
-        "costs beyond forwarding bytes.",
+        "Non-streamed requests; CPU time (user + system, all threads) of the target process",
+        "only, during the measured phases; in brackets the min to max over rounds.",
+        "*gateway-aiohttp minus minimal* is what Portico's own work (FastAPI, dependencies,",
+        "auth, validation, model check, metrics, access log, httpx API) costs beyond forwarding",
+        "bytes with aiohttp; *httpx minus aiohttp* is what the other transport would add.",
         "",
         *_key_table(rows),
         "",
@@ -211,6 +231,8 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], rows: Sequence[Row
         "- **upstream CPU ms/req**: the fake upstream's CPU per request while that target ran.",
         "- **target RSS MB**: resident memory of the target process after its last point.",
         "- **loadgen CPU ms/req**: the load generator's own CPU per request.",
+        "- **background cores**: machine-wide busy CPU (from /proc/stat) minus the bench's "
+        "own processes, divided by wall time: load from anything else on the machine.",
         "- **first chunk**: time from sending the request to the first body bytes.",
         "",
         "Raw numbers (every latency): `gateway_overhead.json`; plots: `gateway_overhead.png`.",

@@ -37,7 +37,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
-from stats import DIRECT, Row, summarize
+from stats import DIRECT, Row, background_cores, summarize
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -220,9 +220,11 @@ def drive(plan: list[dict[str, Any]], log_dir: Path, console: Console) -> list[d
 
 
 def print_summary(console: Console, rows: Sequence[Row]) -> None:
-    table = Table(title="non-streamed (target CPU ms/req = CPU s per 1000 requests)")
-    for column in ("target", "c", "RPS", "p50 ms", "p99 ms", "+p50 ms", "CPU ms/req", "RSS MB"):
-        table.add_column(column, justify="left" if column == "target" else "right")
+    table = Table(title="non-streamed (CPU ms/req = target CPU s per 1000 requests)")
+    columns = ("target", "c", "RPS", "p50 ms", "p99 ms", "+p50 ms", "CPU ms/req", "RSS MB", "bg")
+    table.add_column(columns[0], no_wrap=True, min_width=len(GW_AIOHTTP))
+    for column in columns[1:]:
+        table.add_column(column, justify="right")
     for r in rows:
         if r.stream:
             continue
@@ -236,15 +238,25 @@ def print_summary(console: Console, rows: Sequence[Row]) -> None:
             added,
             f"{r.target_cpu_ms:.3f}",
             f"{r.target_rss_mb:.0f}",
+            f"{r.background_cores:.2f}",
         )
     console.print(table)
+    cpu = {(r.target, r.concurrency): r.target_cpu_ms for r in rows if not r.stream}
+    for conc in sorted({c for _, c in cpu}):
+        aio, hx, floor = (cpu.get((t, conc)) for t in (GW_AIOHTTP, GW_HTTPX, MINIMAL))
+        if aio and hx and floor:
+            console.print(
+                f"c={conc}: CPU ms/req gateway-aiohttp {aio:.3f}, gateway-httpx {hx:.3f} "
+                f"({hx / aio:.2f}x), minimal-proxy {floor:.3f} (gateway = {aio / floor:.1f}x floor)"
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM becomes SystemExit so every `finally` below stops the child processes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    console = Console()
+    # Piped output (make, CI logs) gets room for the tables instead of rich's 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 120)
     log_dir = args.out / "logs"
     machine = describe(REPO)
     started = time.monotonic()
@@ -263,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "stream_chunks": STREAM_CHUNKS,
         "wall_s": time.monotonic() - started,
     }
+    config["background_mean"], config["background_max"] = background_cores(points)
     rows = summarize(points, TARGETS)
     md_path, json_path = report.write(args.out, machine, config, rows, points)
     subtitle = f"nproc {machine['nproc']}, Python {machine['python']}, {machine['date_utc']}"

@@ -41,13 +41,23 @@ class Row:
     upstream_cpu_ms: float
     loadgen_cpu_ms: float
     target_rss_mb: float
+    background_cores: float
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def _background_cpu_s(point: dict[str, Any]) -> float:
+    """CPU the rest of the machine used during a point: busy minus the bench's processes."""
+    ours = float(point["target_cpu_s"] + point["loadgen_cpu_s"])
+    if point["target"] != DIRECT:  # for direct, the upstream is the target: count it once
+        ours += point["upstream_cpu_s"]
+    return max(0.0, float(point["machine_busy_cpu_s"]) - ours)
+
+
 def _row(target: str, stream: bool, concurrency: int, points: list[dict[str, Any]]) -> Row:
     requests = sum(p["requests"] for p in points)
+    wall_s = sum(p["wall_s"] for p in points)
     latencies = [lat for p in points for lat in p["latencies_us"]]
     first_chunks = [lat for p in points for lat in p["first_chunk_us"]]
     p50, p90, p99 = percentiles_ms(latencies)
@@ -58,7 +68,7 @@ def _row(target: str, stream: bool, concurrency: int, points: list[dict[str, Any
         concurrency=concurrency,
         requests=requests,
         errors=sum(p["errors"] for p in points),
-        rps=requests / sum(p["wall_s"] for p in points),
+        rps=requests / wall_s,
         p50_ms=p50,
         p90_ms=p90,
         p99_ms=p99,
@@ -70,6 +80,7 @@ def _row(target: str, stream: bool, concurrency: int, points: list[dict[str, Any
         upstream_cpu_ms=1000 * sum(p["upstream_cpu_s"] for p in points) / requests,
         loadgen_cpu_ms=1000 * sum(p["loadgen_cpu_s"] for p in points) / requests,
         target_rss_mb=max(p["target_rss_mb"] for p in points),
+        background_cores=sum(_background_cpu_s(p) for p in points) / wall_s,
     )
 
 
@@ -89,3 +100,11 @@ def summarize(points: Iterable[dict[str, Any]], target_order: Sequence[str]) -> 
         if base is not None:
             row.added_p50_ms = row.p50_ms - base.p50_ms
     return rows
+
+
+def background_cores(points: Sequence[dict[str, Any]]) -> tuple[float, float]:
+    """(mean, max over points) of the cores other processes used during measured phases."""
+    per_point = [_background_cpu_s(p) / p["wall_s"] for p in points]
+    total_wall = sum(p["wall_s"] for p in points)
+    mean = sum(_background_cpu_s(p) for p in points) / total_wall if total_wall else 0.0
+    return mean, max(per_point, default=0.0)

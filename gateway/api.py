@@ -21,7 +21,7 @@ v1 = APIRouter(prefix="/v1")
 ops = APIRouter()
 
 
-def authenticate(
+async def authenticate(
     resources: ResourcesDep,
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,

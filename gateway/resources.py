@@ -50,7 +50,9 @@ def lifespan_for(settings: GatewaySettings, metrics: Metrics, keys: KeyRing):  #
     return lifespan
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:
+    # async on purpose: FastAPI runs plain ``def`` dependencies in a worker thread,
+    # which cost ~0.6 ms of CPU per request in bench/ for no benefit.
     resources: Resources = request.app.state.resources
     return resources
 
