@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from starlette.responses import JSONResponse, Response
 
 from gateway import __version__
-from gateway.auth import Principal
+from gateway.auth import Principal, presented_key
 from gateway.errors import EngineUnavailable, PayloadTooLarge
 from gateway.middleware import request_id
 from gateway.resources import ResourcesDep
@@ -22,11 +22,17 @@ ops = APIRouter()
 
 
 async def authenticate(
+    request: Request,
     resources: ResourcesDep,
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> Principal:
-    return resources.keys.authenticate(authorization, x_api_key)
+    client_ip = request.client.host if request.client else "unknown"
+    principal = await resources.auth.authenticate(
+        presented_key(authorization, x_api_key), client_ip
+    )
+    request.state.principal = principal.id  # for the access log: an id, never the secret
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
@@ -45,26 +51,35 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _generate(request: Request, resources: ResourcesDep, path: str) -> Response:
+async def _generate(
+    request: Request, resources: ResourcesDep, principal: Principal, path: str
+) -> Response:
     body = await read_body(request, resources.settings.limits.max_body_bytes)
-    parsed = await resources.generation.validate(path, body)
+    generation = resources.generation
+    parsed = await generation.validate(path, body, principal)
     request.state.model = parsed.model  # a model the engine serves: a bounded metric label
-    return await resources.generation.forward(path, body, parsed, request_id.get())
+    admission = await generation.admit(principal, parsed)
+    return await generation.forward(path, body, parsed, admission, request_id.get())
 
 
 @v1.post("/completions")
-async def completions(request: Request, resources: ResourcesDep, _: PrincipalDep) -> Response:
-    return await _generate(request, resources, "/v1/completions")
+async def completions(request: Request, resources: ResourcesDep, who: PrincipalDep) -> Response:
+    return await _generate(request, resources, who, "/v1/completions")
 
 
 @v1.post("/chat/completions")
-async def chat_completions(request: Request, resources: ResourcesDep, _: PrincipalDep) -> Response:
-    return await _generate(request, resources, "/v1/chat/completions")
+async def chat_completions(
+    request: Request, resources: ResourcesDep, who: PrincipalDep
+) -> Response:
+    return await _generate(request, resources, who, "/v1/chat/completions")
 
 
 @v1.get("/models")
-async def models(resources: ResourcesDep, _: PrincipalDep) -> dict[str, Any]:
-    return await resources.catalog.listing()
+async def models(resources: ResourcesDep, who: PrincipalDep) -> dict[str, Any]:
+    """The engine's list, narrowed to the models this caller may use."""
+    listing = await resources.catalog.listing()
+    data = [m for m in listing.get("data", []) if who.may_use(str(m.get("id")))]
+    return {**listing, "data": data}
 
 
 @ops.get("/healthz")

@@ -11,8 +11,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 from gateway import __version__
+from gateway.admin import admin
 from gateway.api import ops, v1
-from gateway.auth import KeyRing
 from gateway.errors import GatewayError, InternalError, InvalidRequest, error_body, render
 from gateway.metrics import Metrics
 from gateway.middleware import RequestContextMiddleware, request_id
@@ -29,16 +29,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     # httpx logs every request line at INFO; the access log already covers it.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     metrics = Metrics()
-    keys = KeyRing((k.get_secret_value() for k in settings.api_keys), settings.dev_mode)
     app = FastAPI(
         title="Portico",
         version=__version__,
-        lifespan=lifespan_for(settings, metrics, keys),
+        lifespan=lifespan_for(settings, metrics),
         docs_url=None,
         redoc_url=None,
     )
     app.include_router(v1)
     app.include_router(ops)
+    app.include_router(admin)
     _install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

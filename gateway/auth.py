@@ -1,62 +1,183 @@
-"""API-key authentication.
+"""Who is calling: API keys (static from settings, or created through /admin)
+and JWTs, resolved to one ``Principal``.
 
-Keys are configured in settings and kept only as SHA-256 digests once the app
-is built. A presented key is hashed and compared against every stored digest
-with ``secrets.compare_digest``, so timing does not reveal how close a guess was.
-Accepted as ``Authorization: Bearer <key>`` (what the OpenAI SDK sends) or
-``X-API-Key``; never from the URL.
+Keys are accepted as ``Authorization: Bearer <key>`` (what the OpenAI SDK sends)
+or ``X-API-Key``; never from the URL. Only digests are compared, in constant
+time. Failed attempts are counted per client IP in the shared limiter; an IP
+over ``auth_failures_per_ip`` gets 429 before its key is even looked at, so
+keys cannot be brute-forced.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import secrets
-from collections.abc import Iterable
+import time
+import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Literal
 
-from gateway.errors import AuthenticationFailed
+from gateway.errors import AuthenticationFailed, BackendUnavailable, RateLimited
+from gateway.jwt_verifier import JWTClaims, JWTVerifier, looks_like_jwt
+from gateway.keys import KeyHasher, KeyRecord, KeyStore
+from gateway.metrics import Metrics
+from gateway.ratelimit import Limiter, Window
+from gateway.redis_guard import RedisUnavailable
+from gateway.settings import GatewaySettings
+
+# Keys resolved in the last minute stay usable while Redis is down (fail-open only).
+_FALLBACK_TTL_S = 60.0
+_FALLBACK_SIZE = 10_000
+_SUSPECT_IPS = 10_000
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling. ``key_id`` is a short digest prefix, safe to log."""
+    """The caller, as limits and permissions see it. ``id`` is safe to log."""
 
-    key_id: str
+    id: str
+    kind: Literal["key", "static", "jwt", "anonymous"]
+    models: frozenset[str] | None = None
+    permissions: frozenset[str] = frozenset()
+    rpm: int | None = None
+    tpm: int | None = None
+    max_tokens: int | None = None
+    budget_tokens: int | None = None
+
+    def may_use(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.permissions
 
 
-ANONYMOUS = Principal(key_id="anonymous")
+ANONYMOUS = Principal(id="anonymous", kind="anonymous")
 
 
-def digest(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
+def _from_record(record: KeyRecord) -> Principal:
+    return Principal(
+        id=record.id,
+        kind="key",
+        models=None if record.models is None else frozenset(record.models),
+        rpm=record.rpm,
+        tpm=record.tpm,
+        max_tokens=record.max_tokens,
+        budget_tokens=record.budget_tokens,
+    )
 
 
-class KeyRing:
-    def __init__(self, secrets_: Iterable[str], open_access: bool) -> None:
-        self._digests = [digest(s) for s in secrets_]
-        self._open = open_access and not self._digests
+def _from_claims(claims: JWTClaims) -> Principal:
+    return Principal(
+        id=f"jwt:{claims.subject}",
+        kind="jwt",
+        models=claims.models,
+        permissions=claims.permissions,
+        rpm=claims.rpm,
+        tpm=claims.tpm,
+    )
 
-    def authenticate(self, authorization: str | None, x_api_key: str | None) -> Principal:
-        if self._open:
-            return ANONYMOUS
-        presented = _bearer(authorization) or x_api_key
-        if not presented:
-            raise AuthenticationFailed(
-                "Missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'.",
-                code="missing_api_key",
-            )
-        candidate = digest(presented)
-        matched = None
-        for stored in self._digests:  # no early exit: constant work per request
-            if secrets.compare_digest(candidate, stored):
-                matched = stored
-        if matched is None:
+
+def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return x_api_key or None
+
+
+class Authenticator:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        hasher: KeyHasher,
+        store: KeyStore,
+        jwt: JWTVerifier,
+        limiter: Limiter,
+        metrics: Metrics,
+    ) -> None:
+        self._hasher = hasher
+        self._static = [hasher.digest(k.get_secret_value()) for k in settings.api_keys]
+        self._open = settings.dev_mode and not self._static
+        self._store = store
+        self._jwt = jwt
+        self._jwt_enabled = settings.jwt.enabled
+        self._limiter = limiter
+        self._metrics = metrics
+        self._policy = settings.redis.failure_policy
+        self._ip_limit = settings.rate_limits.auth_failures_per_ip
+        self._fallback: OrderedDict[str, tuple[KeyRecord, float]] = OrderedDict()
+        self._suspects: OrderedDict[str, float] = OrderedDict()
+
+    async def authenticate(self, presented: str | None, client_ip: str) -> Principal:
+        if presented is None:
+            if self._open:
+                return ANONYMOUS
+            await self._refuse(client_ip, "Missing API key: send 'Authorization: Bearer <key>' "
+                               "or 'X-API-Key'.", "missing_api_key")  # fmt: skip
+        assert presented is not None
+        await self._check_ip(client_ip)
+        try:
+            return await self._resolve(presented)
+        except AuthenticationFailed as exc:
+            await self._refuse(client_ip, exc.message, exc.code)
+            raise  # unreachable: _refuse raises
+
+    async def _resolve(self, presented: str) -> Principal:
+        if self._jwt_enabled and looks_like_jwt(presented):
+            return _from_claims(await self._jwt.verify(presented))
+        digest = self._hasher.digest(presented)
+        static = [s for s in self._static if secrets.compare_digest(s, digest)]
+        if static:
+            return Principal(id="static_" + digest[:12], kind="static")
+        record = await self._lookup(KeyHasher.key_id(digest))
+        if record is None or not secrets.compare_digest(record.digest, digest):
             raise AuthenticationFailed("Incorrect API key provided.")
-        return Principal(key_id=matched.hex()[:12])
+        if not record.active(time.time()):
+            raise AuthenticationFailed("This API key has been revoked or has expired.")
+        return _from_record(record)
 
+    async def _lookup(self, key_id: str) -> KeyRecord | None:
+        try:
+            record = await self._store.get(key_id)
+        except RedisUnavailable as exc:
+            cached = self._fallback.get(key_id)
+            if self._policy == "open" and cached and time.monotonic() - cached[1] < _FALLBACK_TTL_S:
+                self._metrics.redis_fail_open.inc()
+                return cached[0]
+            raise BackendUnavailable(
+                "Key store unavailable; retry shortly.", headers={"retry-after": "1"}
+            ) from exc
+        if record is not None:
+            self._fallback[key_id] = (record, time.monotonic())
+            self._fallback.move_to_end(key_id)
+            if len(self._fallback) > _FALLBACK_SIZE:
+                self._fallback.popitem(last=False)
+        return record
 
-def _bearer(authorization: str | None) -> str | None:
-    if not authorization:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+    def _ip_window(self, client_ip: str) -> Window:
+        return Window("auth_ip", client_ip, self._ip_limit, 1)
+
+    async def _check_ip(self, client_ip: str) -> None:
+        # Only IPs that failed recently cost a limiter call; the rest pay nothing.
+        if client_ip not in self._suspects:
+            return
+        try:
+            failures = await self._limiter.count(self._ip_window(client_ip))
+        except RedisUnavailable:
+            return  # a protective check: skipping it is the lesser harm
+        if failures >= self._ip_limit:
+            self._metrics.ratelimit_rejections.labels("auth_ip").inc()
+            raise RateLimited("Too many failed authentication attempts from this address.", 60)
+
+    async def _refuse(self, client_ip: str, message: str, code: str | None) -> None:
+        self._metrics.auth_failures.inc()
+        self._suspects[client_ip] = time.monotonic()
+        self._suspects.move_to_end(client_ip)
+        if len(self._suspects) > _SUSPECT_IPS:
+            self._suspects.popitem(last=False)
+        # If Redis fails here the 401 stands; only the brute-force counter misses one.
+        with contextlib.suppress(RedisUnavailable):
+            await self._limiter.acquire([self._ip_window(client_ip)], uuid.uuid4().hex)
+        raise AuthenticationFailed(message, code=code)

@@ -4,7 +4,10 @@
     ├── InvalidRequest              400 invalid_request_error (param names the field)
     │   └── PayloadTooLarge         413
     ├── AuthenticationFailed        401 authentication_error
+    ├── PermissionDenied            403 permission_denied (model not allowed, not an admin)
     ├── NotFound                    404 (unknown model: code model_not_found)
+    ├── RateLimited                 429 rate_limit_exceeded / insufficient_quota, Retry-After
+    ├── BackendUnavailable          503 Redis down under the fail-closed policy, Retry-After
     ├── UpstreamError               problems reaching or hearing from an engine
     │   ├── EngineUnavailable       503 (connect refused/reset, engine 503)
     │   ├── EngineTimeout           504 (no response headers in time)
@@ -58,6 +61,41 @@ class AuthenticationFailed(GatewayError):
     status_code = 401
     error_type = "authentication_error"
     code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    status_code = 403
+    error_type = "permission_denied"
+    code = "permission_denied"
+
+
+class RateLimited(GatewayError):
+    """429; ``retry_after_s`` (whole seconds, at least 1) also goes into Retry-After."""
+
+    status_code = 429
+    error_type = "rate_limit_exceeded"
+    code = "rate_limit_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        retry_after_s: int,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        retry_after_s = max(1, retry_after_s)
+        super().__init__(
+            message, code=code, headers={**(headers or {}), "retry-after": str(retry_after_s)}
+        )
+        if code == "insufficient_quota":
+            self.error_type = "insufficient_quota"
+
+
+class BackendUnavailable(GatewayError):
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "backend_unavailable"
 
 
 class NotFound(GatewayError):

@@ -40,5 +40,27 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.ratelimit_rejections = Counter(
+            "portico_ratelimit_rejections",
+            "Requests refused by a limit, by kind: rpm, tpm, budget, auth_ip.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.auth_failures = Counter(
+            "portico_auth_failures",
+            "Requests refused with 401.",
+            registry=self.registry,
+        )
+        self.redis_errors = Counter(
+            "portico_redis_errors",
+            "Redis calls that failed or timed out (including breaker-open refusals).",
+            registry=self.registry,
+        )
+        self.redis_fail_open = Counter(
+            "portico_redis_fail_open",
+            "Requests admitted without a limit check because Redis failed (policy 'open').",
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

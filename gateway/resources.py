@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
+from redis.asyncio import Redis
 
-from gateway.auth import KeyRing
+from gateway.auth import Authenticator
 from gateway.catalog import ModelCatalog
 from gateway.generation import GenerationService
+from gateway.jwt_verifier import JWTVerifier
+from gateway.keys import KeyHasher, KeyStore, MemoryKeyStore, RedisKeyStore
 from gateway.metrics import Metrics
+from gateway.quota import QuotaService
+from gateway.ratelimit import Limiter, MemoryLimiter, RedisLimiter
+from gateway.redis_guard import RedisGuard
 from gateway.settings import GatewaySettings
 from gateway.upstream import Engine, build_client
 
@@ -21,29 +27,61 @@ from gateway.upstream import Engine, build_client
 class Resources:
     settings: GatewaySettings
     metrics: Metrics
-    keys: KeyRing
+    hasher: KeyHasher
+    keys: KeyStore
+    limiter: Limiter
+    auth: Authenticator
     engine: Engine
     catalog: ModelCatalog
     generation: GenerationService
 
 
-def lifespan_for(settings: GatewaySettings, metrics: Metrics, keys: KeyRing):  # type: ignore[no-untyped-def]
-    """The lifespan: opens the upstream pool, publishes Resources, closes everything."""
+async def _stores(
+    settings: GatewaySettings, metrics: Metrics, stack: AsyncExitStack
+) -> tuple[KeyStore, Limiter]:
+    """Redis-backed stores when REDIS_URL is set, else in-memory ones (one process only)."""
+    if settings.redis_url is None:
+        return MemoryKeyStore(), MemoryLimiter(settings.rate_limits.window_s)
+    redis = Redis.from_url(
+        settings.redis_url.get_secret_value(),
+        socket_connect_timeout=settings.redis.timeout_s * 4,
+        socket_timeout=settings.redis.timeout_s * 4,
+        max_connections=200,
+    )
+    stack.push_async_callback(redis.aclose)
+    guard = RedisGuard(redis, settings.redis, metrics)
+    prefix = settings.redis.prefix
+    return RedisKeyStore(guard, prefix), RedisLimiter(guard, prefix, settings.rate_limits.window_s)
+
+
+def lifespan_for(
+    settings: GatewaySettings, metrics: Metrics
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The lifespan: opens the upstream and Redis pools, publishes Resources, closes all."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             client = build_client(settings.upstream, settings.upstream_transport)
             stack.push_async_callback(client.aclose)
+            keys, limiter = await _stores(settings, metrics, stack)
+            pepper = settings.key_pepper.get_secret_value() if settings.key_pepper else None
+            hasher = KeyHasher(pepper)
+            jwt = JWTVerifier(settings.jwt, client)
             engine = Engine(client, settings.engine_url, settings.upstream)
             catalog = ModelCatalog(engine, settings.models_refresh_s)
+            policy = settings.redis.failure_policy
+            quota = QuotaService(limiter, settings.rate_limits, policy, metrics)
             app.state.resources = Resources(
                 settings=settings,
                 metrics=metrics,
+                hasher=hasher,
                 keys=keys,
+                limiter=limiter,
+                auth=Authenticator(settings, hasher, keys, jwt, limiter, metrics),
                 engine=engine,
                 catalog=catalog,
-                generation=GenerationService(engine, catalog, settings.limits),
+                generation=GenerationService(engine, catalog, settings.limits, quota),
             )
             yield
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from gateway.jwt_verifier import JWTSettings
 
 
 class UpstreamTimeouts(BaseModel):
@@ -34,6 +36,44 @@ class Limits(BaseModel):
         4096, gt=0, description="Cap on max_tokens / max_completion_tokens (400)."
     )
     max_n: int = Field(8, gt=0, description="Cap on n and best_of (400).")
+
+
+class RedisSettings(BaseModel):
+    """How the gateway treats Redis, which holds keys, limits and usage when configured."""
+
+    timeout_s: float = Field(
+        0.05, gt=0, description="Per-call Redis timeout; a slow Redis must not slow requests."
+    )
+    failure_policy: Literal["open", "closed"] = Field(
+        "open",
+        description="When Redis fails: 'open' admits requests (limits not enforced, counted in "
+        "portico_redis_fail_open_total; keys seen in the last minute keep working), "
+        "'closed' answers 503 with Retry-After.",
+    )
+    breaker_failures: int = Field(
+        3, ge=1, description="Consecutive failures that open the circuit breaker."
+    )
+    breaker_reset_s: float = Field(
+        2.0, gt=0, description="Seconds the breaker stays open before one probe call."
+    )
+    prefix: str = Field("portico", description="Namespace for every Redis key Portico writes.")
+
+
+class RateLimitSettings(BaseModel):
+    """Defaults for principals whose key or token sets no limit of its own."""
+
+    default_rpm: int | None = Field(None, gt=0, description="Requests per minute (None: no limit).")
+    default_tpm: int | None = Field(None, gt=0, description="Tokens per minute (None: no limit).")
+    window_s: float = Field(60.0, gt=0, description="Length of the sliding window.")
+    completion_reserve_tokens: int = Field(
+        512,
+        gt=0,
+        description="Completion tokens reserved when a request sets no max_tokens "
+        "(settled to the real count when the answer ends).",
+    )
+    auth_failures_per_ip: int = Field(
+        20, gt=0, description="Failed authentications per client IP per window before 429."
+    )
 
 
 class GatewaySettings(BaseSettings):
@@ -63,8 +103,27 @@ class GatewaySettings(BaseSettings):
     models_refresh_s: float = Field(
         10.0, gt=0, description="How long the engine's model list is trusted before re-reading."
     )
+    redis_url: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("PORTICO_REDIS_URL", "REDIS_URL", "redis_url"),
+        description="Redis for keys, limits and usage shared by every replica "
+        "(redis://host:6379/0). Unset: in-memory stores, correct for one process only.",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer token for /admin (or use a JWT with the 'admin' permission). "
+        "Unset: /admin accepts only such JWTs.",
+    )
+    key_pepper: SecretStr | None = Field(
+        None,
+        description="Server-side secret mixed into key digests (HMAC-SHA256). Changing it "
+        "invalidates every stored key.",
+    )
     upstream: UpstreamTimeouts = Field(default_factory=UpstreamTimeouts)
     limits: Limits = Field(default_factory=Limits)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    jwt: JWTSettings = Field(default_factory=JWTSettings)
     log_level: str = Field("info", description="Python logging level.")
 
     @model_validator(mode="before")
@@ -76,7 +135,9 @@ class GatewaySettings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_open_gateway(self) -> GatewaySettings:
-        if not self.api_keys and not self.dev_mode:
+        # With Redis, keys live there (created through /admin); without it, keys
+        # must come from settings unless this is an explicitly open dev gateway.
+        if not self.api_keys and not self.dev_mode and self.redis_url is None:
             raise ValueError(
                 "no API keys configured: set PORTICO_API_KEYS, or PORTICO_DEV_MODE=true "
                 "to run an open gateway for local development"

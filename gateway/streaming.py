@@ -4,13 +4,18 @@ The upstream response is closed in every outcome: normal end, engine failure,
 and client disconnect (Starlette cancels the body task; ``RelayResponse``
 closes the upstream after that, so vLLM sees the connection drop and aborts
 the request instead of generating tokens nobody reads).
+
+``UsageTap`` watches the SSE events as they pass: it picks up the engine's
+``usage`` chunk (which the gateway asks for on every stream, to charge it),
+drops that chunk when the client did not ask for it, and counts the content
+events so an aborted stream can still be charged for what it received.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 from starlette.responses import StreamingResponse
@@ -28,10 +33,56 @@ def sse_error(exc: UpstreamError) -> bytes:
     return b"data: " + json.dumps(exc.body()).encode() + b"\n\n"
 
 
-async def _relay(engine: Engine, upstream: httpx.Response) -> AsyncIterator[bytes]:
+class UsageTap:
+    """Splits the byte stream into SSE events and inspects the ones that matter."""
+
+    def __init__(self, strip_usage: bool) -> None:
+        self._strip = strip_usage
+        self._buffer = b""
+        self.total_tokens: int | None = None
+        self.content_events = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Return the complete events in ``chunk`` (plus what was buffered) to relay."""
+        self._buffer += chunk
+        end = self._buffer.rfind(b"\n\n")
+        if end < 0:
+            return b""
+        ready, self._buffer = self._buffer[: end + 2], self._buffer[end + 2 :]
+        self.content_events += ready.count(b'"choices":[{')
+        if b'"usage"' not in ready:
+            return ready  # the common case: no JSON parsing on the hot path
+        return b"".join(self._inspect(event) for event in ready.split(b"\n\n")[:-1])
+
+    def flush(self) -> bytes:
+        rest, self._buffer = self._buffer, b""
+        return rest
+
+    def _inspect(self, event: bytes) -> bytes:
+        raw = event + b"\n\n"
+        if b'"usage"' not in event or not event.startswith(b"data: {"):
+            return raw
+        try:
+            payload = json.loads(event[len(b"data: ") :])
+        except ValueError:
+            return raw
+        usage = payload.get("usage") if isinstance(payload, dict) else None
+        if isinstance(usage, dict) and isinstance(usage.get("total_tokens"), int):
+            self.total_tokens = usage["total_tokens"]
+            if self._strip and not payload.get("choices"):
+                return b""
+        return raw
+
+
+async def _relay(engine: Engine, upstream: httpx.Response, tap: UsageTap) -> AsyncIterator[bytes]:
     try:
         async for chunk in engine.chunks(upstream):
-            yield chunk
+            out = tap.feed(chunk)
+            if out:
+                yield out
+        rest = tap.flush()
+        if rest:
+            yield rest
     except UpstreamError as exc:
         _log.warning("stream broken by engine: %s", exc.message)
         yield sse_error(exc)
@@ -40,16 +91,28 @@ async def _relay(engine: Engine, upstream: httpx.Response) -> AsyncIterator[byte
 
 
 class RelayResponse(StreamingResponse):
-    """A streamed engine response that always closes its upstream."""
+    """A streamed engine response that always closes its upstream, then reports
+    what passed through to ``on_close`` (usage settlement)."""
 
-    def __init__(self, engine: Engine, upstream: httpx.Response, media_type: str) -> None:
-        super().__init__(_relay(engine, upstream), status_code=upstream.status_code)
+    def __init__(
+        self,
+        engine: Engine,
+        upstream: httpx.Response,
+        media_type: str,
+        tap: UsageTap,
+        on_close: Callable[[UsageTap], Awaitable[None]],
+        headers: dict[str, str],
+    ) -> None:
+        super().__init__(_relay(engine, upstream, tap), status_code=upstream.status_code)
         self.media_type = media_type
-        self.init_headers({"content-type": media_type, "cache-control": "no-cache"})
+        self.init_headers({**headers, "content-type": media_type, "cache-control": "no-cache"})
         self._upstream = upstream
+        self._tap = tap
+        self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             await self._upstream.aclose()
+            await self._on_close(self._tap)

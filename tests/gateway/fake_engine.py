@@ -13,6 +13,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 MODEL = "fake-model"
+# What the fake reports as usage for every answer: settlement tests compare to it.
+USAGE = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
 
 
 def _chunk(text: str) -> bytes:
@@ -55,10 +57,13 @@ class FakeEngine:
         if behaviour == "busy-503":
             return JSONResponse({"error": {"message": "queue full"}}, status_code=503)
         if not body.get("stream"):
-            return JSONResponse({"object": "text_completion", "choices": [{"text": "ok"}]})
-        return StreamingResponse(self._stream(behaviour), media_type="text/event-stream")
+            return JSONResponse(
+                {"object": "text_completion", "choices": [{"text": "ok"}], "usage": USAGE}
+            )
+        usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return StreamingResponse(self._stream(behaviour, usage), media_type="text/event-stream")
 
-    async def _stream(self, behaviour: str) -> Any:
+    async def _stream(self, behaviour: str, usage: bool) -> Any:
         try:
             for i in range(3):
                 yield _chunk(f"t{i}")
@@ -70,6 +75,9 @@ class FakeEngine:
                 while True:
                     yield _chunk("more")
                     await asyncio.sleep(0.05)
+            if usage:
+                payload = {"object": "text_completion", "choices": [], "usage": USAGE}
+                yield b"data: " + json.dumps(payload).encode() + b"\n\n"
             yield b"data: [DONE]\n\n"
         finally:
             self.stream_closed.set()

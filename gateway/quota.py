@@ -1,0 +1,172 @@
+"""Admission against a principal's limits: reserve before forwarding, settle after.
+
+A request reserves 1 in its ``rpm`` window and an *estimate* in its ``tpm``
+window and token budget: prompt tokens estimated from the body, plus the
+completion tokens it may generate (``max_tokens`` x ``n``, or
+``completion_reserve_tokens`` when unset). When the answer ends, the
+reservation is settled to the engine's real ``usage`` (or, for a stream the
+client aborted, to what was relayed). Reserving the maximum first is what
+makes the limit hold under concurrency: parallel requests cannot all pass a
+check that only looks at past usage.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from dataclasses import dataclass, field
+
+from gateway.auth import Principal
+from gateway.errors import BackendUnavailable, RateLimited
+from gateway.metrics import Metrics
+from gateway.protocol import ChatCompletionRequest, CompletionRequest, GenerationRequest
+from gateway.ratelimit import Decision, Limiter, Window
+from gateway.redis_guard import RedisUnavailable
+from gateway.settings import RateLimitSettings
+
+_log = logging.getLogger("portico.quota")
+# Conservative: English averages ~4 bytes per token; reserving more than is used
+# only delays the next request until settlement, reserving less breaks the limit.
+_BYTES_PER_TOKEN = 3
+_TOKENS_PER_MESSAGE = 4  # chat-template overhead per message
+
+
+def estimate_prompt_tokens(request: GenerationRequest) -> int:
+    if isinstance(request, CompletionRequest):
+        prompt = request.prompt
+        if isinstance(prompt, str):
+            return math.ceil(len(prompt.encode()) / _BYTES_PER_TOKEN) + 1
+        if prompt and isinstance(prompt[0], int):
+            return len(prompt)
+        if prompt and isinstance(prompt[0], list):
+            return sum(len(p) for p in prompt if isinstance(p, list))
+        return sum(math.ceil(len(str(p).encode()) / _BYTES_PER_TOKEN) + 1 for p in prompt)
+    total = 8
+    for message in request.messages:
+        text = message.content if isinstance(message.content, str) else str(message.content or "")
+        total += math.ceil(len(text.encode()) / _BYTES_PER_TOKEN) + _TOKENS_PER_MESSAGE
+    return total
+
+
+def completion_allowance(request: GenerationRequest, default: int) -> int:
+    limit = request.max_tokens
+    if isinstance(request, ChatCompletionRequest) and request.max_completion_tokens:
+        limit = request.max_completion_tokens
+    choices = request.n or 1
+    if isinstance(request, CompletionRequest) and request.best_of:
+        choices = max(choices, request.best_of)
+    return (limit or default) * choices
+
+
+def _reset(seconds: float) -> str:
+    """OpenAI's duration format for x-ratelimit-reset-*: '1s', '6m0s', '250ms'."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    whole = math.ceil(seconds)
+    return f"{whole}s" if whole < 60 else f"{whole // 60}m{whole % 60}s"
+
+
+def rate_limit_headers(decision: Decision) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, suffix in (("rpm", "requests"), ("tpm", "tokens")):
+        state = decision.states.get(name)
+        if state is not None:
+            headers[f"x-ratelimit-limit-{suffix}"] = str(state.limit)
+            headers[f"x-ratelimit-remaining-{suffix}"] = str(state.remaining)
+            headers[f"x-ratelimit-reset-{suffix}"] = _reset(state.reset_s)
+    return headers
+
+
+@dataclass
+class Admission:
+    """A granted reservation; ``settle`` once with the real token count."""
+
+    limiter: Limiter | None
+    principal: Principal
+    reserved: int
+    reservation: str = ""
+    tpm: Window | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    settled: bool = False
+
+    async def settle(self, tokens: int) -> None:
+        if self.settled or self.limiter is None:
+            return
+        self.settled = True
+        try:
+            if self.tpm is not None:
+                await self.limiter.settle(self.tpm, self.reservation, tokens)
+            if self.principal.kind == "key":
+                await self.limiter.charge(self.principal.id, None, tokens - self.reserved)
+        except RedisUnavailable:
+            # The reservation stays as charged and ages out with its window.
+            _log.warning("could not settle usage for %s", self.principal.id)
+
+
+class QuotaService:
+    def __init__(
+        self, limiter: Limiter, settings: RateLimitSettings, policy: str, metrics: Metrics
+    ) -> None:
+        self._limiter = limiter
+        self._settings = settings
+        self._policy = policy
+        self._metrics = metrics
+
+    async def admit(self, principal: Principal, request: GenerationRequest) -> Admission:
+        reserve = estimate_prompt_tokens(request) + completion_allowance(
+            request, self._settings.completion_reserve_tokens
+        )
+        rpm = principal.rpm or self._settings.default_rpm
+        tpm = principal.tpm or self._settings.default_tpm
+        windows = []
+        if rpm:
+            windows.append(Window("rpm", principal.id, rpm, 1))
+        tpm_window = Window("tpm", principal.id, tpm, reserve) if tpm else None
+        if tpm_window is not None:
+            windows.append(tpm_window)
+        admission = Admission(self._limiter, principal, reserve, uuid.uuid4().hex, tpm_window)
+        try:
+            if windows:
+                decision = await self._limiter.acquire(windows, admission.reservation)
+                admission.headers = rate_limit_headers(decision)
+                if not decision.admitted:
+                    self._refuse(decision, reserve)
+            await self._charge_budget(admission)
+        except RedisUnavailable as exc:
+            if self._policy == "closed":
+                raise BackendUnavailable(
+                    "Rate limiter unavailable; retry shortly.", headers={"retry-after": "1"}
+                ) from exc
+            self._metrics.redis_fail_open.inc()
+            return Admission(None, principal, reserve)
+        return admission
+
+    def _refuse(self, decision: Decision, reserve: int) -> None:
+        kind = decision.refused_by or "rpm"
+        self._metrics.ratelimit_rejections.labels(kind).inc()
+        state = decision.states[kind]
+        unit = "requests" if kind == "rpm" else "tokens"
+        message = f"Rate limit reached: {state.limit} {unit} per minute."
+        if kind == "tpm" and reserve > state.limit:
+            message += f" This request alone may use {reserve} tokens; lower max_tokens."
+        raise RateLimited(message, decision.retry_after_s, headers=rate_limit_headers(decision))
+
+    async def _charge_budget(self, admission: Admission) -> None:
+        principal = admission.principal
+        if principal.kind != "key":
+            return
+        if not await self._limiter.charge(
+            principal.id, principal.budget_tokens, admission.reserved
+        ):
+            admission.settled = True  # nothing was charged to the budget
+            if admission.tpm is not None:
+                await self._limiter.settle(admission.tpm, admission.reservation, 0)
+            self._metrics.ratelimit_rejections.labels("budget").inc()
+            # x-should-retry tells the OpenAI SDK not to retry: a budget does not refill.
+            raise RateLimited(
+                "This key's token budget is spent.",
+                3600,
+                code="insufficient_quota",
+                headers={**admission.headers, "x-should-retry": "false"},
+            )
