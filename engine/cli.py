@@ -5,6 +5,7 @@
     portico engine command [flags]   print the vLLM command line that serve would run
     portico gateway serve [flags]    run the gateway (uvicorn --factory)
     portico up [flags]               engine + gateway together; prints base URL and key
+    portico keys create|list|show|revoke   manage API keys through the admin API
 
 The gateway is started as ``python -m uvicorn --factory gateway.app:create_app``
 in a child process: the engine package never imports the gateway.
@@ -87,6 +88,13 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
     os.execv(sys.executable, argv)  # noqa: S606 - argv is built above, no shell involved
 
 
+def _exec_keys(rest: Sequence[str]) -> None:
+    # The key commands are an HTTP client of the gateway's admin API; they live
+    # in the gateway package and run as their own process (no import from here).
+    argv = [sys.executable, "-m", "gateway.keyctl", *rest]
+    os.execv(sys.executable, argv)  # noqa: S606 - argv is built above, no shell involved
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     settings = _engine_settings(args)
     command = launcher.plan(settings)
@@ -126,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--workers", type=int, default=1)
     gateway.set_defaults(handler=_cmd_gateway)
 
+    # Parsed by gateway.keyctl; listed here so `portico --help` shows it.
+    commands.add_parser("keys", help="manage API keys: create|list|show|revoke")
+
     up = commands.add_parser("up", help="engine and gateway together (what `make run` runs)")
     up.add_argument("--gateway-host", default="127.0.0.1")
     up.add_argument("--gateway-port", type=int, default=8080)
@@ -135,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["keys"]:
+        _exec_keys(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)

@@ -91,7 +91,7 @@ def _jwk(entry: object) -> jwt.PyJWK | None:
     if algorithm is None or entry.get("alg", algorithm) != algorithm:
         return None
     # A private key ("d") cannot verify and has no business in a published key set.
-    if entry.get("use", "sig") != "sig":
+    if entry.get("use", "sig") != "sig" or "d" in entry:
         return None
     try:
         return jwt.PyJWK(entry, algorithm)

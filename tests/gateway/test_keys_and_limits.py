@@ -238,3 +238,35 @@ def test_openai_sdk_retries_through_a_429(engine_url: str, prefix: str) -> None:
         assert second.retries_taken >= 1
         assert time.monotonic() - started >= 0.5  # it waited for the window, as told
         sdk.close()
+
+
+def _cli(base_url: str, *args: str) -> tuple[int, Any]:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "keys", "--url", base_url, "--admin-token", ADMIN, *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return result.returncode, json.loads(result.stdout) if result.stdout else None
+
+
+def test_cli_creates_lists_shows_and_revokes_keys(gateway: httpx.Client) -> None:
+    url = str(gateway.base_url)
+    code, created = _cli(url, "create", "--name", "cli", "--rpm", "5", "--models", MODEL)
+    assert code == 0
+    assert created["rpm"] == 5
+    assert _complete(gateway, created["key"]).status_code == 200
+    code, listed = _cli(url, "list")
+    assert created["id"] in [k["id"] for k in listed["data"]]
+    assert created["key"] not in json.dumps(listed)
+    code, shown = _cli(url, "show", created["id"])
+    assert shown["usage_tokens"] == USAGE["total_tokens"]
+    code, revoked = _cli(url, "revoke", created["id"])
+    assert code == 0
+    assert revoked["revoked_at"]
+    assert _complete(gateway, created["key"]).status_code == 401
+    assert _cli(url, "show", "key_missing")[0] == 1

@@ -1,0 +1,81 @@
+"""``portico keys ...``: the admin API from a terminal.
+
+    portico keys create --name NAME [--models M ...] [--rpm N] [--tpm N]
+                        [--max-tokens N] [--budget-tokens N] [--expires-in-s S]
+    portico keys list
+    portico keys show KEY_ID
+    portico keys revoke KEY_ID
+
+Talks HTTP to ``--url`` (default $PORTICO_URL or http://127.0.0.1:8080) with
+``--admin-token`` (default $PORTICO_ADMIN_TOKEN). Prints the JSON answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+_TIMEOUT_S = 10.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="portico keys", description="Manage API keys.")
+    parser.add_argument("--url", default=os.environ.get("PORTICO_URL", "http://127.0.0.1:8080"))
+    parser.add_argument("--admin-token", default=os.environ.get("PORTICO_ADMIN_TOKEN"))
+    actions = parser.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create")
+    create.add_argument("--name", required=True)
+    create.add_argument("--models", nargs="+")
+    for flag in ("--rpm", "--tpm", "--max-tokens", "--budget-tokens"):
+        create.add_argument(flag, type=int)
+    create.add_argument("--expires-in-s", type=float)
+    actions.add_parser("list")
+    for name in ("show", "revoke"):
+        actions.add_parser(name).add_argument("key_id")
+    return parser
+
+
+def _create_body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": args.name}
+    for field in ("models", "rpm", "tpm", "max_tokens", "budget_tokens"):
+        if getattr(args, field) is not None:
+            body[field] = getattr(args, field)
+    if args.expires_in_s is not None:
+        body["expires_at"] = time.time() + args.expires_in_s
+    return body
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not args.admin_token:
+        print("portico keys: set --admin-token or PORTICO_ADMIN_TOKEN", file=sys.stderr)
+        return 2
+    headers = {"Authorization": f"Bearer {args.admin_token}"}
+    calls = {
+        "create": ("POST", "/admin/keys"),
+        "list": ("GET", "/admin/keys"),
+        "show": ("GET", f"/admin/keys/{getattr(args, 'key_id', '')}"),
+        "revoke": ("DELETE", f"/admin/keys/{getattr(args, 'key_id', '')}"),
+    }
+    method, path = calls[args.action]
+    body = _create_body(args) if args.action == "create" else None
+    try:
+        response = httpx.request(
+            method, args.url.rstrip("/") + path, json=body, headers=headers, timeout=_TIMEOUT_S
+        )
+    except httpx.HTTPError as exc:
+        print(f"portico keys: cannot reach {args.url}: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    print(json.dumps(response.json(), indent=2))
+    return 0 if response.is_success else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
