@@ -143,7 +143,8 @@ def looks_like_jwt(token: str) -> bool:
     segment = token.split(".", 1)[0]
     try:
         header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (binascii.Error, ValueError):
+    # RecursionError: a header of "[[[[..." would otherwise escape as a 500.
+    except (binascii.Error, ValueError, RecursionError):
         return False
     return isinstance(header, dict) and isinstance(header.get("alg"), str)
 

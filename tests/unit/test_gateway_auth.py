@@ -1,108 +1,134 @@
+"""Authenticator on in-memory stores: static keys, stored keys, dev-mode access,
+and the per-IP brute-force limit."""
+
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
+from typing import Any
 
 import pytest
 
-from gateway.auth import ANONYMOUS, KeyRing, Principal
-from gateway.errors import AuthenticationFailed
+from gateway.auth import ANONYMOUS, Authenticator, Principal, presented_key
+from gateway.errors import AuthenticationFailed, RateLimited
+from gateway.jwt_verifier import JWTVerifier
+from gateway.keys import KeyHasher, KeySpec, MemoryKeyStore
+from gateway.metrics import Metrics
+from gateway.ratelimit import MemoryLimiter
+from gateway.settings import GatewaySettings
 
 FIRST = "pk-test-first-4f1c9a"
 SECOND = "pk-test-second-77be02"
 
 
-@pytest.fixture
-def ring() -> KeyRing:
-    return KeyRing([FIRST, SECOND], open_access=False)
+def _authenticator(**settings: Any) -> tuple[Authenticator, MemoryKeyStore, KeyHasher]:
+    config = GatewaySettings(**{"api_keys": [FIRST, SECOND], **settings})
+    store, hasher = MemoryKeyStore(), KeyHasher(None)
+    auth = Authenticator(
+        config, hasher, store, JWTVerifier(config.jwt), MemoryLimiter(60), Metrics()
+    )
+    return auth, store, hasher
 
 
-def _key_id(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()[:12]
+def _run(auth: Authenticator, presented: str | None, ip: str = "10.0.0.1") -> Principal:
+    return asyncio.run(auth.authenticate(presented, ip))
 
 
-def test_bearer_token_is_accepted(ring: KeyRing) -> None:
-    assert ring.authenticate(f"Bearer {FIRST}", None) == Principal(key_id=_key_id(FIRST))
-
-
-def test_bearer_scheme_is_case_insensitive(ring: KeyRing) -> None:
-    assert ring.authenticate(f"bearer {SECOND}", None).key_id == _key_id(SECOND)
-
-
-def test_x_api_key_header_is_accepted(ring: KeyRing) -> None:
-    assert ring.authenticate(None, SECOND).key_id == _key_id(SECOND)
-
-
-def test_each_key_gets_its_own_id(ring: KeyRing) -> None:
-    first = ring.authenticate(f"Bearer {FIRST}", None)
-    second = ring.authenticate(None, SECOND)
-    assert first.key_id != second.key_id
-
-
-def test_key_id_is_a_digest_prefix_not_the_secret(ring: KeyRing) -> None:
-    principal = ring.authenticate(f"Bearer {FIRST}", None)
-    assert len(principal.key_id) == 12
-    assert principal.key_id == hashlib.sha256(FIRST.encode()).hexdigest()[:12]
-    assert FIRST not in principal.key_id
-    assert principal.key_id not in FIRST
-
-
-def test_wrong_key_is_refused_with_401(ring: KeyRing) -> None:
-    with pytest.raises(AuthenticationFailed) as excinfo:
-        ring.authenticate("Bearer pk-test-wrong", None)
-    assert excinfo.value.status_code == 401
-    assert excinfo.value.code == "invalid_api_key"
-    assert "pk-test-wrong" not in excinfo.value.message
-
-
-def test_wrong_bearer_is_not_rescued_by_a_valid_x_api_key(ring: KeyRing) -> None:
-    with pytest.raises(AuthenticationFailed):
-        ring.authenticate("Bearer pk-test-wrong", FIRST)
-
-
-def test_key_must_match_exactly(ring: KeyRing) -> None:
-    for near_miss in (FIRST[:-1], FIRST + "x", FIRST.upper()):
-        with pytest.raises(AuthenticationFailed):
-            ring.authenticate(f"Bearer {near_miss}", None)
+def test_static_keys_are_accepted_with_a_digest_prefix_id() -> None:
+    auth, _, _ = _authenticator()
+    principal = _run(auth, FIRST)
+    assert principal.kind == "static"
+    assert principal.id == "static_" + hashlib.sha256(FIRST.encode()).hexdigest()[:12]
+    assert FIRST not in principal.id
+    assert _run(auth, SECOND).id != principal.id
 
 
 @pytest.mark.parametrize(
-    ("authorization", "x_api_key"),
-    [(None, None), ("", ""), ("Bearer ", None), ("Bearer    ", None)],
+    ("authorization", "x_api_key", "expected"),
+    [
+        (f"Bearer {FIRST}", None, FIRST),
+        (f"bearer {FIRST}", None, FIRST),
+        (None, SECOND, SECOND),
+        ("Basic dXNlcjpwYXNz", SECOND, SECOND),
+        ("Bearer    ", None, None),
+        (None, None, None),
+        ("", "", None),
+    ],
 )
-def test_missing_key_has_its_own_code(
-    ring: KeyRing, authorization: str | None, x_api_key: str | None
+def test_presented_key_reads_bearer_then_x_api_key(
+    authorization: str | None, x_api_key: str | None, expected: str | None
 ) -> None:
+    assert presented_key(authorization, x_api_key) == expected
+
+
+def test_wrong_and_near_miss_keys_are_refused_without_echo() -> None:
+    auth, _, _ = _authenticator()
+    for near_miss in ("pk-test-wrong", FIRST[:-1], FIRST + "x", FIRST.upper()):
+        with pytest.raises(AuthenticationFailed) as excinfo:
+            _run(auth, near_miss, ip=near_miss)  # own IP each: no brute-force block
+        assert excinfo.value.code == "invalid_api_key"
+        assert near_miss not in excinfo.value.message
+
+
+def test_missing_key_has_its_own_code() -> None:
+    auth, _, _ = _authenticator()
     with pytest.raises(AuthenticationFailed) as excinfo:
-        ring.authenticate(authorization, x_api_key)
-    assert excinfo.value.status_code == 401
+        _run(auth, None)
     assert excinfo.value.code == "missing_api_key"
 
 
-def test_other_authorization_schemes_are_not_read_as_keys(ring: KeyRing) -> None:
-    with pytest.raises(AuthenticationFailed) as excinfo:
-        ring.authenticate(f"Basic {FIRST}", None)
-    assert excinfo.value.code == "missing_api_key"
+def test_stored_key_maps_its_limits_and_models_to_the_principal() -> None:
+    auth, store, hasher = _authenticator()
+    secret, record = hasher.new_record(KeySpec(name="t", models=["m"], rpm=5, tpm=50))
+    asyncio.run(store.put(record))
+    principal = _run(auth, secret)
+    assert (principal.kind, principal.id, principal.rpm, principal.tpm) == (
+        "key", record.id, 5, 50
+    )
+    assert principal.may_use("m")
+    assert not principal.may_use("other")
 
 
-def test_non_bearer_authorization_falls_back_to_x_api_key(ring: KeyRing) -> None:
-    assert ring.authenticate("Basic dXNlcjpwYXNz", FIRST).key_id == _key_id(FIRST)
+def test_revoked_and_expired_stored_keys_are_refused() -> None:
+    auth, store, hasher = _authenticator()
+    secret, record = hasher.new_record(KeySpec(name="t"))
+    asyncio.run(store.put(record.model_copy(update={"revoked_at": time.time()})))
+    with pytest.raises(AuthenticationFailed, match="revoked"):
+        _run(auth, secret)
+    secret, record = hasher.new_record(KeySpec(name="t", expires_at=time.time() - 1))
+    asyncio.run(store.put(record))
+    with pytest.raises(AuthenticationFailed, match="expired"):
+        _run(auth, secret)
 
 
-def test_open_access_without_keys_lets_anyone_in() -> None:
-    ring = KeyRing([], open_access=True)
-    assert ring.authenticate(None, None) is ANONYMOUS
-    assert ring.authenticate("Bearer anything", None) is ANONYMOUS
+def test_dev_mode_without_keys_admits_anonymous_callers_only_without_a_key() -> None:
+    auth, _, _ = _authenticator(api_keys=[], dev_mode=True)
+    assert _run(auth, None) is ANONYMOUS
+    with pytest.raises(AuthenticationFailed):
+        _run(auth, "pk-anything")
 
 
-def test_open_access_is_ignored_once_keys_exist() -> None:
-    ring = KeyRing([FIRST], open_access=True)
+def test_dev_mode_is_not_open_once_keys_exist() -> None:
+    auth, _, _ = _authenticator(dev_mode=True)
     with pytest.raises(AuthenticationFailed, match="Missing API key"):
-        ring.authenticate(None, None)
-    assert ring.authenticate(None, FIRST).key_id == _key_id(FIRST)
+        _run(auth, None)
 
 
-def test_no_keys_without_open_access_lets_nobody_in() -> None:
-    ring = KeyRing([], open_access=False)
-    with pytest.raises(AuthenticationFailed) as excinfo:
-        ring.authenticate("Bearer anything", None)
-    assert excinfo.value.code == "invalid_api_key"
+def test_an_ip_over_its_failure_limit_is_blocked_even_with_a_good_key() -> None:
+    auth, _, _ = _authenticator(rate_limits={"auth_failures_per_ip": 3})
+
+    async def scenario() -> list[str]:
+        outcomes = []
+        for presented in ["bad1", "bad2", "bad3", "bad4", FIRST]:
+            try:
+                await auth.authenticate(presented, "10.9.9.9")
+                outcomes.append("ok")
+            except AuthenticationFailed:
+                outcomes.append("401")
+            except RateLimited:
+                outcomes.append("429")
+        outcomes.append((await auth.authenticate(FIRST, "10.1.1.1")).kind)
+        return outcomes
+
+    assert asyncio.run(scenario()) == ["401", "401", "401", "429", "429", "static"]

@@ -65,7 +65,9 @@ class SigningKey:
         return {**ECAlgorithm.to_jwk(public, as_dict=True), "kid": self.kid}
 
     def sign(self, payload: dict[str, Any], **headers: Any) -> str:
-        return jwt.encode(payload, self.private, algorithm=self.alg, headers={"kid": self.kid, **headers})
+        return jwt.encode(
+            payload, self.private, algorithm=self.alg, headers={"kid": self.kid, **headers}
+        )
 
 
 def _rsa(kid: str) -> SigningKey:
@@ -130,7 +132,8 @@ async def _refusal(verifier: JWTVerifier, token: str) -> str:
         await verifier.verify(token)
     assert info.value.code == "invalid_token"
     assert info.value.status_code == 401
-    assert all(part not in info.value.message for part in token.split(".") if part)
+    # Parts long enough to be unambiguous (a short one like "a" is in any sentence).
+    assert all(part not in info.value.message for part in token.split(".") if len(part) >= 8)
     return info.value.message
 
 
@@ -215,11 +218,16 @@ def _pem(key: PrivateKey) -> str:
     return SigningKey(key, "", "").public_pem
 
 
+def _weak_rsa_pem() -> str:
+    # A key too short to trust is the point of the test: it must be refused.
+    return _pem(rsa.generate_private_key(public_exponent=65537, key_size=1024))  # noqa: S505
+
+
 @pytest.mark.parametrize(
     "make_pem",
     [
         lambda: "not a key",
-        lambda: _pem(rsa.generate_private_key(public_exponent=65537, key_size=1024)),
+        _weak_rsa_pem,
         lambda: _pem(ec.generate_private_key(ec.SECP384R1())),
     ],
     ids=["garbage", "rsa-1024", "ec-p384"],
@@ -365,8 +373,9 @@ async def test_unsigned_alg_none_token_is_refused(config: str, rsa_key: SigningK
 
 
 async def test_stronger_hmac_than_hs256_is_refused_even_with_the_right_secret() -> None:
-    token = jwt.encode(_payload(), SECRET, algorithm="HS512")
-    assert "algorithm is not accepted" in await _refusal(_verifier(secret=SECRET), token)
+    secret = SECRET * 2  # HS512 wants 64 bytes, or PyJWT warns while minting
+    token = jwt.encode(_payload(), secret, algorithm="HS512")
+    assert "algorithm is not accepted" in await _refusal(_verifier(secret=secret), token)
 
 
 @pytest.mark.parametrize("alg", ["RS512", "PS256"])
@@ -374,7 +383,9 @@ async def test_other_rsa_algorithms_are_refused_even_with_the_right_key(
     alg: str, rsa_key: SigningKey
 ) -> None:
     token = jwt.encode(_payload(), rsa_key.private, algorithm=alg)
-    assert "algorithm is not accepted" in await _refusal(_verifier(public_key=rsa_key.public_pem), token)
+    assert "algorithm is not accepted" in await _refusal(
+        _verifier(public_key=rsa_key.public_pem), token
+    )
 
 
 @pytest.mark.parametrize("with_secret", [False, True])
@@ -424,9 +435,18 @@ async def test_token_signed_by_another_rsa_key_is_refused(
     assert "signature is invalid" in await _refusal(_verifier(public_key=rsa_key.public_pem), token)
 
 
-@pytest.mark.parametrize("token", ["", "abc", "a.b.c", "e30.e30.", "....."])
+@pytest.mark.parametrize(
+    "token",
+    ["", "abc", "a.b.c", ".....", "bm90IGpzb24.e30.c2ln", f"{_b64(b'[' * 100_000)}.e30.c2ln"],
+    ids=lambda token: token[:24],
+)
 async def test_malformed_token_is_refused(token: str) -> None:
     assert "malformed" in await _refusal(_verifier(secret=SECRET), token)
+
+
+async def test_token_header_without_alg_is_refused() -> None:
+    token = _forge({"typ": "JWT"}, _payload(), _hmac_with(SECRET.encode()))
+    assert "algorithm is not accepted" in await _refusal(_verifier(secret=SECRET), token)
 
 
 def _self_signed_cert(key: SigningKey) -> str:
@@ -528,18 +548,25 @@ async def test_symmetric_private_and_foreign_jwks_entries_are_skipped(
         assert "not in the key set" in await _refusal(verifier, token)
 
 
-async def test_concurrent_unknown_kids_share_one_fetch(
+async def test_concurrent_tokens_on_a_cold_cache_share_one_fetch(
     jwks: JWKSHost, client: httpx.AsyncClient, attacker_key: SigningKey, rsa_key: SigningKey
 ) -> None:
     jwks.publish(rsa_key)
     jwks.delay_s = 0.05  # keeps the first fetch in flight while the others arrive
     verifier = _verifier(client, jwks_url=jwks.url(), jwks_min_refresh_s=60)
-    tokens = [
+    forged = [
         jwt.encode(_payload(), attacker_key.private, "RS256", headers={"kid": uuid.uuid4().hex})
         for _ in range(50)
     ]
-    results = await asyncio.gather(*(verifier.verify(t) for t in tokens), return_exceptions=True)
-    assert all(isinstance(result, AuthenticationFailed) for result in results)
+    genuine = [rsa_key.sign(_payload(sub=f"t{i}")) for i in range(20)]
+    results = await asyncio.gather(
+        *(verifier.verify(t) for t in forged + genuine), return_exceptions=True
+    )
+    assert all(isinstance(result, AuthenticationFailed) for result in results[:50])
+    # The genuine tokens waited for the one fetch in flight instead of being refused.
+    assert [getattr(result, "subject", result) for result in results[50:]] == [
+        f"t{i}" for i in range(20)
+    ]
     assert jwks.fetches["jwks.json"] == 1
 
 
@@ -654,7 +681,9 @@ def test_looks_like_jwt_accepts_signed_and_unsigned_tokens(rsa_key: SigningKey) 
         "eyJhbGciOiJIUzI1NiJ9..c2ln",
         "a.e30.c2ln",
         "eyJhbGciOiJIUzI1NiJ9.e30.c2l+",
+        f"{_b64(b'[' * 100_000)}.e30.c2ln",
     ],
+    ids=lambda token: token[:24],
 )
 def test_looks_like_jwt_rejects_other_strings(token: str) -> None:
     assert not looks_like_jwt(token)
