@@ -119,10 +119,12 @@ class QuotaService:
         )
         rpm = principal.rpm or self._settings.default_rpm
         tpm = principal.tpm or self._settings.default_tpm
+        # The model is one the engine serves (checked before admission): bounded keys.
+        subject = f"{principal.id}:{request.model}" if self._settings.per_model else principal.id
         windows = []
         if rpm:
-            windows.append(Window("rpm", principal.id, rpm, 1))
-        tpm_window = Window("tpm", principal.id, tpm, reserve) if tpm else None
+            windows.append(Window("rpm", subject, rpm, 1))
+        tpm_window = Window("tpm", subject, tpm, reserve) if tpm else None
         if tpm_window is not None:
             windows.append(tpm_window)
         admission = Admission(self._limiter, principal, reserve, uuid.uuid4().hex, tpm_window)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from gateway.auth import Authenticator
 from gateway.catalog import ModelCatalog
@@ -42,12 +42,15 @@ async def _stores(
     """Redis-backed stores when REDIS_URL is set, else in-memory ones (one process only)."""
     if settings.redis_url is None:
         return MemoryKeyStore(), MemoryLimiter(settings.rate_limits.window_s)
-    redis = Redis.from_url(
+    # Blocking: past 200 busy connections a call waits (within the guard's timeout)
+    # instead of failing at once with MaxConnectionsError and tripping the breaker.
+    pool = BlockingConnectionPool.from_url(
         settings.redis_url.get_secret_value(),
         socket_connect_timeout=settings.redis.timeout_s * 4,
         socket_timeout=settings.redis.timeout_s * 4,
         max_connections=200,
     )
+    redis = Redis.from_pool(pool)
     stack.push_async_callback(redis.aclose)
     guard = RedisGuard(redis, settings.redis, metrics)
     prefix = settings.redis.prefix

@@ -65,6 +65,10 @@ class RateLimitSettings(BaseModel):
     default_rpm: int | None = Field(None, gt=0, description="Requests per minute (None: no limit).")
     default_tpm: int | None = Field(None, gt=0, description="Tokens per minute (None: no limit).")
     window_s: float = Field(60.0, gt=0, description="Length of the sliding window.")
+    per_model: bool = Field(
+        False,
+        description="Count rpm/tpm per (principal, model) pair instead of per principal.",
+    )
     completion_reserve_tokens: int = Field(
         512,
         gt=0,

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 MODEL = "fake-model"
+OTHER_MODEL = "fake-model-2"
 # What the fake reports as usage for every answer: settlement tests compare to it.
 USAGE = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
 
@@ -23,7 +24,8 @@ def _chunk(text: str) -> bytes:
 
 
 async def _models(_: Request) -> Response:
-    return JSONResponse({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+    data = [{"id": name, "object": "model"} for name in (MODEL, OTHER_MODEL)]
+    return JSONResponse({"object": "list", "data": data})
 
 
 async def _health(_: Request) -> Response:

@@ -16,7 +16,7 @@ import redis
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from tests.gateway.fake_engine import MODEL, USAGE, FakeEngine
+from tests.gateway.fake_engine import MODEL, OTHER_MODEL, USAGE, FakeEngine
 from tests.gateway.servers import serving
 
 ADMIN = "admin-token-for-tests-0123456789"
@@ -270,3 +270,11 @@ def test_cli_creates_lists_shows_and_revokes_keys(gateway: httpx.Client) -> None
     assert revoked["revoked_at"]
     assert _complete(gateway, created["key"]).status_code == 401
     assert _cli(url, "show", "key_missing")[0] == 1
+
+
+def test_per_model_limits_count_each_model_separately(engine_url: str, prefix: str) -> None:
+    for client in _gateway(engine_url, prefix, rate_limits={"per_model": True}):
+        key, _ = _create(client, rpm=1)
+        assert _complete(client, key).status_code == 200
+        assert _complete(client, key, model=OTHER_MODEL).status_code == 200
+        assert _complete(client, key).status_code == 429

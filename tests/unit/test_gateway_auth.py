@@ -83,9 +83,7 @@ def test_stored_key_maps_its_limits_and_models_to_the_principal() -> None:
     secret, record = hasher.new_record(KeySpec(name="t", models=["m"], rpm=5, tpm=50))
     asyncio.run(store.put(record))
     principal = _run(auth, secret)
-    assert (principal.kind, principal.id, principal.rpm, principal.tpm) == (
-        "key", record.id, 5, 50
-    )
+    assert (principal.kind, principal.id, principal.rpm, principal.tpm) == ("key", record.id, 5, 50)
     assert principal.may_use("m")
     assert not principal.may_use("other")
 
