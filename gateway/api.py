@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from gateway import __version__
 from gateway.auth import Principal, presented_key
 from gateway.errors import EngineUnavailable, PayloadTooLarge
+from gateway.generation import Call
 from gateway.middleware import request_id
 from gateway.resources import ResourcesDep
 
@@ -55,11 +56,18 @@ async def _generate(
     request: Request, resources: ResourcesDep, principal: Principal, path: str
 ) -> Response:
     body = await read_body(request, resources.settings.limits.max_body_bytes)
-    generation = resources.generation
-    parsed = await generation.validate(path, body, principal)
+    parsed = await resources.generation.validate(path, body, principal)
     request.state.model = parsed.model  # a model the engine serves: a bounded metric label
-    admission = await generation.admit(principal, parsed)
-    return await generation.forward(path, body, parsed, admission, request_id.get())
+    call = Call(
+        route=path,
+        body=body,
+        request=parsed,
+        principal=principal,
+        request_id=request_id.get(),
+        cache_control=request.headers.get("cache-control"),
+        cache_mode=request.headers.get("x-portico-cache"),
+    )
+    return await resources.generation.respond(call)
 
 
 @v1.post("/completions")

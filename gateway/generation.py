@@ -1,21 +1,29 @@
-"""The completions service: validate, authorise, admit, forward, relay, settle.
+"""The completions service: validate, authorise, consult the cache, admit,
+forward, relay, settle, store.
 
-Takes plain values (a principal, body bytes, a request id), never a Request,
+Takes plain values (a principal, body bytes, header values), never a Request,
 so it is usable and testable without ASGI.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
+from dataclasses import dataclass
+from typing import Any
 
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from gateway.auth import Principal
+from gateway.cache import ResponseCache
+from gateway.cache_key import BYPASS, CachePlan
 from gateway.catalog import ModelCatalog
 from gateway.errors import GatewayError, InvalidRequest, PermissionDenied
+from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, GenerationRequest, parse
 from gateway.quota import Admission, QuotaService, estimate_prompt_tokens
+from gateway.replay import StreamAssembler, entry_from_body, replay_body, replay_stream
 from gateway.settings import Limits
 from gateway.streaming import RelayResponse, UsageTap
 from gateway.upstream import Engine
@@ -26,18 +34,48 @@ ROUTES: dict[str, type[GenerationRequest]] = {
 }
 
 
+@dataclass(frozen=True)
+class Call:
+    """One generation request, as the service sees it."""
+
+    route: str
+    body: bytes
+    request: GenerationRequest
+    principal: Principal
+    request_id: str
+    cache_control: str | None = None
+    cache_mode: str | None = None
+
+    @property
+    def chat(self) -> bool:
+        return isinstance(self.request, ChatCompletionRequest)
+
+    @property
+    def wants_usage(self) -> bool:
+        options = self.request.stream_options
+        return bool(options and options.include_usage)
+
+
 class GenerationService:
     def __init__(
-        self, engine: Engine, catalog: ModelCatalog, limits: Limits, quota: QuotaService
+        self,
+        engine: Engine,
+        catalog: ModelCatalog,
+        limits: Limits,
+        quota: QuotaService,
+        cache: ResponseCache,
+        metrics: Metrics,
     ) -> None:
         self._engine = engine
         self._catalog = catalog
         self._limits = limits
         self._quota = quota
+        self._cache = cache
+        self._metrics = metrics
 
-    async def validate(self, path: str, body: bytes, principal: Principal) -> GenerationRequest:
+    async def validate(self, route: str, body: bytes, principal: Principal) -> GenerationRequest:
         """Everything that can refuse a request before the engine sees it."""
-        request = parse(ROUTES[path], body)
+        request = parse(ROUTES[route], body)
         self._check_caps(request, principal)
         if not principal.may_use(request.model):
             raise PermissionDenied(
@@ -46,36 +84,79 @@ class GenerationService:
         await self._catalog.require(request.model)
         return request
 
-    async def admit(self, principal: Principal, request: GenerationRequest) -> Admission:
-        return await self._quota.admit(principal, request)
+    async def respond(self, call: Call) -> Response:
+        plan = self._plan(call)
+        leader: asyncio.Event | None = None
+        if plan.key is not None and plan.read:
+            entry = await self._cache.lookup(plan.key)
+            if entry is None:
+                leader = self._cache.lead(plan.key)
+                if leader is None:  # an identical request is in flight: wait for its answer
+                    entry = await self._cache.follow(plan.key)
+                    leader = self._cache.lead(plan.key) if entry is None else None
+            if entry is not None:
+                return await self._hit(call, entry)
+        result = "miss" if plan.read and plan.key else "bypass"
+        self._metrics.cache_results.labels(result).inc()
+        try:
+            admission = await self._quota.admit(call.principal, call.request)
+            response = await self._forward(call, admission, plan, leader)
+        except BaseException:
+            self._release(plan, leader)
+            raise
+        response.headers["x-cache"] = result
+        return response
 
-    async def forward(
-        self, path: str, body: bytes, request: GenerationRequest, admission: Admission, rid: str
+    def _plan(self, call: Call) -> CachePlan:
+        try:
+            payload: dict[str, Any] = json.loads(call.body)
+        except ValueError:
+            return BYPASS
+        tenant = call.principal.id
+        return self._cache.plan(call.route, tenant, payload, call.cache_control, call.cache_mode)
+
+    async def _hit(self, call: Call, entry: dict[str, Any]) -> Response:
+        self._metrics.cache_results.labels("hit").inc()
+        admission = await self._quota.admit(call.principal, call.request, tokens=False)
+        headers = {**admission.headers, "x-cache": "hit"}
+        if call.request.stream:
+            events = replay_stream(entry, call.chat, call.wants_usage)
+            return StreamingResponse(iter(events), media_type="text/event-stream", headers=headers)
+        return Response(
+            replay_body(entry, call.chat), media_type="application/json", headers=headers
+        )
+
+    def _release(self, plan: CachePlan, leader: asyncio.Event | None) -> None:
+        if leader is not None and plan.key is not None:
+            self._cache.release(plan.key, leader)
+
+    async def _finish(self, plan: CachePlan, leader: asyncio.Event | None, entry: Any) -> None:
+        """Store a complete answer (if allowed), then let waiting duplicates read it."""
+        try:
+            if entry is not None and plan.write and plan.key is not None:
+                await self._cache.store(plan.key, entry, plan.ttl_s)
+        finally:
+            self._release(plan, leader)
+
+    async def _forward(
+        self, call: Call, admission: Admission, plan: CachePlan, leader: asyncio.Event | None
     ) -> Response:
         """Send the client's bytes (plus a usage request on streams); relay; settle."""
         # vLLM uses x-request-id as its internal request id, which must be unique;
         # a client may reuse its own id, so the engine gets it with a fresh suffix.
-        headers = {
-            "content-type": "application/json",
-            "x-request-id": f"{rid}-{secrets.token_hex(4)}",
-        }
-        wants_usage = bool(request.stream_options and request.stream_options.include_usage)
-        if request.stream and not wants_usage:
+        upstream_id = f"{call.request_id}-{secrets.token_hex(4)}"
+        headers = {"content-type": "application/json", "x-request-id": upstream_id}
+        body = call.body
+        if call.request.stream and not call.wants_usage:
             body = _with_stream_usage(body)
         try:
-            upstream = await self._engine.open(path, body, headers)
+            upstream = await self._engine.open(call.route, body, headers)
         except GatewayError:
             await admission.settle(0)  # the engine did no work: give the reservation back
             raise
         media_type = upstream.headers.get("content-type", "application/json")
-        if request.stream:
-            prompt = estimate_prompt_tokens(request)
-
-            async def settle(tap: UsageTap) -> None:
-                await admission.settle(tap.total_tokens or prompt + tap.content_events)
-
-            tap = UsageTap(strip_usage=not wants_usage)
-            return RelayResponse(self._engine, upstream, media_type, tap, settle, admission.headers)
+        if call.request.stream:
+            return self._relay(call, admission, plan, leader, upstream, media_type)
         try:
             content = await self._engine.read(upstream)
         except GatewayError:
@@ -84,10 +165,39 @@ class GenerationService:
         finally:
             await upstream.aclose()
         await admission.settle(_total_tokens(content, admission.reserved))
+        await self._finish(plan, leader, entry_from_body(content) if upstream.is_success else None)
         return Response(
             content, status_code=upstream.status_code, media_type=media_type,
             headers=admission.headers,
         )  # fmt: skip
+
+    def _relay(
+        self,
+        call: Call,
+        admission: Admission,
+        plan: CachePlan,
+        leader: asyncio.Event | None,
+        upstream: Any,
+        media_type: str,
+    ) -> Response:
+        prompt = estimate_prompt_tokens(call.request)
+        recorder = StreamAssembler(call.chat) if plan.write and plan.key else None
+        tap = UsageTap(strip_usage=not call.wants_usage, recorder=recorder)
+
+        ended = False
+
+        async def on_end(tap: UsageTap) -> None:
+            nonlocal ended
+            if ended:
+                return
+            ended = True
+            try:
+                await admission.settle(tap.total_tokens or prompt + tap.content_events)
+            finally:
+                entry = tap.recorder.entry() if tap.recorder is not None else None
+                await self._finish(plan, leader, entry)
+
+        return RelayResponse(self._engine, upstream, media_type, tap, on_end, admission.headers)
 
     def _check_caps(self, request: GenerationRequest, principal: Principal) -> None:
         max_tokens = min(self._limits.max_tokens, principal.max_tokens or self._limits.max_tokens)

@@ -62,5 +62,29 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.cache_results = Counter(
+            "portico_cache_requests",
+            "Generation requests by cache result: hit, miss, bypass.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.cache_stores = Counter(
+            "portico_cache_stores", "Answers written to the cache.", registry=self.registry
+        )
+        self.cache_stored_bytes = Counter(
+            "portico_cache_stored_bytes", "Bytes written to the cache.", registry=self.registry
+        )
+        self.cache_merges = Counter(
+            "portico_cache_merges",
+            "Requests that waited for an identical one in flight instead of calling the engine.",
+            registry=self.registry,
+        )
+        self.cache_hit_seconds = Histogram(
+            "portico_cache_lookup_seconds",
+            "Time to read a cache entry that was found.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

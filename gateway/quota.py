@@ -113,10 +113,16 @@ class QuotaService:
         self._policy = policy
         self._metrics = metrics
 
-    async def admit(self, principal: Principal, request: GenerationRequest) -> Admission:
-        reserve = estimate_prompt_tokens(request) + completion_allowance(
-            request, self._settings.completion_reserve_tokens
-        )
+    async def admit(
+        self, principal: Principal, request: GenerationRequest, tokens: bool = True
+    ) -> Admission:
+        """Reserve the request's share; ``tokens=False`` (a cache hit) counts the
+        request against rpm but spends no tokens: the engine does no work."""
+        reserve = 0
+        if tokens:
+            reserve = estimate_prompt_tokens(request) + completion_allowance(
+                request, self._settings.completion_reserve_tokens
+            )
         rpm = principal.rpm or self._settings.default_rpm
         tpm = principal.tpm or self._settings.default_tpm
         # The model is one the engine serves (checked before admission): bounded keys.
@@ -124,7 +130,7 @@ class QuotaService:
         windows = []
         if rpm:
             windows.append(Window("rpm", subject, rpm, 1))
-        tpm_window = Window("tpm", subject, tpm, reserve) if tpm else None
+        tpm_window = Window("tpm", subject, tpm, reserve) if tpm and tokens else None
         if tpm_window is not None:
             windows.append(tpm_window)
         admission = Admission(self._limiter, principal, reserve, uuid.uuid4().hex, tpm_window)
@@ -156,7 +162,7 @@ class QuotaService:
 
     async def _charge_budget(self, admission: Admission) -> None:
         principal = admission.principal
-        if principal.kind != "key":
+        if principal.kind != "key" or admission.reserved == 0:
             return
         if not await self._limiter.charge(
             principal.id, principal.budget_tokens, admission.reserved

@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI, Request
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from gateway.auth import Authenticator
+from gateway.cache import CacheStore, MemoryCacheStore, RedisCacheStore, ResponseCache
 from gateway.catalog import ModelCatalog
 from gateway.generation import GenerationService
 from gateway.jwt_verifier import JWTVerifier
@@ -38,10 +39,14 @@ class Resources:
 
 async def _stores(
     settings: GatewaySettings, metrics: Metrics, stack: AsyncExitStack
-) -> tuple[KeyStore, Limiter]:
+) -> tuple[KeyStore, Limiter, CacheStore]:
     """Redis-backed stores when REDIS_URL is set, else in-memory ones (one process only)."""
     if settings.redis_url is None:
-        return MemoryKeyStore(), MemoryLimiter(settings.rate_limits.window_s)
+        return (
+            MemoryKeyStore(),
+            MemoryLimiter(settings.rate_limits.window_s),
+            MemoryCacheStore(settings.cache.memory_max_bytes),
+        )
     # Blocking: past 200 busy connections a call waits (within the guard's timeout)
     # instead of failing at once with MaxConnectionsError and tripping the breaker.
     pool = BlockingConnectionPool.from_url(
@@ -54,7 +59,11 @@ async def _stores(
     stack.push_async_callback(redis.aclose)
     guard = RedisGuard(redis, settings.redis, metrics)
     prefix = settings.redis.prefix
-    return RedisKeyStore(guard, prefix), RedisLimiter(guard, prefix, settings.rate_limits.window_s)
+    return (
+        RedisKeyStore(guard, prefix),
+        RedisLimiter(guard, prefix, settings.rate_limits.window_s),
+        RedisCacheStore(guard, prefix),
+    )
 
 
 def lifespan_for(
@@ -67,7 +76,7 @@ def lifespan_for(
         async with AsyncExitStack() as stack:
             client = build_client(settings.upstream, settings.upstream_transport)
             stack.push_async_callback(client.aclose)
-            keys, limiter = await _stores(settings, metrics, stack)
+            keys, limiter, cache_store = await _stores(settings, metrics, stack)
             pepper = settings.key_pepper.get_secret_value() if settings.key_pepper else None
             hasher = KeyHasher(pepper)
             jwt = JWTVerifier(settings.jwt, client)
@@ -84,7 +93,14 @@ def lifespan_for(
                 auth=Authenticator(settings, hasher, keys, jwt, limiter, metrics),
                 engine=engine,
                 catalog=catalog,
-                generation=GenerationService(engine, catalog, settings.limits, quota),
+                generation=GenerationService(
+                    engine,
+                    catalog,
+                    settings.limits,
+                    quota,
+                    ResponseCache(cache_store, settings.cache, metrics),
+                    metrics,
+                ),
             )
             yield
 

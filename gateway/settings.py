@@ -80,6 +80,27 @@ class RateLimitSettings(BaseModel):
     )
 
 
+class CacheSettings(BaseModel):
+    """The response cache (Redis when configured, else an in-process LRU)."""
+
+    mode: Literal["deterministic", "all", "off"] = Field(
+        "deterministic",
+        description="'deterministic' caches only temperature=0 or seeded requests; 'all' "
+        "caches every request; 'off' disables the cache. Per request: X-Portico-Cache: on|off.",
+    )
+    ttl_s: int = Field(
+        3600, ge=0, description="Entry lifetime unless Cache-Control max-age sets one."
+    )
+    max_ttl_s: int = Field(86400, ge=0, description="Upper bound on a requested max-age.")
+    max_entry_bytes: int = Field(1_048_576, gt=0, description="Larger answers are not stored.")
+    memory_max_bytes: int = Field(
+        64 * 1_048_576, gt=0, description="Size of the in-process cache (no Redis)."
+    )
+    merge_wait_s: float = Field(
+        120.0, gt=0, description="How long an identical request waits for the one in flight."
+    )
+
+
 class GatewaySettings(BaseSettings):
     """Everything the gateway process is configured with."""
 
@@ -128,6 +149,7 @@ class GatewaySettings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     jwt: JWTSettings = Field(default_factory=JWTSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     log_level: str = Field("info", description="Python logging level.")
 
     @model_validator(mode="before")

@@ -22,9 +22,11 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import UpstreamError
+from gateway.replay import StreamAssembler
 from gateway.upstream import Engine
 
 _log = logging.getLogger("portico.streaming")
+_DONE = b"data: [DONE]\n\n"
 
 
 def sse_error(exc: UpstreamError) -> bytes:
@@ -36,8 +38,9 @@ def sse_error(exc: UpstreamError) -> bytes:
 class UsageTap:
     """Splits the byte stream into SSE events and inspects the ones that matter."""
 
-    def __init__(self, strip_usage: bool) -> None:
+    def __init__(self, strip_usage: bool, recorder: StreamAssembler | None = None) -> None:
         self._strip = strip_usage
+        self.recorder = recorder  # set when the answer may be cached
         self._buffer = b""
         self.total_tokens: int | None = None
         self.content_events = 0
@@ -49,7 +52,17 @@ class UsageTap:
         if end < 0:
             return b""
         ready, self._buffer = self._buffer[: end + 2], self._buffer[end + 2 :]
+        done = ready.endswith(_DONE)
+        if done:
+            # Held back until the relay has settled usage and stored the answer,
+            # so a client that saw [DONE] sees its effects too.
+            ready, self._buffer = ready[: -len(_DONE)], _DONE + self._buffer
         self.content_events += ready.count(b'"choices":[{')
+        if self.recorder is not None:
+            for event in ready.split(b"\n\n")[:-1]:
+                self.recorder.add(event.removeprefix(b"data: "))
+            if done:
+                self.recorder.add(b"[DONE]")
         if b'"usage"' not in ready:
             return ready  # the common case: no JSON parsing on the hot path
         return b"".join(self._inspect(event) for event in ready.split(b"\n\n")[:-1])
@@ -74,12 +87,18 @@ class UsageTap:
         return raw
 
 
-async def _relay(engine: Engine, upstream: httpx.Response, tap: UsageTap) -> AsyncIterator[bytes]:
+async def _relay(
+    engine: Engine,
+    upstream: httpx.Response,
+    tap: UsageTap,
+    on_end: Callable[[UsageTap], Awaitable[None]],
+) -> AsyncIterator[bytes]:
     try:
         async for chunk in engine.chunks(upstream):
             out = tap.feed(chunk)
             if out:
                 yield out
+        await on_end(tap)
         rest = tap.flush()
         if rest:
             yield rest
@@ -91,8 +110,10 @@ async def _relay(engine: Engine, upstream: httpx.Response, tap: UsageTap) -> Asy
 
 
 class RelayResponse(StreamingResponse):
-    """A streamed engine response that always closes its upstream, then reports
-    what passed through to ``on_close`` (usage settlement)."""
+    """A streamed engine response that always closes its upstream and reports what
+    passed through to ``on_end`` (usage settlement, caching): before the final
+    ``[DONE]`` on a normal end, after the disconnect or failure otherwise.
+    ``on_end`` must tolerate being called twice."""
 
     def __init__(
         self,
@@ -100,19 +121,19 @@ class RelayResponse(StreamingResponse):
         upstream: httpx.Response,
         media_type: str,
         tap: UsageTap,
-        on_close: Callable[[UsageTap], Awaitable[None]],
+        on_end: Callable[[UsageTap], Awaitable[None]],
         headers: dict[str, str],
     ) -> None:
-        super().__init__(_relay(engine, upstream, tap), status_code=upstream.status_code)
+        super().__init__(_relay(engine, upstream, tap, on_end), status_code=upstream.status_code)
         self.media_type = media_type
         self.init_headers({**headers, "content-type": media_type, "cache-control": "no-cache"})
         self._upstream = upstream
         self._tap = tap
-        self._on_close = on_close
+        self._on_end = on_end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             await self._upstream.aclose()
-            await self._on_close(self._tap)
+            await self._on_end(self._tap)

@@ -18,8 +18,9 @@ OTHER_MODEL = "fake-model-2"
 USAGE = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
 
 
-def _chunk(text: str) -> bytes:
-    payload = {"object": "text_completion", "model": MODEL, "choices": [{"index": 0, "text": text}]}
+def _chunk(text: str, finish: bool = False) -> bytes:
+    choice = {"index": 0, "text": text, "finish_reason": "length" if finish else None}
+    payload = {"object": "text_completion", "model": MODEL, "choices": [choice]}
     return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
 
@@ -53,22 +54,24 @@ class FakeEngine:
         behaviour = body.get("prompt")
         if behaviour == "slow-first-byte":
             await asyncio.sleep(5)
+        if behaviour == "slow-ok":
+            await asyncio.sleep(0.5)
         if behaviour == "error-500":
             error = {"message": "engine exploded", "type": "InternalServerError", "code": 500}
             return JSONResponse({"error": error}, status_code=500)
         if behaviour == "busy-503":
             return JSONResponse({"error": {"message": "queue full"}}, status_code=503)
         if not body.get("stream"):
-            return JSONResponse(
-                {"object": "text_completion", "choices": [{"text": "ok"}], "usage": USAGE}
-            )
+            choice = {"index": 0, "text": "ok", "finish_reason": "length"}
+            answer = {"id": "cmpl-fake", "object": "text_completion", "choices": [choice]}
+            return JSONResponse({**answer, "usage": USAGE})
         usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return StreamingResponse(self._stream(behaviour, usage), media_type="text/event-stream")
 
     async def _stream(self, behaviour: str, usage: bool) -> Any:
         try:
             for i in range(3):
-                yield _chunk(f"t{i}")
+                yield _chunk(f"t{i}", finish=i == 2)
             if behaviour == "die-mid-stream":
                 raise RuntimeError("engine died")  # uvicorn drops the connection half-way
             if behaviour == "stall-mid-stream":

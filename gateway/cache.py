@@ -1,0 +1,150 @@
+"""The response cache: Redis (shared by replicas) or an in-process LRU, with
+single-flight merging of identical in-flight requests.
+
+A cache problem never fails a request: a Redis error or timeout on read is a
+miss, on write the entry is simply not stored. Entries are namespaced by
+tenant in their key (see :mod:`gateway.cache_key`), so no tenant can read
+another's answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import OrderedDict
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+
+from gateway.cache_key import CachePlan, plan
+from gateway.metrics import Metrics
+from gateway.redis_guard import RedisGuard, RedisUnavailable
+from gateway.settings import CacheSettings
+
+_log = logging.getLogger("portico.cache")
+
+
+class CacheStore(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+    async def set(self, key: str, value: bytes, ttl_s: int) -> None: ...
+
+
+class MemoryCacheStore:
+    """A byte-bounded LRU for one process (no Redis configured)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._size = 0
+        self._items: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+
+    async def get(self, key: str) -> bytes | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        if item[1] <= time.monotonic():
+            self._drop(key)
+            return None
+        self._items.move_to_end(key)
+        return item[0]
+
+    async def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        self._drop(key)
+        self._items[key] = (value, time.monotonic() + ttl_s)
+        self._size += len(value)
+        while self._size > self._max and self._items:
+            self._drop(next(iter(self._items)))
+
+    def _drop(self, key: str) -> None:
+        item = self._items.pop(key, None)
+        if item is not None:
+            self._size -= len(item[0])
+
+
+class RedisCacheStore:
+    def __init__(self, guard: RedisGuard, prefix: str) -> None:
+        self._guard = guard
+        self._prefix = f"{prefix}:cache:"
+
+    async def get(self, key: str) -> bytes | None:
+        async def read(redis: Redis) -> bytes | None:
+            raw = await redis.get(self._prefix + key)
+            return raw if isinstance(raw, bytes | None) else raw.encode()
+
+        return await self._guard.call(read)
+
+    async def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        async def write(redis: Redis) -> None:
+            await redis.set(self._prefix + key, value, ex=ttl_s)
+
+        await self._guard.call(write)
+
+
+class ResponseCache:
+    def __init__(self, store: CacheStore, settings: CacheSettings, metrics: Metrics) -> None:
+        self._store = store
+        self._settings = settings
+        self._metrics = metrics
+        self._inflight: dict[str, asyncio.Event] = {}
+
+    def plan(
+        self,
+        route: str,
+        tenant: str,
+        payload: dict[str, Any],
+        cache_control: str | None,
+        request_mode: str | None,
+    ) -> CachePlan:
+        s = self._settings
+        return plan(
+            route, tenant, payload, s.mode, cache_control, request_mode, s.ttl_s, s.max_ttl_s
+        )
+
+    async def lookup(self, key: str) -> dict[str, Any] | None:
+        started = time.perf_counter()
+        try:
+            raw = await self._store.get(key)
+        except RedisUnavailable:
+            return None  # a broken cache is an empty cache
+        if raw is None:
+            return None
+        entry: dict[str, Any] = json.loads(raw)
+        self._metrics.cache_hit_seconds.observe(time.perf_counter() - started)
+        return entry
+
+    async def store(self, key: str, entry: dict[str, Any], ttl_s: int) -> None:
+        raw = json.dumps(entry, separators=(",", ":")).encode()
+        if len(raw) > self._settings.max_entry_bytes:
+            return
+        try:
+            await self._store.set(key, raw, ttl_s)
+        except RedisUnavailable:
+            return
+        self._metrics.cache_stores.inc()
+        self._metrics.cache_stored_bytes.inc(len(raw))
+
+    def lead(self, key: str) -> asyncio.Event | None:
+        """Become the one request computing ``key``; None if another already is."""
+        if key in self._inflight:
+            return None
+        event = self._inflight[key] = asyncio.Event()
+        return event
+
+    def release(self, key: str, event: asyncio.Event) -> None:
+        if self._inflight.get(key) is event:
+            del self._inflight[key]
+        event.set()
+
+    async def follow(self, key: str) -> dict[str, Any] | None:
+        """Wait (bounded) for the leader of ``key``, then read what it stored."""
+        event = self._inflight.get(key)
+        if event is None:
+            return None
+        self._metrics.cache_merges.inc()
+        try:
+            async with asyncio.timeout(self._settings.merge_wait_s):
+                await event.wait()
+        except TimeoutError:
+            return None
+        return await self.lookup(key)
