@@ -13,9 +13,17 @@ from starlette.responses import JSONResponse, Response
 from gateway import __version__
 from gateway.admin import admin
 from gateway.api import ops, v1
-from gateway.errors import GatewayError, InternalError, InvalidRequest, error_body, render
+from gateway.errors import (
+    BackendUnavailable,
+    GatewayError,
+    InternalError,
+    InvalidRequest,
+    error_body,
+    render,
+)
 from gateway.metrics import Metrics
 from gateway.middleware import RequestContextMiddleware, request_id
+from gateway.redis_guard import RedisUnavailable
 from gateway.resources import lifespan_for
 from gateway.settings import GatewaySettings
 
@@ -63,6 +71,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         body = error_body(str(exc.detail), "invalid_request_error", None, kind)
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
+    async def redis_unavailable(_: Request, exc: Exception) -> Response:
+        # Services decide the policy for their own Redis calls; anything that
+        # still reaches here (the admin API) is a 503, not a 500.
+        return render(
+            BackendUnavailable(
+                "Key store unavailable; retry shortly.", headers={"retry-after": "1"}
+            )
+        )
+
     async def unexpected(_: Request, exc: Exception) -> Response:
         # The one top-level handler: log with the request id, tell the client nothing internal.
         _log.exception("unhandled error (request_id=%s)", request_id.get())
@@ -71,4 +88,5 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GatewayError, gateway_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RedisUnavailable, redis_unavailable)
     app.add_exception_handler(Exception, unexpected)

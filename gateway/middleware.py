@@ -43,7 +43,10 @@ class RequestContextMiddleware:
             return
         incoming = _header(scope, b"x-request-id")
         rid = incoming if incoming and _VALID_ID.match(incoming) else uuid.uuid4().hex
-        token = request_id.set(rid)
+        # Not reset afterwards: each request runs in its own task (its own context),
+        # and the top-level error handler, which runs after this middleware
+        # returns, still needs the id for its log line.
+        request_id.set(rid)
         started = time.perf_counter()
         status = 500
         # Unlabelled: the route template is only known once the router has run.
@@ -63,7 +66,6 @@ class RequestContextMiddleware:
         finally:
             self.metrics.in_flight.dec()
             self._record(scope, status, time.perf_counter() - started, rid)
-            request_id.reset(token)
 
     def _record(self, scope: Scope, status: int, seconds: float, rid: str) -> None:
         route = _route_of(scope)

@@ -59,7 +59,10 @@ class Limiter(Protocol):
 
 
 _ACQUIRE = """
-local now, win, id = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+-- Redis's clock, not the callers': replicas on different hosts share one window.
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local win, id = tonumber(ARGV[1]), ARGV[2]
 local n = #KEYS / 3
 local totals, waits = {}, {}
 for i = 1, n do
@@ -76,7 +79,7 @@ for i = 1, n do
   end
   redis.call('ZREMRANGEBYSCORE', z, '-inf', now - win)
   totals[i] = tonumber(redis.call('GET', t) or '0')
-  local limit, cost = tonumber(ARGV[2+2*i]), tonumber(ARGV[3+2*i])
+  local limit, cost = tonumber(ARGV[1+2*i]), tonumber(ARGV[2+2*i])
   -- How long until enough old entries leave the window for this cost to fit.
   local excess, wait = totals[i] + cost - limit, 0
   if excess > 0 then
@@ -94,11 +97,11 @@ for i = 1, n do
 end
 local refused = 0
 for i = 1, n do
-  if totals[i] + tonumber(ARGV[3+2*i]) > tonumber(ARGV[2+2*i]) then refused = i break end
+  if totals[i] + tonumber(ARGV[2+2*i]) > tonumber(ARGV[1+2*i]) then refused = i break end
 end
 if refused == 0 then
   for i = 1, n do
-    local z, h, t, cost = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i], tonumber(ARGV[3+2*i])
+    local z, h, t, cost = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i], tonumber(ARGV[2+2*i])
     redis.call('ZADD', z, now, id)
     redis.call('HSET', h, id, cost)
     totals[i] = redis.call('INCRBY', t, cost)
@@ -152,7 +155,7 @@ class RedisLimiter:
 
     async def acquire(self, windows: list[Window], reservation: str) -> Decision:
         keys = [k for w in windows for k in self._keys(w)]
-        args: list[str | int] = [int(time.time() * 1000), self._window_ms, reservation]
+        args: list[str | int] = [self._window_ms, reservation]
         for w in windows:
             args += [w.limit, w.cost]
 

@@ -1,11 +1,21 @@
 """Every Redis call goes through here: a short timeout, a circuit breaker, and
 one exception type for callers to apply the failure policy to.
 
-Redis holds keys, limits and usage. When it is slow or gone, requests must not
-hang or fail with 500s: each call is bounded by ``timeout_s`` (50 ms by default),
-and after ``breaker_failures`` consecutive failures the breaker opens, so calls
-fail at once instead of each waiting for a timeout. After ``breaker_reset_s``
-one call is let through; its success closes the breaker again.
+Redis holds keys, limits, usage and cached answers. When it is slow or gone,
+requests must not hang or fail with 500s: each call is bounded by
+``timeout_s`` (50 ms by default), and after ``breaker_failures`` consecutive
+failures the breaker opens, so calls fail at once instead of each waiting for
+a timeout. After ``breaker_reset_s`` one call is let through; its success
+closes the breaker again.
+
+The timeout is meant to measure *Redis*, not this process's own queue. Under a
+burst the event loop itself lags (hundreds of requests waiting for the CPU),
+and a plain wall-clock timeout then fires for answers Redis gave in time,
+opens the breaker and, with the fail-open policy, admits requests beyond their
+limits. So a ``LoopLag`` monitor measures how late the loop runs, and a call
+whose deadline passes while the loop was lagging gets a fresh ``timeout_s`` plus that lag from
+the moment it runs again (up to 5 s in all). A dead or frozen Redis on a calm
+loop still fails within ``timeout_s``.
 """
 
 from __future__ import annotations
@@ -24,17 +34,44 @@ from gateway.settings import RedisSettings
 
 T = TypeVar("T")
 _log = logging.getLogger("portico.redis")
+_TICK_S = 0.01
+_LAG_MEMORY_S = 1.0
+_MAX_LAG_EXTENSION_S = 5.0
 
 
 class RedisUnavailable(Exception):
     """Redis did not answer in time, refused, or the breaker is open."""
 
 
+class LoopLag:
+    """How late the event loop has been running lately (seconds)."""
+
+    def __init__(self) -> None:
+        self._worst = 0.0
+        self._worst_at = 0.0
+
+    def recent(self) -> float:
+        return self._worst if time.monotonic() - self._worst_at < _LAG_MEMORY_S else 0.0
+
+    async def run(self) -> None:
+        """Sleep in short ticks and record how much later than asked each wake-up is."""
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(_TICK_S)
+            now = time.monotonic()
+            lag = now - before - _TICK_S
+            if lag >= self.recent():
+                self._worst, self._worst_at = lag, now
+
+
 class RedisGuard:
-    def __init__(self, redis: Redis, settings: RedisSettings, metrics: Metrics) -> None:
+    def __init__(
+        self, redis: Redis, settings: RedisSettings, metrics: Metrics, lag: LoopLag
+    ) -> None:
         self.redis = redis
         self._settings = settings
         self._metrics = metrics
+        self._lag = lag
         self._failures = 0
         self._open_until = 0.0
 
@@ -43,8 +80,7 @@ class RedisGuard:
         if self._failures >= self._settings.breaker_failures and now < self._open_until:
             raise RedisUnavailable("circuit open")
         try:
-            async with asyncio.timeout(self._settings.timeout_s):
-                result = await operation(self.redis)
+            result = await self._within_deadline(operation)
         except (TimeoutError, RedisError, OSError) as exc:
             self._record_failure(exc)
             raise RedisUnavailable(type(exc).__name__) from exc
@@ -52,6 +88,26 @@ class RedisGuard:
             _log.warning("redis recovered after %d failed calls", self._failures)
         self._failures = 0
         return result
+
+    async def _within_deadline(self, operation: Callable[[Redis], Awaitable[T]]) -> T:
+        started = time.monotonic()
+        deadline = started + self._settings.timeout_s
+        task = asyncio.ensure_future(operation(self.redis))
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
+                if done:
+                    return task.result()
+                # Woken past the deadline on a lagging loop: the answer may sit
+                # unread in the socket, waiting for the loop like everything else.
+                # Give it a fresh timeout from now, within an overall bound.
+                lag, now = self._lag.recent(), time.monotonic()
+                if lag < self._settings.timeout_s / 2 or now >= started + _MAX_LAG_EXTENSION_S:
+                    raise TimeoutError
+                deadline = min(started + _MAX_LAG_EXTENSION_S, now + self._settings.timeout_s + lag)
+        finally:
+            if not task.done():
+                task.cancel()
 
     def _record_failure(self, exc: BaseException) -> None:
         self._failures += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from gateway.keys import KeyHasher, KeyStore, MemoryKeyStore, RedisKeyStore
 from gateway.metrics import Metrics
 from gateway.quota import QuotaService
 from gateway.ratelimit import Limiter, MemoryLimiter, RedisLimiter
-from gateway.redis_guard import RedisGuard
+from gateway.redis_guard import LoopLag, RedisGuard
 from gateway.settings import GatewaySettings
 from gateway.upstream import Engine, build_client
 
@@ -51,13 +52,18 @@ async def _stores(
     # instead of failing at once with MaxConnectionsError and tripping the breaker.
     pool = BlockingConnectionPool.from_url(
         settings.redis_url.get_secret_value(),
-        socket_connect_timeout=settings.redis.timeout_s * 4,
-        socket_timeout=settings.redis.timeout_s * 4,
+        # Backstops only: RedisGuard bounds every call, and knows when the wait
+        # was this process's own event-loop lag rather than Redis's slowness.
+        socket_connect_timeout=5,
+        socket_timeout=5,
         max_connections=200,
     )
     redis = Redis.from_pool(pool)
     stack.push_async_callback(redis.aclose)
-    guard = RedisGuard(redis, settings.redis, metrics)
+    lag = LoopLag()
+    monitor = asyncio.create_task(lag.run(), name="portico-loop-lag")
+    stack.callback(monitor.cancel)
+    guard = RedisGuard(redis, settings.redis, metrics, lag)
     prefix = settings.redis.prefix
     return (
         RedisKeyStore(guard, prefix),

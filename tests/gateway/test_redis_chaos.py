@@ -206,11 +206,6 @@ def test_redis_killed_and_restarted_is_survived_without_a_500(
         assert [_complete(gateway, fresh).status_code for _ in range(3)] == [200, 200, 429]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="gateway bug: /admin lets RedisUnavailable reach the top-level handler (500)",
-)
 def test_admin_api_answers_503_not_500_while_redis_is_down(
     engine_url: str, private_redis: RedisServer
 ) -> None:
