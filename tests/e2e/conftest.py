@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
+from tests.gateway.processes import gateway_env, gateways
 
 MODEL = "SmolLM2-135M-Instruct"
 STARTUP_TIMEOUT_S = 900  # first run converts the bundled model (~40 s) before vLLM starts
@@ -127,3 +129,20 @@ def stack() -> Iterator[Stack]:
         for url in (stack.engine_url, stack.gateway_url):
             with pytest.raises(httpx.ConnectError):
                 httpx.get(url + "/health", timeout=2)
+
+
+ADMIN = "e2e-admin-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def redis_gateway(stack: Stack) -> Iterator[str]:
+    """A second gateway in front of the same engine, the production way: keys,
+    limits, usage and cache in the real Redis (a fresh namespace), admin token set."""
+    env = gateway_env(
+        PORTICO_ENGINE_URL=stack.engine_url,
+        PORTICO_REDIS_URL="redis://127.0.0.1:6379/0",
+        PORTICO_ADMIN_TOKEN=ADMIN,
+        PORTICO_REDIS__PREFIX=f"e2e-{uuid.uuid4().hex[:8]}",
+    )
+    with gateways(1, env, LOG_DIR) as urls:
+        yield urls[0]

@@ -1,0 +1,505 @@
+"""The Helm chart: lint and render every value set with Helm itself, validate each object
+against Kubernetes' OpenAPI schemas, and check what the objects say against the code that
+will run in them (the launcher's flag parser, the gateway's settings and routes)."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import kubernetes_validate.utils as kubernetes
+import pytest
+
+from engine import cli
+from engine.checkpoint import Checkpoint
+from engine.command import build_command
+from gateway.app import create_app
+from gateway.metrics import Metrics
+from gateway.settings import GatewaySettings
+from tests.deploy.chart import (
+    CANARIES,
+    EXTERNAL_REDIS_URL_CANARY,
+    FULLNAME,
+    NAMESPACE,
+    REDIS_PASSWORD_CANARY,
+    VALUE_SETS,
+    Rendered,
+    lint,
+    render,
+    render_error,
+)
+
+# The chart's kubeVersion floor and the newest schemas kubernetes-validate ships.
+KUBERNETES_VERSIONS = ("1.29.0", kubernetes.latest_version())
+# Prometheus Operator kinds: no OpenAPI schema here, checked structurally below.
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+ALL_SETS = pytest.mark.parametrize("value_set", list(VALUE_SETS))
+
+
+@functools.cache
+def rendered(value_set: str) -> Rendered:
+    return render(VALUE_SETS[value_set])
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No PORTICO_* (or alias) variable of this process leaks into a settings object."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("PORTICO_") or name in ("REDIS_URL", "HF_HUB_OFFLINE"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def _gateway_routes() -> set[str]:
+    app = create_app(GatewaySettings(dev_mode=True))
+    return {route.path for route in app.routes if hasattr(route, "path")}
+
+
+def _portico_metric_names() -> set[str]:
+    """Every sample name the gateway can export (counters with _total, histogram parts)."""
+    names = set()
+    for family in Metrics().registry.collect():
+        names.add(family.name)
+        names.update(sample.name for sample in family.samples)
+        if family.type == "counter":
+            names.add(family.name + "_total")
+        if family.type == "histogram":
+            names.update(family.name + s for s in ("_bucket", "_sum", "_count"))
+    return names
+
+
+def _vllm_source(relative: str) -> str:
+    """A file of the installed vLLM (the release the engine image is built from), as text:
+    reading it avoids importing vLLM, which takes seconds."""
+    spec = importlib.util.find_spec("vllm")
+    assert spec is not None and spec.origin is not None, "vLLM (engine-cpu extra) is required"
+    return (Path(spec.origin).parent / relative).read_text()
+
+
+def _secret_value(r: Rendered, name: str, key: str) -> str:
+    """A Secret's value when the chart renders that Secret; a stand-in for a user's own."""
+    if any(s["metadata"]["name"] == name for s in r.of_kind("Secret")):
+        return r.secret_data(name)[key]
+    return "redis://redis.example.net:6379/0" if "redis" in key else f"from-{name}-{key}"
+
+
+def _gateway_environment(r: Rendered) -> dict[str, str]:
+    """The gateway container's environment, built the way the kubelet builds it."""
+    container = r.container("Deployment", "gateway")
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(r.get("ConfigMap", source["configMapRef"]["name"])["data"])
+        elif any(s["metadata"]["name"] == source["secretRef"]["name"] for s in r.of_kind("Secret")):
+            env.update(r.secret_data(source["secretRef"]["name"]))
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], var["value"])
+        else:
+            ref = var["valueFrom"]["secretKeyRef"]
+            env[var["name"]] = _secret_value(r, ref["name"], ref["key"])
+    return env
+
+
+def _gateway_variable_names() -> set[str]:
+    """Every PORTICO_* name GatewaySettings reads (nested groups joined by '__')."""
+    names = set()
+    for name, field in GatewaySettings.model_fields.items():
+        nested = field.annotation
+        if isinstance(nested, type) and hasattr(nested, "model_fields"):
+            names |= {f"PORTICO_{name.upper()}__{sub.upper()}" for sub in nested.model_fields}
+        else:
+            names.add(f"PORTICO_{name.upper()}")
+    return names
+
+
+# --- Helm and Kubernetes accept it ------------------------------------------------------
+
+
+@ALL_SETS
+def test_chart_lints_clean(value_set: str) -> None:
+    assert lint(VALUE_SETS[value_set]) == []
+
+
+@ALL_SETS
+def test_every_object_validates_against_the_kubernetes_schemas(value_set: str) -> None:
+    objects = rendered(value_set).objects
+    assert objects
+    for obj in objects:
+        name = obj["metadata"]["name"]
+        assert DNS_LABEL.match(name) and len(name) <= 63, f"bad object name {name!r}"
+        if obj["kind"] in CRD_KINDS:
+            continue
+        for version in KUBERNETES_VERSIONS:
+            # strict: unknown fields are errors, so a misplaced key cannot slip through.
+            kubernetes.validate(obj, version, strict=True)
+
+
+def test_kinds_rendered_by_default_are_the_expected_ones() -> None:
+    kinds = sorted(o["kind"] for o in rendered("defaults").objects)
+    assert kinds == sorted(
+        ["ServiceAccount", "StatefulSet", "Service", "PodDisruptionBudget"]  # engine
+        + ["Deployment", "Service", "ConfigMap", "Secret", "HorizontalPodAutoscaler"]
+        + ["PodDisruptionBudget"]  # gateway
+        + ["StatefulSet", "Service", "Secret"]  # redis
+        + ["NetworkPolicy"] * 3
+    )
+
+
+# --- engines ----------------------------------------------------------------------------
+
+
+@ALL_SETS
+def test_gpu_request_and_limit_equal_the_tensor_parallel_size(value_set: str) -> None:
+    r = rendered(value_set)
+    engine = r.values["engine"]
+    resources = r.container("StatefulSet", "engine")["resources"]
+    assert resources["limits"][engine["gpuResourceName"]] == engine["tensorParallelSize"]
+    assert resources["requests"][engine["gpuResourceName"]] == engine["tensorParallelSize"]
+
+
+@ALL_SETS
+def test_engine_args_reach_vllm_through_the_launcher(
+    value_set: str, clean_env: pytest.MonkeyPatch
+) -> None:
+    r = rendered(value_set)
+    values = r.values["engine"]
+    container = r.container("StatefulSet", "engine")
+    command = container["command"]
+    assert command == ["python3", "-m", "engine", "engine", "serve"]
+    for var in container.get("env", []):
+        assert not var["name"].startswith("PORTICO_ENGINE_"), "engine settings go in flags"
+
+    # The launcher's own parser and settings: a wrong flag or value fails here.
+    args = cli.build_parser().parse_args([*command[3:], *container["args"]])
+    settings = cli._engine_settings(args)
+    assert settings.model == values["model"]
+    assert settings.quantization == values["quantization"]
+    assert settings.tensor_parallel_size == values["tensorParallelSize"]
+    assert (settings.host, settings.device) == ("0.0.0.0", "cuda")
+    assert settings.port == container["ports"][0]["containerPort"] == values["port"]
+    assert str(settings.cache_dir).startswith(values["modelCache"]["mountPath"])
+
+    # ... and the vLLM command line the launcher builds from them on a GPU.
+    checkpoint = Checkpoint(source=settings.model, served_name=settings.model)
+    argv = build_command(settings, checkpoint, "cuda").argv
+    flags = dict(zip(argv, [*argv[1:], ""], strict=True))
+    assert flags["--tensor-parallel-size"] == str(values["tensorParallelSize"])
+    assert flags["--served-model-name"] == (values["servedModelName"] or values["model"])
+    if values["quantization"] not in ("auto", "none"):
+        assert flags["--quantization"] == values["quantization"]
+    else:
+        assert "--quantization" not in argv
+    assert argv[len(argv) - len(values["extraArgs"]) :] == values["extraArgs"]
+
+
+def test_awq_model_gets_its_quantization_kernel_on_the_vllm_command_line() -> None:
+    container = rendered("awq").container("StatefulSet", "engine")
+    args = container["args"]
+    assert args[args.index("--quantization") + 1] == "awq_marlin"
+    assert "--extra-args=--kv-cache-dtype=fp8" in args
+    hf_token = {v["name"]: v for v in container["env"]}["HF_TOKEN"]
+    assert hf_token["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "token"}
+
+
+@ALL_SETS
+def test_engine_probes_use_vllms_health_route_with_room_to_load(value_set: str) -> None:
+    r = rendered(value_set)
+    container = r.container("StatefulSet", "engine")
+    probes = [container[p] for p in ("startupProbe", "readinessProbe", "livenessProbe")]
+    assert all(p["httpGet"] == {"path": "/health", "port": "http"} for p in probes)
+    startup = container["startupProbe"]
+    budget = startup["periodSeconds"] * startup["failureThreshold"]
+    assert budget >= r.values["engine"]["startupTimeoutSeconds"] >= 600
+
+
+def test_vllm_declares_the_health_and_metrics_routes_the_chart_uses() -> None:
+    assert re.search(r'\.get\(\s*"/health"', _vllm_source("entrypoints/serve/instrumentator/health.py"))
+    assert 'Mount("/metrics"' in _vllm_source("entrypoints/serve/instrumentator/metrics.py")
+
+
+@ALL_SETS
+def test_engine_pods_get_shared_memory_and_a_model_cache(value_set: str) -> None:
+    r = rendered(value_set)
+    statefulset = r.component("StatefulSet", "engine")
+    pod = statefulset["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["dshm"] == "/dev/shm"
+    cache = r.values["engine"]["modelCache"]
+    assert mounts["model-cache"] == cache["mountPath"]
+    claims = [t["metadata"]["name"] for t in statefulset["spec"].get("volumeClaimTemplates", [])]
+    if cache["type"] == "pvc":
+        assert claims == ["model-cache"] and "model-cache" not in volumes
+    else:
+        expected = {"existingClaim": "persistentVolumeClaim", "hostPath": "hostPath"}
+        assert expected.get(cache["type"], "emptyDir") in volumes["model-cache"]
+    assert statefulset["spec"]["serviceName"] == f"{FULLNAME}-engine"
+    assert statefulset["spec"]["podManagementPolicy"] == "Parallel"
+
+
+# --- gateway ----------------------------------------------------------------------------
+
+
+@ALL_SETS
+def test_gateway_engine_url_is_the_headless_engine_service(value_set: str) -> None:
+    r = rendered(value_set)
+    url = urlsplit(r.get("ConfigMap", f"{FULLNAME}-gateway")["data"]["PORTICO_ENGINE_URL"])
+    service = r.get("Service", url.hostname or "")
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"].get("publishNotReadyAddresses", False) is False
+    engine = r.component("StatefulSet", "engine")
+    pod_labels = engine["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    port = service["spec"]["ports"][0]
+    assert url.port == port["port"]
+    container_ports = {p["name"]: p["containerPort"] for p in engine["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert container_ports[port["targetPort"]] == port["port"]
+
+
+@ALL_SETS
+def test_the_gateway_settings_object_accepts_the_rendered_configuration(
+    value_set: str, clean_env: pytest.MonkeyPatch
+) -> None:
+    r = rendered(value_set)
+    config = r.get("ConfigMap", f"{FULLNAME}-gateway")["data"]
+    unknown = set(config) - _gateway_variable_names()
+    assert not unknown, f"settings the gateway does not read: {unknown}"
+    for name, value in _gateway_environment(r).items():
+        clean_env.setenv(name, value)
+    settings = GatewaySettings()
+    assert settings.engine_url == config["PORTICO_ENGINE_URL"]
+    assert settings.redis_url is not None
+    assert settings.redis.failure_policy == r.values["gateway"]["config"]["redisFailurePolicy"]
+    if r.values["redis"]["enabled"]:
+        redis_url = urlsplit(settings.redis_url.get_secret_value())
+        r.get("Service", redis_url.hostname or "")
+        assert redis_url.port == 6379
+
+
+@pytest.mark.parametrize("value_set", ["canaries", "external-redis"])
+def test_no_secret_value_appears_outside_secrets(value_set: str) -> None:
+    r = rendered(value_set)
+    secrets = [*CANARIES.values(), REDIS_PASSWORD_CANARY, EXTERNAL_REDIS_URL_CANARY]
+    if value_set == "external-redis":
+        secrets.remove(REDIS_PASSWORD_CANARY)
+        secrets.append("CANARY-external-redis-pw")
+    else:
+        secrets.remove(EXTERNAL_REDIS_URL_CANARY)
+    in_secrets = " ".join(v for s in r.of_kind("Secret") for v in r.secret_data(s["metadata"]["name"]).values())
+    for secret in secrets:
+        assert secret in in_secrets, "the canary never reached a Secret: the test proves nothing"
+    outside = [json.dumps(o) for o in r.objects if o["kind"] != "Secret"] + [r.notes]
+    for secret in secrets:
+        # json-encoded too, for values with newlines (the PEM key).
+        forms = {secret, json.dumps(secret)[1:-1], *secret.split(",")}
+        for text in outside:
+            assert not any(form in text for form in forms), "a secret leaked into a non-Secret object"
+
+
+def test_probe_and_scrape_paths_exist_in_the_gateway_app() -> None:
+    routes = _gateway_routes()
+    for value_set in VALUE_SETS:
+        container = rendered(value_set).container("Deployment", "gateway")
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] in routes
+        assert container["readinessProbe"]["httpGet"]["path"] in routes
+    monitor = rendered("ingress-and-monitoring").get("ServiceMonitor", f"{FULLNAME}-gateway")
+    assert all(e["path"] in routes for e in monitor["spec"]["endpoints"])
+
+
+@ALL_SETS
+def test_gateway_drains_before_the_kubelet_kills_it(value_set: str) -> None:
+    r = rendered(value_set)
+    gateway = r.values["gateway"]
+    deployment = r.component("Deployment", "gateway")
+    container = r.container("Deployment", "gateway")
+    args = container["args"]
+    drain = int(args[args.index("--timeout-graceful-shutdown") + 1])
+    assert drain == gateway["drainSeconds"]
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == [
+        "sleep",
+        str(gateway["preStopSleepSeconds"]),
+    ]
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > gateway["preStopSleepSeconds"] + drain
+    assert container["command"] == ["uvicorn", "--factory", "gateway.app:create_app"]
+
+
+def test_a_grace_period_shorter_than_the_drain_is_refused() -> None:
+    message = render_error({"gateway": {"terminationGracePeriodSeconds": 30}})
+    assert "must be larger than preStopSleepSeconds + drainSeconds" in message
+
+
+@ALL_SETS
+def test_gateway_runs_unprivileged_with_a_read_only_root(value_set: str) -> None:
+    r = rendered(value_set)
+    pod = r.component("Deployment", "gateway")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    context = pod["containers"][0]["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"]["drop"] == ["ALL"]
+
+
+def test_autoscaler_owns_the_gateway_replica_count() -> None:
+    r = rendered("ingress-and-monitoring")
+    hpa = r.component("HorizontalPodAutoscaler", "gateway")
+    deployment = r.component("Deployment", "gateway")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
+    assert "replicas" not in deployment["spec"]
+    metrics = {m["type"]: m for m in hpa["spec"]["metrics"]}
+    assert metrics["Resource"]["resource"]["name"] == "cpu"
+    assert metrics["Pods"]["pods"]["metric"]["name"] in _portico_metric_names()
+
+    fixed = rendered("offline-hostpath-no-autoscaling")
+    assert not fixed.of_kind("HorizontalPodAutoscaler")
+    assert fixed.component("Deployment", "gateway")["spec"]["replicas"] == 3
+
+
+# --- Redis ------------------------------------------------------------------------------
+
+
+def test_a_release_without_any_redis_is_refused() -> None:
+    assert "Redis is required" in render_error({"redis": {"enabled": False}})
+    both = {"externalRedis": {"url": "redis://elsewhere:6379/0"}}
+    assert "set redis.enabled=false" in render_error(both)
+
+
+def test_external_redis_replaces_the_built_in_one() -> None:
+    r = rendered("external-redis")
+    assert not [o for o in r.objects if o["metadata"]["name"].endswith("-redis")]
+    env = {v["name"]: v for v in r.container("Deployment", "gateway")["env"]}
+    ref = env["PORTICO_REDIS_URL"]["valueFrom"]["secretKeyRef"]
+    assert r.secret_data(ref["name"])[ref["key"]] == EXTERNAL_REDIS_URL_CANARY
+    existing = rendered("external-redis-existing-secret")
+    env = {v["name"]: v for v in existing.container("Deployment", "gateway")["env"]}
+    assert env["PORTICO_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "team-redis", "key": "url"}
+
+
+def test_built_in_redis_takes_its_password_from_the_secret() -> None:
+    r = rendered("canaries")
+    container = r.container("StatefulSet", "redis")
+    assert container["args"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    env = {v["name"]: v["valueFrom"]["secretKeyRef"] for v in container["env"]}
+    assert r.secret_data(env["REDIS_PASSWORD"]["name"])[env["REDIS_PASSWORD"]["key"]] == REDIS_PASSWORD_CANARY
+    assert "volumeClaimTemplates" not in r.component("StatefulSet", "redis")["spec"]
+    assert "volumeClaimTemplates" in rendered("defaults").component("StatefulSet", "redis")["spec"]
+
+
+# --- network and monitoring -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value_set", ["defaults", "ingress-and-monitoring"])
+def test_only_gateway_pods_reach_the_engines_and_redis(value_set: str) -> None:
+    r = rendered(value_set)
+    gateway_pods = r.component("Deployment", "gateway")["spec"]["template"]["metadata"]["labels"]
+    extra_peers = r.values["networkPolicy"]["metricsFrom"]
+    for component, kind in (("engine", "StatefulSet"), ("redis", "StatefulSet")):
+        policy = r.component("NetworkPolicy", component)
+        pods = r.component(kind, component)["spec"]["template"]["metadata"]["labels"]
+        assert policy["spec"]["podSelector"]["matchLabels"].items() <= pods.items()
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        [rule] = policy["spec"]["ingress"]
+        gateway_peer, *others = rule["from"]
+        assert gateway_peer == {"podSelector": {"matchLabels": gateway_pods}}
+        assert others == (extra_peers if component == "engine" else [])
+
+
+def test_service_monitors_select_the_services_they_scrape() -> None:
+    r = rendered("ingress-and-monitoring")
+    monitors = r.of_kind("ServiceMonitor")
+    assert {m["metadata"]["name"] for m in monitors} == {f"{FULLNAME}-gateway", f"{FULLNAME}-engine"}
+    for monitor in monitors:
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        spec = monitor["spec"]
+        assert spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+        wanted = spec["selector"]["matchLabels"].items()
+        [service] = [s for s in r.of_kind("Service") if wanted <= s["metadata"]["labels"].items()]
+        # Prometheus names the job after the Service: the alert rules rely on it.
+        assert service["metadata"]["name"] == monitor["metadata"]["name"]
+        ports = {p["name"] for p in service["spec"]["ports"]}
+        for endpoint in spec["endpoints"]:
+            assert endpoint["port"] in ports
+            assert endpoint["path"] == "/metrics"
+
+
+def test_prometheus_rules_alert_on_series_that_exist() -> None:
+    r = rendered("ingress-and-monitoring")
+    [rule] = r.of_kind("PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    rules = [x for group in rule["spec"]["groups"] for x in group["rules"]]
+    assert {x["alert"] for x in rules} == {
+        "PorticoGatewayErrorRatioHigh",
+        "PorticoEngineDown",
+        "PorticoGatewayLatencyP99High",
+    }
+    known = _portico_metric_names() | {"up"}
+    jobs = {s["metadata"]["name"] for s in r.of_kind("ServiceMonitor")}
+    for x in rules:
+        assert x["for"] and x["labels"]["severity"] in ("warning", "critical")
+        assert x["annotations"]["summary"]
+        series = re.findall(r"([a-z_:]+)\{", x["expr"])
+        assert series and set(series) <= known, x["expr"]
+        assert set(re.findall(r'job="([^"]+)"', x["expr"])) <= jobs
+        assert f'namespace="{NAMESPACE}"' in x["expr"]
+        assert x["expr"].count("(") == x["expr"].count(")")
+
+
+def test_grafana_dashboard_is_valid_json_over_real_metrics() -> None:
+    r = rendered("ingress-and-monitoring")
+    config_map = r.get("ConfigMap", f"{FULLNAME}-dashboard")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["portico.json"])
+    assert dashboard["title"] and dashboard["uid"]
+    expressions = []
+    for panel in dashboard["panels"]:
+        assert {"id", "type", "title", "gridPos", "targets"} <= panel.keys()
+        expressions += [target["expr"] for target in panel["targets"]]
+    used = {name for expr in expressions for name in re.findall(r"([a-z_:]+)\{", expr)}
+    assert used == {
+        "portico_requests_total",
+        "portico_request_duration_seconds_bucket",
+        "portico_requests_in_flight",
+        "portico_ratelimit_rejections_total",
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+    }
+    vllm_metrics = set(re.findall(r'name="(vllm:[a-z_]+)"', _vllm_source("v1/metrics/loggers.py")))
+    assert {u for u in used if u.startswith("vllm:")} <= vllm_metrics
+    assert {u for u in used if u.startswith("portico_")} <= _portico_metric_names()
+
+
+def test_ingress_routes_to_the_gateway_service() -> None:
+    r = rendered("ingress-and-monitoring")
+    [ingress] = r.of_kind("Ingress")
+    service = r.component("Service", "gateway")
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": service["metadata"]["name"], "port": {"name": "http"}}
+    assert ingress["spec"]["tls"] == [{"secretName": "llm-tls", "hosts": ["llm.example.com"]}]
+
+
+def test_notes_show_the_openai_sdk_call() -> None:
+    notes = rendered("awq").notes
+    assert "from openai import OpenAI" in notes
+    assert 'model="qwen2.5-7b"' in notes
+    assert f"svc/{FULLNAME}-gateway" in notes
+    assert "https://llm.example.com/v1" in rendered("ingress-and-monitoring").notes
