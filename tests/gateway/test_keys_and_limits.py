@@ -278,3 +278,23 @@ def test_per_model_limits_count_each_model_separately(engine_url: str, prefix: s
         assert _complete(client, key).status_code == 200
         assert _complete(client, key, model=OTHER_MODEL).status_code == 200
         assert _complete(client, key).status_code == 429
+
+
+def test_cache_hit_counts_as_a_request_but_spends_no_tokens(gateway: httpx.Client) -> None:
+    key, key_id = _create(gateway, rpm=10, tpm=1000, budget_tokens=100)
+    miss = _complete(gateway, key, temperature=0, max_tokens=10)
+    hit = _complete(gateway, key, temperature=0, max_tokens=10)
+    assert (miss.headers["x-cache"], hit.headers["x-cache"]) == ("miss", "hit")
+    assert hit.headers["x-ratelimit-remaining-requests"] == "8"
+    shown = gateway.get(f"/admin/keys/{key_id}", headers=ADMIN_AUTH).json()
+    assert shown["usage_tokens"] == USAGE["total_tokens"]  # the miss only
+
+
+def test_cache_hit_is_served_when_the_token_window_is_full(gateway: httpx.Client) -> None:
+    key, _ = _create(gateway, tpm=30)
+    assert _complete(gateway, key, temperature=0, max_tokens=10).status_code == 200
+    refused = _complete(gateway, key, temperature=0, max_tokens=25)  # a new key: over tpm
+    assert refused.status_code == 429
+    hit = _complete(gateway, key, temperature=0, max_tokens=10)
+    assert hit.status_code == 200
+    assert hit.headers["x-cache"] == "hit"
