@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 from importlib import metadata
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def _version(package: str) -> str:
         return "absent"
 
 
-def describe(repo: Path) -> dict[str, Any]:
+def describe(repo: Path, extra_packages: Sequence[str] = ()) -> dict[str, Any]:
     return {
         "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "nproc": len(os.sched_getaffinity(0)),
@@ -65,5 +66,5 @@ def describe(repo: Path) -> dict[str, Any]:
         "platform": platform.platform(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "git_commit": _git_commit(repo),
-        "packages": {name: _version(name) for name in PACKAGES},
+        "packages": {name: _version(name) for name in (*PACKAGES, *extra_packages)},
     }

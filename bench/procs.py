@@ -33,6 +33,8 @@ class Service:
     log_path: Path
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
+    ready_timeout_s: float = 60.0
+    stop_timeout_s: float = 5.0  # grace period between SIGTERM and SIGKILL
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
@@ -60,8 +62,9 @@ class Service:
             stderr=subprocess.STDOUT,
         )
 
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
+    def wait_ready(self, timeout_s: float | None = None) -> None:
         """Poll ``ready_path`` until it answers 200; fail fast if the process died."""
+        timeout_s = self.ready_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout_s
         url = self.base_url + self.ready_path
         while time.monotonic() < deadline:
@@ -80,12 +83,12 @@ class Service:
         raise TimeoutError(f"{self.name} not ready at {url} after {timeout_s}s:\n{self.log_tail()}")
 
     def stop(self) -> None:
-        """Terminate, wait a little, then kill. Safe to call twice or before start."""
+        """Terminate, wait ``stop_timeout_s``, then kill. Safe to call twice or before start."""
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
             process.terminate()
             try:
-                process.wait(timeout=5)
+                process.wait(timeout=self.stop_timeout_s)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=5)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request
 from starlette.responses import JSONResponse, Response
 
-from gateway import __version__
+from gateway import __version__, telemetry
 from gateway.auth import Principal, presented_key
 from gateway.errors import EngineUnavailable, PayloadTooLarge
 from gateway.generation import Call
@@ -32,7 +32,7 @@ async def authenticate(
     principal = await resources.auth.authenticate(
         presented_key(authorization, x_api_key), client_ip
     )
-    request.state.principal = principal.id  # for the access log: an id, never the secret
+    telemetry.current().principal = principal.id  # for the access log: an id, never the secret
     return principal
 
 
@@ -57,7 +57,9 @@ async def _generate(
 ) -> Response:
     body = await read_body(request, resources.settings.limits.max_body_bytes)
     parsed = await resources.generation.validate(path, body, principal)
-    request.state.model = parsed.model  # a model the engine serves: a bounded metric label
+    record = telemetry.current()
+    record.model = parsed.model  # a model the engine serves: a bounded metric label
+    record.stream = parsed.stream
     call = Call(
         route=path,
         body=body,

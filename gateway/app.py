@@ -36,7 +36,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
     # httpx logs every request line at INFO; the access log already covers it.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    metrics = Metrics()
+    metrics = Metrics(settings.prometheus_multiproc_dir)
     app = FastAPI(
         title="Portico",
         version=__version__,

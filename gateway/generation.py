@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.responses import Response, StreamingResponse
 
+from gateway import telemetry
 from gateway.auth import Principal
 from gateway.cache import ResponseCache
 from gateway.cache_key import BYPASS, CachePlan
@@ -98,6 +99,7 @@ class GenerationService:
                 return await self._hit(call, entry)
         result = "miss" if plan.read and plan.key else "bypass"
         self._metrics.cache_results.labels(result).inc()
+        telemetry.current().cache = result
         try:
             admission = await self._quota.admit(call.principal, call.request)
             response = await self._forward(call, admission, plan, leader)
@@ -117,6 +119,7 @@ class GenerationService:
 
     async def _hit(self, call: Call, entry: dict[str, Any]) -> Response:
         self._metrics.cache_results.labels("hit").inc()
+        telemetry.current().cache = "hit"
         admission = await self._quota.admit(call.principal, call.request, tokens=False)
         headers = {**admission.headers, "x-cache": "hit"}
         if call.request.stream:
@@ -164,7 +167,10 @@ class GenerationService:
             raise
         finally:
             await upstream.aclose()
-        await admission.settle(_total_tokens(content, admission.reserved))
+        usage = _usage(content)
+        telemetry.current().add_usage(usage)
+        total = usage.get("total_tokens") if usage else None
+        await admission.settle(total if isinstance(total, int) else admission.reserved)
         await self._finish(plan, leader, entry_from_body(content) if upstream.is_success else None)
         return Response(
             content, status_code=upstream.status_code, media_type=media_type,
@@ -191,6 +197,7 @@ class GenerationService:
             if ended:
                 return
             ended = True
+            telemetry.current().add_usage(tap.usage)
             try:
                 await admission.settle(tap.total_tokens or prompt + tap.content_events)
             finally:
@@ -225,9 +232,9 @@ def _with_stream_usage(body: bytes) -> bytes:
     return json.dumps(payload).encode()
 
 
-def _total_tokens(content: bytes, fallback: int) -> int:
+def _usage(content: bytes) -> dict[str, Any] | None:
     try:
-        usage = json.loads(content).get("usage") or {}
-        return int(usage["total_tokens"])
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return fallback
+        usage = json.loads(content).get("usage")
+    except (ValueError, AttributeError):
+        return None
+    return usage if isinstance(usage, dict) else None

@@ -2,16 +2,27 @@
 
 Labels are bounded by construction: ``route`` is a route template (or
 "unmatched"), ``model`` is a model the engine reported (or "none"),
-``status_class`` is one of 1xx..5xx. Never a key, a prompt or a user id.
+``engine`` is a configured engine URL, ``status_class`` is 1xx..5xx, ``kind``
+and ``result`` are closed sets. Never a key, a prompt or a user id.
+
+With several uvicorn workers (``PROMETHEUS_MULTIPROC_DIR`` set, which
+``portico gateway serve --workers N`` does), prometheus-client keeps the
+values in files shared by the workers and ``render`` sums them, so a scrape
+of any worker sees the whole process group.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from gateway.telemetry import RequestRecord
 
 # LLM requests run from milliseconds (cache hits, errors) to minutes (long streams).
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+_TPOT_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1)
 
 
 class Metrics:
@@ -19,72 +30,116 @@ class Metrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
         self.registry = CollectorRegistry()
+        self._multiprocess_dir = multiprocess_dir
+        if multiprocess_dir is None:
+            # Process memory and CPU (the seed's model-memory gauge, for the gateway).
+            ProcessCollector(namespace="portico", registry=self.registry)
+        r = self.registry
         self.requests = Counter(
             "portico_requests",
             "HTTP requests answered, by route template, model and status class.",
-            ["route", "model", "status_class"],
-            registry=self.registry,
-        )
+            ["route", "model", "status_class"], registry=r,
+        )  # fmt: skip
         self.duration = Histogram(
             "portico_request_duration_seconds",
             "Time from request start to the last byte of the response.",
-            ["route"],
-            buckets=_DURATION_BUCKETS,
-            registry=self.registry,
-        )
+            ["route"], buckets=_DURATION_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.overhead = Histogram(
+            "portico_gateway_overhead_seconds",
+            "Time spent in the gateway itself: request duration minus the waits on the engine.",
+            ["route"], buckets=_OVERHEAD_BUCKETS, registry=r,
+        )  # fmt: skip
         self.in_flight = Gauge(
             "portico_requests_in_flight",
             "Requests being handled (streams count until their last chunk).",
-            registry=self.registry,
+            registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.ttft = Histogram(
+            "portico_time_to_first_token_seconds",
+            "Streams: time from request start to the first content chunk relayed.",
+            ["model"], buckets=_DURATION_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.tpot = Histogram(
+            "portico_time_per_output_token_seconds",
+            "Streams: time after the first token divided by the further tokens.",
+            ["model"], buckets=_TPOT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.prompt_tokens = Counter(
+            "portico_prompt_tokens", "Prompt tokens the engine reported.", ["model"], registry=r
         )
-
+        self.completion_tokens = Counter(
+            "portico_completion_tokens", "Completion tokens the engine reported.", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.upstream_requests = Counter(
+            "portico_upstream_requests",
+            "Requests sent to an engine, by outcome: ok, rejected (engine 4xx/5xx), "
+            "unavailable, timeout.",
+            ["engine", "outcome"], registry=r,
+        )  # fmt: skip
+        self.engine_up = Gauge(
+            "portico_engine_up", "1 if the engine's last health probe succeeded, else 0.",
+            ["engine"], registry=r, multiprocess_mode="max",
+        )  # fmt: skip
         self.ratelimit_rejections = Counter(
             "portico_ratelimit_rejections",
             "Requests refused by a limit, by kind: rpm, tpm, budget, auth_ip.",
-            ["kind"],
-            registry=self.registry,
-        )
+            ["kind"], registry=r,
+        )  # fmt: skip
         self.auth_failures = Counter(
-            "portico_auth_failures",
-            "Requests refused with 401.",
-            registry=self.registry,
+            "portico_auth_failures", "Requests refused with 401.", registry=r
         )
         self.redis_errors = Counter(
-            "portico_redis_errors",
-            "Redis calls that failed or timed out (including breaker-open refusals).",
-            registry=self.registry,
+            "portico_redis_errors", "Redis calls that failed or timed out.", registry=r
         )
         self.redis_fail_open = Counter(
             "portico_redis_fail_open",
             "Requests admitted without a limit check because Redis failed (policy 'open').",
-            registry=self.registry,
+            registry=r,
         )
-
         self.cache_results = Counter(
-            "portico_cache_requests",
-            "Generation requests by cache result: hit, miss, bypass.",
-            ["result"],
-            registry=self.registry,
-        )
+            "portico_cache_requests", "Generation requests by cache result: hit, miss, bypass.",
+            ["result"], registry=r,
+        )  # fmt: skip
         self.cache_stores = Counter(
-            "portico_cache_stores", "Answers written to the cache.", registry=self.registry
+            "portico_cache_stores", "Answers written to the cache.", registry=r
         )
         self.cache_stored_bytes = Counter(
-            "portico_cache_stored_bytes", "Bytes written to the cache.", registry=self.registry
+            "portico_cache_stored_bytes", "Bytes written to the cache.", registry=r
         )
         self.cache_merges = Counter(
             "portico_cache_merges",
             "Requests that waited for an identical one in flight instead of calling the engine.",
-            registry=self.registry,
+            registry=r,
         )
         self.cache_hit_seconds = Histogram(
-            "portico_cache_lookup_seconds",
-            "Time to read a cache entry that was found.",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
-            registry=self.registry,
-        )
+            "portico_cache_lookup_seconds", "Time to read a cache entry that was found.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1), registry=r,
+        )  # fmt: skip
+
+    def observe(self, route: str, status: int, record: RequestRecord) -> None:
+        """Everything a finished request contributes."""
+        model = record.model
+        elapsed = record.elapsed()
+        self.requests.labels(route, model, f"{status // 100}xx").inc()
+        self.duration.labels(route).observe(elapsed)
+        self.overhead.labels(route).observe(record.overhead())
+        if record.prompt_tokens is not None:
+            self.prompt_tokens.labels(model).inc(record.prompt_tokens)
+        if record.completion_tokens is not None:
+            self.completion_tokens.labels(model).inc(record.completion_tokens)
+        ttft = record.ttft()
+        if record.stream and ttft is not None:
+            self.ttft.labels(model).observe(ttft)
+            if record.completion_tokens and record.completion_tokens > 1:
+                self.tpot.labels(model).observe((elapsed - ttft) / (record.completion_tokens - 1))
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self._multiprocess_dir is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self._multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)

@@ -1,7 +1,7 @@
 """Pure ASGI middleware: request id, timing, metrics and one log line per request.
 
 Pure ASGI (not BaseHTTPMiddleware) so streamed bodies pass through untouched
-and the request id context variable is visible to the handler and its logs.
+and the request's context variables are visible to the handler and its logs.
 """
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 import uuid
 from contextvars import ContextVar
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway import telemetry
 from gateway.metrics import Metrics
+from gateway.telemetry import RequestRecord
 
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
 
@@ -31,7 +31,8 @@ def _route_of(scope: Scope) -> str:
 
 
 class RequestContextMiddleware:
-    """Accepts a sane ``X-Request-Id`` or makes one, echoes it, times and counts the request."""
+    """Accepts a sane ``X-Request-Id`` or makes one, echoes it with the gateway's own
+    time (``x-portico-overhead-ms``, ``server-timing``), then counts and logs the request."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -47,45 +48,57 @@ class RequestContextMiddleware:
         # and the top-level error handler, which runs after this middleware
         # returns, still needs the id for its log line.
         request_id.set(rid)
-        started = time.perf_counter()
+        record = telemetry.begin(rid)
         status = 500
         # Unlabelled: the route template is only known once the router has run.
         self.metrics.in_flight.inc()
 
-        async def send_with_id(message: Message) -> None:
+        async def send_with_context(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", rid.encode()))
+                # For a stream this is the overhead before its first byte.
+                overhead_ms = f"{record.overhead() * 1000:.2f}"
+                headers = [
+                    *message.get("headers", []),
+                    (b"x-request-id", rid.encode()),
+                    (b"x-portico-overhead-ms", overhead_ms.encode()),
+                    (b"server-timing", f"gateway;dur={overhead_ms}".encode()),
+                ]
                 message = {**message, "headers": headers}
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_context)
         finally:
             self.metrics.in_flight.dec()
-            self._record(scope, status, time.perf_counter() - started, rid)
+            route = _route_of(scope)
+            self.metrics.observe(route, status, record)
+            _log.info(_log_line(scope, route, status, record))
 
-    def _record(self, scope: Scope, status: int, seconds: float, rid: str) -> None:
-        route = _route_of(scope)
-        state: dict[str, Any] = scope.get("state") or {}
-        model = state.get("model", "none")
-        self.metrics.requests.labels(route, model, f"{status // 100}xx").inc()
-        self.metrics.duration.labels(route).observe(seconds)
-        _log.info(
-            json.dumps(
-                {
-                    "event": "request",
-                    "request_id": rid,
-                    "method": scope["method"],
-                    "route": route,
-                    "model": model,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 2),
-                }
-            )
-        )
+
+def _log_line(scope: Scope, route: str, status: int, record: RequestRecord) -> str:
+    """One JSON line: ids, names and numbers only (no prompt, completion or secret)."""
+    ttft = record.ttft()
+    return json.dumps(
+        {
+            "event": "request",
+            "request_id": record.request_id,
+            "method": scope["method"],
+            "route": route,
+            "status": status,
+            "principal": record.principal,
+            "model": record.model,
+            "engine": record.engine,
+            "cache": record.cache,
+            "stream": record.stream,
+            "prompt_tokens": record.prompt_tokens,
+            "completion_tokens": record.completion_tokens,
+            "duration_ms": round(record.elapsed() * 1000, 2),
+            "overhead_ms": round(record.overhead() * 1000, 2),
+            "ttft_ms": None if ttft is None else round(ttft * 1000, 2),
+        }
+    )
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

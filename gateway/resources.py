@@ -86,7 +86,7 @@ def lifespan_for(
             pepper = settings.key_pepper.get_secret_value() if settings.key_pepper else None
             hasher = KeyHasher(pepper)
             jwt = JWTVerifier(settings.jwt, client)
-            engine = Engine(client, settings.engine_url, settings.upstream)
+            engine = Engine(client, settings.engine_url, settings.upstream, metrics)
             catalog = ModelCatalog(engine, settings.models_refresh_s)
             policy = settings.redis.failure_policy
             quota = QuotaService(limiter, settings.rate_limits, policy, metrics)

@@ -151,6 +151,12 @@ class GatewaySettings(BaseSettings):
     jwt: JWTSettings = Field(default_factory=JWTSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     log_level: str = Field("info", description="Python logging level.")
+    prometheus_multiproc_dir: str | None = Field(
+        None,
+        validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"),
+        description="Directory shared by uvicorn workers for metrics (prometheus-client's own "
+        "variable; `portico gateway serve --workers N` sets it). Unset: one process.",
+    )
 
     @model_validator(mode="before")
     @classmethod

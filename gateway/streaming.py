@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from gateway import telemetry
 from gateway.errors import UpstreamError
 from gateway.replay import StreamAssembler
 from gateway.upstream import Engine
@@ -43,6 +45,7 @@ class UsageTap:
         self.recorder = recorder  # set when the answer may be cached
         self._buffer = b""
         self.total_tokens: int | None = None
+        self.usage: dict[str, object] | None = None
         self.content_events = 0
 
     def feed(self, chunk: bytes) -> bytes:
@@ -82,6 +85,7 @@ class UsageTap:
         usage = payload.get("usage") if isinstance(payload, dict) else None
         if isinstance(usage, dict) and isinstance(usage.get("total_tokens"), int):
             self.total_tokens = usage["total_tokens"]
+            self.usage = usage
             if self._strip and not payload.get("choices"):
                 return b""
         return raw
@@ -93,10 +97,13 @@ async def _relay(
     tap: UsageTap,
     on_end: Callable[[UsageTap], Awaitable[None]],
 ) -> AsyncIterator[bytes]:
+    record = telemetry.current()
     try:
         async for chunk in engine.chunks(upstream):
             out = tap.feed(chunk)
             if out:
+                if record.first_token_at is None and tap.content_events:
+                    record.first_token_at = time.perf_counter()
                 yield out
         await on_end(tap)
         rest = tap.flush()

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
 
+from gateway import telemetry
 from gateway.errors import (
     EngineRejected,
     EngineTimeout,
@@ -22,6 +24,7 @@ from gateway.errors import (
     GatewayError,
     UpstreamError,
 )
+from gateway.metrics import Metrics
 from gateway.settings import UpstreamTimeouts
 
 # The engine's error body is relayed to the client; cap what we read of it.
@@ -51,22 +54,36 @@ def build_client(timeouts: UpstreamTimeouts, transport: str) -> httpx.AsyncClien
 
 
 class Engine:
-    """One engine's base URL plus the shared client and time limits."""
+    """One engine's base URL plus the shared client and time limits.
 
-    def __init__(self, client: httpx.AsyncClient, base_url: str, timeouts: UpstreamTimeouts):
+    Every wait on the engine is added to the request's telemetry record, so the
+    gateway's own overhead is the rest."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        timeouts: UpstreamTimeouts,
+        metrics: Metrics,
+    ) -> None:
         self._client = client
         self.base_url = base_url.rstrip("/")
         self._timeouts = timeouts
+        self._metrics = metrics
 
     async def get_json(self, path: str) -> Any:
         """A short GET (health, model list); any failure is EngineUnavailable."""
+        up = self._metrics.engine_up.labels(self.base_url)
         try:
             async with asyncio.timeout(self._timeouts.probe_s):
                 response = await self._client.get(self.base_url + path)
         except (httpx.HTTPError, TimeoutError, OSError) as exc:
+            up.set(0)
             raise EngineUnavailable(f"Engine unreachable: {type(exc).__name__}.") from exc
         if response.status_code != 200:
+            up.set(0)
             raise EngineUnavailable(f"Engine answered {path} with {response.status_code}.")
+        up.set(1)
         return response.json() if response.content else None
 
     async def open(self, path: str, body: bytes, headers: Mapping[str, str]) -> httpx.Response:
@@ -77,20 +94,28 @@ class Engine:
         request = self._client.build_request(
             "POST", self.base_url + path, content=body, headers=headers
         )
+        record = telemetry.current()
+        record.engine = self.base_url
+        outcomes = self._metrics.upstream_requests
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeouts.first_byte_s):
                 response = await self._client.send(request, stream=True)
-        except TimeoutError as exc:
-            raise EngineTimeout("Engine did not start answering in time.") from exc
-        except httpx.TimeoutException as exc:
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            outcomes.labels(self.base_url, "timeout").inc()
             raise EngineTimeout("Engine did not start answering in time.") from exc
         except (httpx.HTTPError, OSError) as exc:
+            outcomes.labels(self.base_url, "unavailable").inc()
             raise EngineUnavailable(f"Engine unreachable: {type(exc).__name__}.") from exc
+        finally:
+            record.upstream_s += time.perf_counter() - started
         if response.status_code >= 400:
+            outcomes.labels(self.base_url, "rejected").inc()
             try:
                 raise await self._rejection(response)
             finally:
                 await response.aclose()
+        outcomes.labels(self.base_url, "ok").inc()
         return response
 
     async def read(self, response: httpx.Response) -> bytes:
@@ -100,7 +125,9 @@ class Engine:
     async def chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:
         """Body chunks as they arrive; a gap longer than stream_idle_s raises."""
         iterator = response.aiter_raw().__aiter__()
+        record = telemetry.current()
         while True:
+            waited = time.perf_counter()
             try:
                 async with asyncio.timeout(self._timeouts.stream_idle_s):
                     chunk = await anext(iterator)
@@ -112,6 +139,8 @@ class Engine:
                 raise EngineUnavailable(
                     f"Engine connection broke mid-response: {type(exc).__name__}."
                 ) from exc
+            finally:
+                record.upstream_s += time.perf_counter() - waited
             yield chunk
 
     async def _rejection(self, response: httpx.Response) -> GatewayError:

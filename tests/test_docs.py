@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import AliasChoices, BaseModel
 
 from engine.settings import EngineSettings
 from gateway.settings import GatewaySettings
@@ -16,8 +16,11 @@ def _names(model: type[BaseModel], prefix: str) -> list[str]:
     names = []
     for name, field in model.model_fields.items():
         nested = field.annotation
+        alias = field.validation_alias
         if isinstance(nested, type) and issubclass(nested, BaseModel):
             names += _names(nested, f"{prefix}{name.upper()}__")
+        elif isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+            names.append(alias.choices[0])  # the variable's own name comes first
         else:
             names.append(prefix + name.upper())
     return names

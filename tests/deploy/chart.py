@@ -87,7 +87,11 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "gateway": {"autoscaling": {"inFlight": {"enabled": True}}},
         "networkPolicy": {
             "metricsFrom": [
-                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                    }
+                }
             ],
         },
     },

@@ -5,11 +5,9 @@ will run in them (the launcher's flag parser, the gateway's settings and routes)
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
+import os
 import re
-from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import kubernetes_validate.utils as kubernetes
@@ -18,8 +16,6 @@ import pytest
 from engine import cli
 from engine.checkpoint import Checkpoint
 from engine.command import build_command
-from gateway.app import create_app
-from gateway.metrics import Metrics
 from gateway.settings import GatewaySettings
 from tests.deploy.chart import (
     CANARIES,
@@ -32,6 +28,12 @@ from tests.deploy.chart import (
     lint,
     render,
     render_error,
+)
+from tests.deploy.contract import (
+    gateway_routes,
+    gateway_variable_names,
+    portico_metric_names,
+    vllm_source,
 )
 
 # The chart's kubeVersion floor and the newest schemas kubernetes-validate ships.
@@ -50,38 +52,10 @@ def rendered(value_set: str) -> Rendered:
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """No PORTICO_* (or alias) variable of this process leaks into a settings object."""
-    import os
-
     for name in list(os.environ):
         if name.startswith("PORTICO_") or name in ("REDIS_URL", "HF_HUB_OFFLINE"):
             monkeypatch.delenv(name)
     return monkeypatch
-
-
-def _gateway_routes() -> set[str]:
-    app = create_app(GatewaySettings(dev_mode=True))
-    return {route.path for route in app.routes if hasattr(route, "path")}
-
-
-def _portico_metric_names() -> set[str]:
-    """Every sample name the gateway can export (counters with _total, histogram parts)."""
-    names = set()
-    for family in Metrics().registry.collect():
-        names.add(family.name)
-        names.update(sample.name for sample in family.samples)
-        if family.type == "counter":
-            names.add(family.name + "_total")
-        if family.type == "histogram":
-            names.update(family.name + s for s in ("_bucket", "_sum", "_count"))
-    return names
-
-
-def _vllm_source(relative: str) -> str:
-    """A file of the installed vLLM (the release the engine image is built from), as text:
-    reading it avoids importing vLLM, which takes seconds."""
-    spec = importlib.util.find_spec("vllm")
-    assert spec is not None and spec.origin is not None, "vLLM (engine-cpu extra) is required"
-    return (Path(spec.origin).parent / relative).read_text()
 
 
 def _secret_value(r: Rendered, name: str, key: str) -> str:
@@ -109,21 +83,6 @@ def _gateway_environment(r: Rendered) -> dict[str, str]:
     return env
 
 
-def _gateway_variable_names() -> set[str]:
-    """Every PORTICO_* name GatewaySettings reads (nested groups joined by '__')."""
-    names = set()
-    for name, field in GatewaySettings.model_fields.items():
-        nested = field.annotation
-        if isinstance(nested, type) and hasattr(nested, "model_fields"):
-            names |= {f"PORTICO_{name.upper()}__{sub.upper()}" for sub in nested.model_fields}
-        else:
-            names.add(f"PORTICO_{name.upper()}")
-    return names
-
-
-# --- Helm and Kubernetes accept it ------------------------------------------------------
-
-
 @ALL_SETS
 def test_chart_lints_clean(value_set: str) -> None:
     assert lint(VALUE_SETS[value_set]) == []
@@ -135,7 +94,8 @@ def test_every_object_validates_against_the_kubernetes_schemas(value_set: str) -
     assert objects
     for obj in objects:
         name = obj["metadata"]["name"]
-        assert DNS_LABEL.match(name) and len(name) <= 63, f"bad object name {name!r}"
+        assert DNS_LABEL.match(name), f"bad object name {name!r}"
+        assert len(name) <= 63, f"object name too long: {name!r}"
         if obj["kind"] in CRD_KINDS:
             continue
         for version in KUBERNETES_VERSIONS:
@@ -145,16 +105,12 @@ def test_every_object_validates_against_the_kubernetes_schemas(value_set: str) -
 
 def test_kinds_rendered_by_default_are_the_expected_ones() -> None:
     kinds = sorted(o["kind"] for o in rendered("defaults").objects)
-    assert kinds == sorted(
-        ["ServiceAccount", "StatefulSet", "Service", "PodDisruptionBudget"]  # engine
-        + ["Deployment", "Service", "ConfigMap", "Secret", "HorizontalPodAutoscaler"]
-        + ["PodDisruptionBudget"]  # gateway
-        + ["StatefulSet", "Service", "Secret"]  # redis
-        + ["NetworkPolicy"] * 3
-    )
-
-
-# --- engines ----------------------------------------------------------------------------
+    shared = ["ServiceAccount", "NetworkPolicy", "NetworkPolicy", "NetworkPolicy"]
+    engines = ["StatefulSet", "Service", "PodDisruptionBudget"]
+    gateway = ["Deployment", "Service", "ConfigMap", "Secret", "HorizontalPodAutoscaler"]
+    gateway.append("PodDisruptionBudget")
+    redis = ["StatefulSet", "Service", "Secret"]
+    assert kinds == sorted(shared + engines + gateway + redis)
 
 
 @ALL_SETS
@@ -222,8 +178,10 @@ def test_engine_probes_use_vllms_health_route_with_room_to_load(value_set: str) 
 
 
 def test_vllm_declares_the_health_and_metrics_routes_the_chart_uses() -> None:
-    assert re.search(r'\.get\(\s*"/health"', _vllm_source("entrypoints/serve/instrumentator/health.py"))
-    assert 'Mount("/metrics"' in _vllm_source("entrypoints/serve/instrumentator/metrics.py")
+    assert re.search(
+        r'\.get\(\s*"/health"', vllm_source("entrypoints/serve/instrumentator/health.py")
+    )
+    assert 'Mount("/metrics"' in vllm_source("entrypoints/serve/instrumentator/metrics.py")
 
 
 @ALL_SETS
@@ -234,20 +192,18 @@ def test_engine_pods_get_shared_memory_and_a_model_cache(value_set: str) -> None
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
     mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
-    assert mounts["dshm"] == "/dev/shm"
+    assert mounts["dshm"] == "/dev/shm"  # noqa: S108 - a mount path, not a temporary file
     cache = r.values["engine"]["modelCache"]
     assert mounts["model-cache"] == cache["mountPath"]
     claims = [t["metadata"]["name"] for t in statefulset["spec"].get("volumeClaimTemplates", [])]
     if cache["type"] == "pvc":
-        assert claims == ["model-cache"] and "model-cache" not in volumes
+        assert claims == ["model-cache"]
+        assert "model-cache" not in volumes
     else:
         expected = {"existingClaim": "persistentVolumeClaim", "hostPath": "hostPath"}
         assert expected.get(cache["type"], "emptyDir") in volumes["model-cache"]
     assert statefulset["spec"]["serviceName"] == f"{FULLNAME}-engine"
     assert statefulset["spec"]["podManagementPolicy"] == "Parallel"
-
-
-# --- gateway ----------------------------------------------------------------------------
 
 
 @ALL_SETS
@@ -262,7 +218,10 @@ def test_gateway_engine_url_is_the_headless_engine_service(value_set: str) -> No
     assert service["spec"]["selector"].items() <= pod_labels.items()
     port = service["spec"]["ports"][0]
     assert url.port == port["port"]
-    container_ports = {p["name"]: p["containerPort"] for p in engine["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    container_ports = {
+        p["name"]: p["containerPort"]
+        for p in engine["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
     assert container_ports[port["targetPort"]] == port["port"]
 
 
@@ -272,7 +231,7 @@ def test_the_gateway_settings_object_accepts_the_rendered_configuration(
 ) -> None:
     r = rendered(value_set)
     config = r.get("ConfigMap", f"{FULLNAME}-gateway")["data"]
-    unknown = set(config) - _gateway_variable_names()
+    unknown = set(config) - gateway_variable_names()
     assert not unknown, f"settings the gateway does not read: {unknown}"
     for name, value in _gateway_environment(r).items():
         clean_env.setenv(name, value)
@@ -295,7 +254,9 @@ def test_no_secret_value_appears_outside_secrets(value_set: str) -> None:
         secrets.append("CANARY-external-redis-pw")
     else:
         secrets.remove(EXTERNAL_REDIS_URL_CANARY)
-    in_secrets = " ".join(v for s in r.of_kind("Secret") for v in r.secret_data(s["metadata"]["name"]).values())
+    in_secrets = " ".join(
+        v for s in r.of_kind("Secret") for v in r.secret_data(s["metadata"]["name"]).values()
+    )
     for secret in secrets:
         assert secret in in_secrets, "the canary never reached a Secret: the test proves nothing"
     outside = [json.dumps(o) for o in r.objects if o["kind"] != "Secret"] + [r.notes]
@@ -303,11 +264,13 @@ def test_no_secret_value_appears_outside_secrets(value_set: str) -> None:
         # json-encoded too, for values with newlines (the PEM key).
         forms = {secret, json.dumps(secret)[1:-1], *secret.split(",")}
         for text in outside:
-            assert not any(form in text for form in forms), "a secret leaked into a non-Secret object"
+            assert not any(form in text for form in forms), (
+                "a secret leaked into a non-Secret object"
+            )
 
 
 def test_probe_and_scrape_paths_exist_in_the_gateway_app() -> None:
-    routes = _gateway_routes()
+    routes = gateway_routes()
     for value_set in VALUE_SETS:
         container = rendered(value_set).container("Deployment", "gateway")
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -366,14 +329,11 @@ def test_autoscaler_owns_the_gateway_replica_count() -> None:
     assert "replicas" not in deployment["spec"]
     metrics = {m["type"]: m for m in hpa["spec"]["metrics"]}
     assert metrics["Resource"]["resource"]["name"] == "cpu"
-    assert metrics["Pods"]["pods"]["metric"]["name"] in _portico_metric_names()
+    assert metrics["Pods"]["pods"]["metric"]["name"] in portico_metric_names()
 
     fixed = rendered("offline-hostpath-no-autoscaling")
     assert not fixed.of_kind("HorizontalPodAutoscaler")
     assert fixed.component("Deployment", "gateway")["spec"]["replicas"] == 3
-
-
-# --- Redis ------------------------------------------------------------------------------
 
 
 def test_a_release_without_any_redis_is_refused() -> None:
@@ -384,13 +344,17 @@ def test_a_release_without_any_redis_is_refused() -> None:
 
 def test_external_redis_replaces_the_built_in_one() -> None:
     r = rendered("external-redis")
-    assert not [o for o in r.objects if o["metadata"]["name"].endswith("-redis")]
+    labels = [o["metadata"]["labels"] for o in r.objects]
+    assert not [x for x in labels if x.get("app.kubernetes.io/component") == "redis"]
     env = {v["name"]: v for v in r.container("Deployment", "gateway")["env"]}
     ref = env["PORTICO_REDIS_URL"]["valueFrom"]["secretKeyRef"]
     assert r.secret_data(ref["name"])[ref["key"]] == EXTERNAL_REDIS_URL_CANARY
     existing = rendered("external-redis-existing-secret")
     env = {v["name"]: v for v in existing.container("Deployment", "gateway")["env"]}
-    assert env["PORTICO_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "team-redis", "key": "url"}
+    assert env["PORTICO_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "team-redis",
+        "key": "url",
+    }
 
 
 def test_built_in_redis_takes_its_password_from_the_secret() -> None:
@@ -398,12 +362,12 @@ def test_built_in_redis_takes_its_password_from_the_secret() -> None:
     container = r.container("StatefulSet", "redis")
     assert container["args"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
     env = {v["name"]: v["valueFrom"]["secretKeyRef"] for v in container["env"]}
-    assert r.secret_data(env["REDIS_PASSWORD"]["name"])[env["REDIS_PASSWORD"]["key"]] == REDIS_PASSWORD_CANARY
+    assert (
+        r.secret_data(env["REDIS_PASSWORD"]["name"])[env["REDIS_PASSWORD"]["key"]]
+        == REDIS_PASSWORD_CANARY
+    )
     assert "volumeClaimTemplates" not in r.component("StatefulSet", "redis")["spec"]
     assert "volumeClaimTemplates" in rendered("defaults").component("StatefulSet", "redis")["spec"]
-
-
-# --- network and monitoring -------------------------------------------------------------
 
 
 @pytest.mark.parametrize("value_set", ["defaults", "ingress-and-monitoring"])
@@ -425,7 +389,10 @@ def test_only_gateway_pods_reach_the_engines_and_redis(value_set: str) -> None:
 def test_service_monitors_select_the_services_they_scrape() -> None:
     r = rendered("ingress-and-monitoring")
     monitors = r.of_kind("ServiceMonitor")
-    assert {m["metadata"]["name"] for m in monitors} == {f"{FULLNAME}-gateway", f"{FULLNAME}-engine"}
+    assert {m["metadata"]["name"] for m in monitors} == {
+        f"{FULLNAME}-gateway",
+        f"{FULLNAME}-engine",
+    }
     for monitor in monitors:
         assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
         assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
@@ -451,13 +418,15 @@ def test_prometheus_rules_alert_on_series_that_exist() -> None:
         "PorticoEngineDown",
         "PorticoGatewayLatencyP99High",
     }
-    known = _portico_metric_names() | {"up"}
+    known = portico_metric_names() | {"up"}
     jobs = {s["metadata"]["name"] for s in r.of_kind("ServiceMonitor")}
     for x in rules:
-        assert x["for"] and x["labels"]["severity"] in ("warning", "critical")
+        assert x["for"]
+        assert x["labels"]["severity"] in ("warning", "critical")
         assert x["annotations"]["summary"]
         series = re.findall(r"([a-z_:]+)\{", x["expr"])
-        assert series and set(series) <= known, x["expr"]
+        assert series
+        assert set(series) <= known, x["expr"]
         assert set(re.findall(r'job="([^"]+)"', x["expr"])) <= jobs
         assert f'namespace="{NAMESPACE}"' in x["expr"]
         assert x["expr"].count("(") == x["expr"].count(")")
@@ -468,7 +437,8 @@ def test_grafana_dashboard_is_valid_json_over_real_metrics() -> None:
     config_map = r.get("ConfigMap", f"{FULLNAME}-dashboard")
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     dashboard = json.loads(config_map["data"]["portico.json"])
-    assert dashboard["title"] and dashboard["uid"]
+    assert dashboard["title"]
+    assert dashboard["uid"]
     expressions = []
     for panel in dashboard["panels"]:
         assert {"id", "type", "title", "gridPos", "targets"} <= panel.keys()
@@ -483,9 +453,9 @@ def test_grafana_dashboard_is_valid_json_over_real_metrics() -> None:
         "vllm:num_requests_waiting",
         "vllm:kv_cache_usage_perc",
     }
-    vllm_metrics = set(re.findall(r'name="(vllm:[a-z_]+)"', _vllm_source("v1/metrics/loggers.py")))
+    vllm_metrics = set(re.findall(r'name="(vllm:[a-z_]+)"', vllm_source("v1/metrics/loggers.py")))
     assert {u for u in used if u.startswith("vllm:")} <= vllm_metrics
-    assert {u for u in used if u.startswith("portico_")} <= _portico_metric_names()
+    assert {u for u in used if u.startswith("portico_")} <= portico_metric_names()
 
 
 def test_ingress_routes_to_the_gateway_service() -> None:
@@ -502,4 +472,5 @@ def test_notes_show_the_openai_sdk_call() -> None:
     assert "from openai import OpenAI" in notes
     assert 'model="qwen2.5-7b"' in notes
     assert f"svc/{FULLNAME}-gateway" in notes
-    assert "https://llm.example.com/v1" in rendered("ingress-and-monitoring").notes
+    assert 'base_url="http://127.0.0.1:8080/v1"' in notes
+    assert 'base_url="https://llm.example.com/v1"' in rendered("ingress-and-monitoring").notes

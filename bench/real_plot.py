@@ -1,0 +1,147 @@
+"""The real-engine scenarios as PNGs (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+from real_report import DIRECT, GATEWAY
+
+COLORS = {
+    "miss": "tab:red",
+    "hit": "tab:green",
+    "stream-miss": "tab:orange",
+    "stream-hit": "tab:blue",
+    "stream-hit-of-body": "tab:purple",
+}
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def cache(replies: Sequence[dict[str, Any]], summary: dict[str, Any], path: Path, sub: str) -> Path:
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 5.2))
+    ok = [r for r in replies if r["error"] is None]
+    # Every request, in the order sent: misses take the engine's time, hits do not.
+    for kind, color in COLORS.items():
+        points = [(i, r["total_us"] / 1000) for i, r in enumerate(ok) if r["kind"] == kind]
+        if points:
+            xs, ys = zip(*points)
+            left.scatter(xs, ys, s=14, color=color, label=kind)
+    left.set_yscale("log")
+    left.set_xlabel("request # (sequential)")
+    left.set_ylabel("ms (log)")
+    left.set_title("every request: total time")
+    left.legend(fontsize=8)
+    left.grid(True, alpha=0.3)
+
+    rows = summary["rows"]
+    kinds = [k for k in COLORS if k in rows]
+    xs = list(range(len(kinds)))
+    width = 0.4
+    middle.bar([x - width / 2 for x in xs], [rows[k]["p50_ms"] for k in kinds], width, label="p50")
+    middle.bar([x + width / 2 for x in xs], [rows[k]["p99_ms"] for k in kinds], width, label="p99")
+    for x, k in zip(xs, kinds):
+        middle.annotate(
+            f"{rows[k]['p50_ms']:.1f}", (x - width / 2, rows[k]["p50_ms"]), ha="center", fontsize=7
+        )
+    middle.set_yscale("log")
+    middle.set_xticks(xs, kinds, fontsize=7, rotation=20, ha="right")
+    middle.set_ylabel("ms (log)")
+    miss, hit = rows.get("miss"), rows.get("hit")
+    ratio = f" — miss/hit p50 {miss['p50_ms'] / hit['p50_ms']:.0f}x" if miss and hit else ""
+    middle.set_title(f"total time p50 / p99{ratio}")
+    middle.legend(fontsize=8)
+    middle.grid(True, axis="y", alpha=0.3)
+
+    stream_kinds = [k for k in kinds if k.startswith("stream")]
+    xs = list(range(len(stream_kinds)))
+    right.bar(
+        [x - width / 2 for x in xs],
+        [rows[k]["first_token_p50_ms"] for k in stream_kinds],
+        width,
+        label="first token p50",
+    )
+    right.bar(
+        [x + width / 2 for x in xs],
+        [rows[k]["p50_ms"] for k in stream_kinds],
+        width,
+        label="total p50",
+    )
+    right.set_yscale("log")
+    right.set_xticks(xs, stream_kinds, fontsize=7, rotation=20, ha="right")
+    right.set_ylabel("ms (log)")
+    lookup = summary["lookup"]
+    mean = lookup["mean_ms"]
+    right.set_title(
+        "streamed: first token and total"
+        + (f"\n(gateway lookup mean {mean:.2f} ms)" if mean is not None else "")
+    )
+    right.legend(fontsize=8)
+    right.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(f"Portico cache on the real engine: hit vs miss — {sub}", fontsize=11)
+    return _save(fig, path)
+
+
+def engine(summary: dict[str, Any], path: Path, sub: str) -> Path:
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 5.2))
+    rows = summary["rows"]
+    concurrencies = sorted({r["concurrency"] for r in rows})
+    for target, marker in ((DIRECT, "o"), (GATEWAY, "s")):
+        series = sorted((r for r in rows if r["target"] == target), key=lambda r: r["concurrency"])
+        if not series:
+            continue
+        cs = [r["concurrency"] for r in series]
+        (line,) = left.plot(cs, [r["tokens_per_s"] for r in series], marker + "-", label=target)
+        for r in series:  # each round's value, to show the noise
+            left.scatter(
+                [r["concurrency"]] * len(r["tokens_per_s_rounds"]),
+                r["tokens_per_s_rounds"],
+                s=10,
+                color=line.get_color(),
+                alpha=0.5,
+            )
+        middle.plot(cs, [r["ttft_p50_ms"] for r in series], marker + "-", label=f"{target} p50")
+        middle.plot(
+            cs,
+            [r["ttft_p90_ms"] for r in series],
+            marker + "--",
+            color=middle.lines[-1].get_color(),
+            alpha=0.6,
+            label=f"{target} p90",
+        )
+    ratios = summary["ratios"]
+    rc = [r["concurrency"] for r in ratios]
+    right.axhline(1.0, color="gray", lw=1)
+    right.plot(rc, [r["tokens_per_s"] for r in ratios], "o-", label="tokens/s")
+    right.plot(rc, [r["ttft_p50"] for r in ratios], "s-", label="TTFT p50")
+    right.plot(rc, [r["ttft_p90"] for r in ratios], "^--", label="TTFT p90")
+    values = [v for r in ratios for v in (r["tokens_per_s"], r["ttft_p50"], r["ttft_p90"])]
+    spread = max([abs(v - 1) for v in values] + [0.1]) * 1.3
+    right.set_ylim(1 - spread, 1 + spread)
+    for ax, title in (
+        (left, "completion tokens/s (dots: rounds)"),
+        (middle, "time to first token, ms"),
+        (right, "gateway / direct (1 = same)"),
+    ):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(concurrencies, [str(c) for c in concurrencies])
+        ax.set_xlabel("concurrency")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    left.set_ylim(bottom=0)
+    middle.set_ylim(bottom=0)
+    fig.suptitle(f"vLLM CPU engine, direct vs through Portico — {sub}", fontsize=11)
+    return _save(fig, path)
