@@ -6,8 +6,8 @@ import datetime as dt
 import os
 import platform
 import subprocess
-from importlib import metadata
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 

@@ -37,7 +37,7 @@ def cache(replies: Sequence[dict[str, Any]], summary: dict[str, Any], path: Path
     for kind, color in COLORS.items():
         points = [(i, r["total_us"] / 1000) for i, r in enumerate(ok) if r["kind"] == kind]
         if points:
-            xs, ys = zip(*points)
+            xs, ys = zip(*points, strict=True)
             left.scatter(xs, ys, s=14, color=color, label=kind)
     left.set_yscale("log")
     left.set_xlabel("request # (sequential)")
@@ -52,7 +52,7 @@ def cache(replies: Sequence[dict[str, Any]], summary: dict[str, Any], path: Path
     width = 0.4
     middle.bar([x - width / 2 for x in xs], [rows[k]["p50_ms"] for k in kinds], width, label="p50")
     middle.bar([x + width / 2 for x in xs], [rows[k]["p99_ms"] for k in kinds], width, label="p99")
-    for x, k in zip(xs, kinds):
+    for x, k in zip(xs, kinds, strict=True):
         middle.annotate(
             f"{rows[k]['p50_ms']:.1f}", (x - width / 2, rows[k]["p50_ms"]), ha="center", fontsize=7
         )

@@ -17,6 +17,9 @@ from stats import percentiles_ms
 DIRECT = "direct"
 GATEWAY = "gateway"
 LOOKUP_METRIC = "portico_cache_lookup_seconds"
+IGNORE_EOS_NOTE = (
+    ", `ignore_eos: true` (every answer is exactly max_tokens long, as in vLLM's own benchmarks)"
+)
 
 # Cache scenario: the kinds of request, in report order, with what each one is.
 CACHE_KINDS = {
@@ -323,6 +326,7 @@ class EngineRow:
     tpot_p50_ms: float  # time per output token after the first, per request
     engine_cpu_ms_per_token: float
     gateway_cpu_ms_per_request: float
+    gateway_cpu_cores: float
     loadgen_cpu_ms_per_request: float
     background_cores: float
     rounds: list[int]
@@ -369,6 +373,7 @@ def _engine_row(target: str, concurrency: int, points: list[dict[str, Any]]) -> 
         if tokens
         else float("nan"),
         gateway_cpu_ms_per_request=1000 * sum(p["gateway_cpu_s"] for p in points) / requests,
+        gateway_cpu_cores=sum(p["gateway_cpu_s"] for p in points) / wall_s if wall_s else 0.0,
         loadgen_cpu_ms_per_request=1000 * sum(p["loadgen_cpu_s"] for p in points) / requests,
         background_cores=sum(_background_s(p) for p in points) / wall_s if wall_s else 0.0,
         rounds=[p["round"] for p in points],
@@ -395,7 +400,8 @@ def summarize_engine(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 "concurrency": conc,
                 "tokens_per_s": g.tokens_per_s / d.tokens_per_s,
                 "tokens_per_s_rounds": [
-                    gr / dr for gr, dr in zip(g.tokens_per_s_rounds, d.tokens_per_s_rounds)
+                    gr / dr
+                    for gr, dr in zip(g.tokens_per_s_rounds, d.tokens_per_s_rounds, strict=True)
                 ],
                 "ttft_p50": g.ttft_p50_ms / d.ttft_p50_ms,
                 "ttft_p90": g.ttft_p90_ms / d.ttft_p90_ms,
@@ -442,14 +448,14 @@ def engine_markdown(
             _f(r["latency_p50_ms"], 0),
             _f(r["tpot_p50_ms"], 1),
             _f(r["engine_cpu_ms_per_token"], 1),
-            _f(r["gateway_cpu_ms_per_request"], 2) if r["target"] == GATEWAY else "—",
+            _f(r["gateway_cpu_cores"], 3),
+            _f(r["gateway_cpu_ms_per_request"], 1) if r["target"] == GATEWAY else "—",
             _f(r["background_cores"]),
         ]
         for r in rows
     ]
-    plan = ", ".join(
-        f"c={c}: {n}" for c, n in zip(config["engine_concurrency"], config["engine_requests"])
-    )
+    pairs = zip(config["engine_concurrency"], config["engine_requests"], strict=True)
+    plan = ", ".join(f"c={c}: {n}" for c, n in pairs)
     out = [
         "# The real engine through Portico: direct vs gateway",
         "",
@@ -474,8 +480,7 @@ def engine_markdown(
         f"per round and target: {plan}. Every request has its own prompt (`Request <n>. Write "
         "a long, detailed story about ...`; unique, so vLLM's prefix cache helps neither "
         f"target more), `temperature: 0`, `max_tokens: {config['engine_max_tokens']}`"
-        + (", `ignore_eos: true` (every answer is exactly max_tokens long, as in vLLM's own "
-           "benchmarks)" if config["engine_ignore_eos"] else "")  # fmt: skip
+        + (IGNORE_EOS_NOTE if config["engine_ignore_eos"] else "")
         + ", `stream: true` with `stream_options.include_usage`. Unmeasured warm-up first.",
         "",
         "## Key numbers: gateway / direct (1.00 = no difference)",
@@ -509,6 +514,7 @@ def engine_markdown(
                 "latency p50 ms",
                 "TPOT p50 ms",
                 "engine CPU ms/token",
+                "gateway CPU cores",
                 "gateway CPU ms/req",
                 "background cores",
             ],
@@ -526,7 +532,9 @@ def engine_markdown(
         "/ (completion tokens - 1), the median over requests.",
         "- **engine CPU ms/token**: CPU time of the engine's whole process tree (launcher, "
         "API server, engine core, worker) per completion token.",
-        "- **gateway CPU ms/req**: the gateway process's CPU per request.",
+        "- **gateway CPU cores**: the gateway process's CPU seconds per wall second (for "
+        "*direct* the gateway is idle and this is its background work: with Redis configured, "
+        "an event-loop lag monitor wakes every 10 ms); **gateway CPU ms/req**: the same per request (gateway target only).",
         "- **background cores**: machine-wide busy CPU (/proc/stat) minus the engine tree, the "
         "gateway and the client, per wall second: anything else the machine ran meanwhile.",
         "",

@@ -1,8 +1,12 @@
-"""`make bench`: the gateway's own overhead, measured against a fake upstream.
+"""`make bench`: Portico's benchmarks. ``--scenarios`` picks some (default: all).
 
-Starts a fake upstream and four targets (direct, Portico with each upstream
-transport, a minimal proxy), drives them from a separate load-generator
-process in interleaved rounds, and writes bench/results/gateway_overhead.{md,json,png}.
+- ``overhead``: the gateway's own overhead, measured against a fake upstream.
+  Starts a fake upstream and four targets (direct, Portico with each upstream
+  transport, a minimal proxy), drives them from a separate load-generator
+  process in interleaved rounds, and writes bench/results/gateway_overhead.{md,json,png}.
+- ``cache`` and ``engine``: on the real vLLM CPU engine, started once for both
+  (see real.py); write bench/results/{cache,engine}.{md,json,png}.
+
 See bench/README.md.
 """
 
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import plot
+import real
 import report
 from fake_upstream import STREAM_CHUNKS
 from machine import describe
@@ -43,10 +48,30 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 TARGETS = (DIRECT, GW_AIOHTTP, GW_HTTPX, MINIMAL)
 API_KEY = "bench-key"
+SCENARIOS = ("overhead", *real.SCENARIOS)
+
+
+def _scenarios(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown scenario {', '.join(unknown) or '(none)'}; choose from {','.join(SCENARIOS)}"
+        )
+    return names
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Benchmark the gateway's own overhead.")
+    parser = argparse.ArgumentParser(
+        description="Portico's benchmarks: the gateway's own overhead (fake upstream), "
+        "the response cache and the engine through the gateway (real vLLM CPU engine)."
+    )
+    parser.add_argument(
+        "--scenarios",
+        type=_scenarios,
+        default=list(SCENARIOS),
+        help=f"comma-separated, any of {','.join(SCENARIOS)} (default: all)",
+    )
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=2000, help="per target and c > 1")
@@ -57,10 +82,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stream-gap-ms", type=float, default=2.0)
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (numbers useless)")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
+    real.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.requests, args.requests_c1 = 2, 200, 100
         args.warmup, args.stream_requests = 20, 40
+        real.apply_quick(args)
     return args
 
 
@@ -257,6 +284,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     # Piped output (make, CI logs) gets room for the tables instead of rich's 80 columns.
     console = Console(width=None if sys.stdout.isatty() else 120)
+    failed = 0
+    if "overhead" in args.scenarios:
+        failed |= run_overhead(args, console)
+    real_scenarios = set(args.scenarios) & set(real.SCENARIOS)
+    if real_scenarios:
+        failed |= real.run(args, real_scenarios, console)
+    return failed
+
+
+def run_overhead(args: argparse.Namespace, console: Console) -> int:
+    """The gateway-overhead scenario; 0 if every request succeeded."""
     log_dir = args.out / "logs"
     machine = describe(REPO)
     started = time.monotonic()

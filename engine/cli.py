@@ -18,6 +18,7 @@ import os
 import secrets
 import shlex
 import sys
+import tempfile
 import typing
 from collections.abc import Sequence
 from typing import Any
@@ -84,6 +85,10 @@ def _cmd_engine(args: argparse.Namespace) -> int:
 
 def _cmd_gateway(args: argparse.Namespace) -> int:
     argv = _gateway_argv(args.host, args.port, args.workers)
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers share metrics through files in this directory (prometheus-client
+        # reads the variable at import, so it must be set before uvicorn starts).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="portico-metrics-")
     # Replace this process: uvicorn then owns signals and graceful shutdown.
     os.execv(sys.executable, argv)  # noqa: S606 - argv is built above, no shell involved
 
