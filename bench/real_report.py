@@ -534,7 +534,8 @@ def engine_markdown(
         "API server, engine core, worker) per completion token.",
         "- **gateway CPU cores**: the gateway process's CPU seconds per wall second (for "
         "*direct* the gateway is idle and this is its background work: with Redis configured, "
-        "an event-loop lag monitor wakes every 10 ms); **gateway CPU ms/req**: the same per request (gateway target only).",
+        "an event-loop lag monitor wakes every 10 ms); **gateway CPU ms/req**: the same per "
+        "request (gateway target only).",
         "- **background cores**: machine-wide busy CPU (/proc/stat) minus the engine tree, the "
         "gateway and the client, per wall second: anything else the machine ran meanwhile.",
         "",

@@ -96,3 +96,34 @@ def _engine(text: str) -> str:
     match = re.search(r'portico_engine_up\{engine="([^"]+)"\}', text)
     assert match
     return match.group(1)
+
+
+def _exported(scrape: str) -> set[str]:
+    """Series names a scrape can answer: sample names plus the suffixes of each family."""
+    names = set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)", scrape, re.MULTILINE))
+    for family, kind in re.findall(r"^# TYPE (\S+) (\S+)$", scrape, re.MULTILINE):
+        names.add(family)
+        if kind == "counter":
+            names.add(family + "_total")
+        if kind == "histogram":
+            names.update(family + s for s in ("_bucket", "_sum", "_count"))
+    return names - {"#"}
+
+
+def test_every_dashboard_query_names_an_exported_metric(
+    stack: Stack, observed: tuple[str, Path]
+) -> None:
+    import json
+
+    dashboard = json.loads(
+        (Path(__file__).parents[2] / "docs" / "grafana-dashboard.json").read_text()
+    )
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"([a-z_:]+)\{", target["expr"])
+    }
+    exported = _exported(httpx.get(f"{observed[0]}/metrics").text)
+    exported |= _exported(httpx.get(f"{stack.engine_url}/metrics").text)
+    assert used <= exported, used - exported
