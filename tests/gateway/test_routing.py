@@ -153,7 +153,7 @@ def test_fake_engine_answering_503_is_retried_on_the_other_and_stays_in_rotation
     engines[0].fail_status = 503
     with serving(create_app(_settings(urls))) as url, httpx.Client(base_url=url) as client:
         answered = {_who(client.post("/v1/completions", json=_body(f"{i}"), headers=AUTH))
-                    for i in range(8)}  # fmt: skip
+                    for i in range(16)}  # fmt: skip
         assert metric(url, "portico_engine_retries_total") >= 1
         assert metric(url, "portico_engine_healthy") == 2  # busy is not broken
     assert answered == {"b"}
