@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway import __version__, telemetry
 from gateway.auth import Principal, presented_key
-from gateway.errors import EngineUnavailable, PayloadTooLarge
+from gateway.errors import BackendUnavailable, EngineUnavailable, PayloadTooLarge
 from gateway.generation import Call
 from gateway.middleware import request_id
 from gateway.resources import ResourcesDep
@@ -55,6 +55,13 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def _generate(
     request: Request, resources: ResourcesDep, principal: Principal, path: str
 ) -> Response:
+    if resources.drain.draining:
+        resources.metrics.backpressure_rejections.labels("draining").inc()
+        raise BackendUnavailable(
+            "This gateway is shutting down; retry on another replica.",
+            code="draining",
+            headers={"retry-after": "1", "connection": "close"},
+        )
     body = await read_body(request, resources.settings.limits.max_body_bytes)
     parsed = await resources.generation.validate(path, body, principal)
     record = telemetry.current()
@@ -68,6 +75,7 @@ async def _generate(
         request_id=request_id.get(),
         cache_control=request.headers.get("cache-control"),
         cache_mode=request.headers.get("x-portico-cache"),
+        session=request.headers.get(resources.settings.routing.session_header),
     )
     return await resources.generation.respond(call)
 
@@ -100,16 +108,19 @@ async def healthz() -> dict[str, str]:
 
 @ops.get("/readyz")
 async def readyz(resources: ResourcesDep) -> JSONResponse:
-    """Ready when the engine answers /health and lists at least one model."""
+    """Ready when every model the engines serve has at least one engine in rotation
+    (judged from the active health checks), and the gateway is not draining."""
+    if resources.drain.draining:
+        return JSONResponse({"status": "draining"}, status_code=503)
     try:
-        await resources.engine.get_json("/health")
         listing = await resources.catalog.listing()
     except EngineUnavailable as exc:
         return JSONResponse({"status": "unavailable", "reason": exc.message}, status_code=503)
-    names = [m.get("id") for m in listing.get("data", [])]
-    if not names:
-        return JSONResponse({"status": "unavailable", "reason": "no models"}, status_code=503)
-    return JSONResponse({"status": "ready", "models": names})
+    ready, uncovered = resources.pool.readiness()
+    if not ready:
+        reason = f"no engine in rotation for {uncovered}" if uncovered else "no models"
+        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+    return JSONResponse({"status": "ready", "models": [m.get("id") for m in listing["data"]]})
 
 
 @ops.get("/version")

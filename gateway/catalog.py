@@ -1,54 +1,61 @@
-"""The models the engine serves, as the gateway last heard them.
+"""The models the engines serve, as the gateway last heard them.
 
-Requests for a model the engine does not serve are refused here (404) without
-forwarding. The list is re-read at most every ``refresh_s`` seconds, and at
-once when a request names a model the cached list lacks (an engine may have
-been restarted with another model), so a typo cannot make the gateway hammer
-the engine: misses share the same rate limit.
+Requests for a model no engine in rotation serves are refused here (404)
+without forwarding. Model lists are re-read at most every ``refresh_s``
+seconds, and at once when a request names a model the cached union lacks (an
+engine may have been restarted with another model), so a typo cannot make the
+gateway hammer the engines: misses share the same rate limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
+from gateway.engines import EnginePool
 from gateway.errors import EngineUnavailable, NotFound
-from gateway.upstream import Engine
 
 
 class ModelCatalog:
-    def __init__(self, engine: Engine, refresh_s: float) -> None:
-        self._engine = engine
+    def __init__(self, pool: EnginePool, refresh_s: float) -> None:
+        self._pool = pool
         self._refresh_s = refresh_s
-        self._listing: dict[str, Any] | None = None
-        self._ids: frozenset[str] = frozenset()
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
 
     async def listing(self) -> dict[str, Any]:
-        """The engine's /v1/models body, refreshed when stale."""
+        """The union of the engines' /v1/models bodies, refreshed when stale."""
         if self._stale():
             await self._refresh()
-        assert self._listing is not None  # _refresh sets it or raises
-        return self._listing
+        return self._pool.listing()
 
     async def require(self, model: str) -> None:
-        """Return if the engine serves ``model``; raise NotFound otherwise."""
-        if model in self._ids and not self._stale():
+        """Return if an engine in rotation serves ``model``; raise NotFound otherwise."""
+        if self.known(model) and not self._stale():
             return
-        if self._stale(min_age=1.0) or self._listing is None:
-            await self._refresh()
-        if model not in self._ids:
-            raise NotFound(
-                f"The model '{model[:200]}' does not exist or you do not have access to it.",
-                param="model",
-                code="model_not_found",
+        if self._stale(min_age=1.0):
+            with contextlib.suppress(EngineUnavailable):  # judged below from what is known
+                await self._refresh()
+        if self.known(model):
+            return
+        if self._pool.ever_served(model) or not self._pool.ever_served():
+            # Known but every engine serving it is out (or no engine ever answered):
+            # the model exists, the engines are down.
+            raise EngineUnavailable(
+                "No engine serving this model is available; retry shortly.",
+                headers={"retry-after": "1"},
             )
+        raise NotFound(
+            f"The model '{model[:200]}' does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
 
     def known(self, model: str) -> bool:
-        """Whether ``model`` is in the last listing (used to bound metric labels)."""
-        return model in self._ids
+        """Whether an engine in rotation serves ``model`` (also bounds metric labels)."""
+        return bool(self._pool.candidates(model))
 
     def _stale(self, min_age: float | None = None) -> bool:
         age = time.monotonic() - self._fetched_at
@@ -56,12 +63,11 @@ class ModelCatalog:
 
     async def _refresh(self) -> None:
         async with self._lock:
-            if self._listing is not None and not self._stale(min_age=1.0):
+            if not self._stale(min_age=1.0):
                 return  # another request refreshed while we waited
-            listing = await self._engine.get_json("/v1/models")
-            data = listing.get("data") if isinstance(listing, dict) else None
-            if not isinstance(data, list):
-                raise EngineUnavailable("Engine returned a malformed model list.")
-            self._listing = listing
-            self._ids = frozenset(str(m.get("id")) for m in data if isinstance(m, dict))
-            self._fetched_at = time.monotonic()
+            try:
+                await self._pool.refresh_models()
+            finally:
+                # Failed refreshes are rate-limited too: a dead engine is not asked
+                # again by every request.
+                self._fetched_at = time.monotonic()

@@ -9,7 +9,8 @@
     ├── RateLimited                 429 rate_limit_exceeded / insufficient_quota, Retry-After
     ├── BackendUnavailable          503 Redis down under the fail-closed policy, Retry-After
     ├── UpstreamError               problems reaching or hearing from an engine
-    │   ├── EngineUnavailable       503 (connect refused/reset, engine 503)
+    │   ├── EngineUnavailable       503 (connect refused/reset, no healthy engine, queue full)
+    │   │   └── EngineBusy          503 the engine's own 503 (its queue is full), Retry-After
     │   ├── EngineTimeout           504 (no response headers in time)
     │   └── EngineRejected          the engine's own 4xx/5xx, status and message passed through
     └── InternalError               500, message never carries details
@@ -112,6 +113,10 @@ class EngineUnavailable(UpstreamError):
     status_code = 503
     error_type = "service_unavailable"
     code = "engine_unavailable"
+
+
+class EngineBusy(EngineUnavailable):
+    """The engine answered 503: it is overloaded, not broken (its circuit stays closed)."""
 
 
 class EngineTimeout(UpstreamError):

@@ -25,9 +25,9 @@ from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, GenerationRequest, parse
 from gateway.quota import Admission, QuotaService, estimate_prompt_tokens
 from gateway.replay import StreamAssembler, entry_from_body, replay_body, replay_stream
-from gateway.settings import Limits
+from gateway.routing import Lease, Router, affinity_key
+from gateway.settings import Limits, RoutingSettings
 from gateway.streaming import RelayResponse, UsageTap
-from gateway.upstream import Engine
 
 ROUTES: dict[str, type[GenerationRequest]] = {
     "/v1/completions": CompletionRequest,
@@ -46,6 +46,7 @@ class Call:
     request_id: str
     cache_control: str | None = None
     cache_mode: str | None = None
+    session: str | None = None  # the session header's value: sticks the call to one engine
 
     @property
     def chat(self) -> bool:
@@ -60,14 +61,16 @@ class Call:
 class GenerationService:
     def __init__(
         self,
-        engine: Engine,
+        router: Router,
         catalog: ModelCatalog,
         limits: Limits,
+        routing: RoutingSettings,
         quota: QuotaService,
         cache: ResponseCache,
         metrics: Metrics,
     ) -> None:
-        self._engine = engine
+        self._router = router
+        self._prefix_chars = routing.affinity_prefix_chars
         self._catalog = catalog
         self._limits = limits
         self._quota = quota
@@ -152,21 +155,25 @@ class GenerationService:
         body = call.body
         if call.request.stream and not call.wants_usage:
             body = _with_stream_usage(body)
+        key = affinity_key(call.request, call.session, self._prefix_chars)
         try:
-            upstream = await self._engine.open(call.route, body, headers)
+            upstream, lease = await self._router.open(call.request, key, call.route, body, headers)
         except GatewayError:
             await admission.settle(0)  # the engine did no work: give the reservation back
             raise
         media_type = upstream.headers.get("content-type", "application/json")
         if call.request.stream:
-            return self._relay(call, admission, plan, leader, upstream, media_type)
+            return self._relay(call, admission, plan, leader, (upstream, lease), media_type)
+        failed = True
         try:
-            content = await self._engine.read(upstream)
+            content = await lease.node.engine.read(upstream)
+            failed = False
         except GatewayError:
             await admission.settle(admission.reserved)  # unknown work done: keep it charged
             raise
         finally:
             await upstream.aclose()
+            lease.release(failed=failed)
         usage = _usage(content)
         telemetry.current().add_usage(usage)
         total = usage.get("total_tokens") if usage else None
@@ -183,9 +190,10 @@ class GenerationService:
         admission: Admission,
         plan: CachePlan,
         leader: asyncio.Event | None,
-        upstream: Any,
+        opened: tuple[Any, Lease],
         media_type: str,
     ) -> Response:
+        upstream, lease = opened
         prompt = estimate_prompt_tokens(call.request)
         recorder = StreamAssembler(call.chat) if plan.write and plan.key else None
         tap = UsageTap(strip_usage=not call.wants_usage, recorder=recorder)
@@ -197,6 +205,8 @@ class GenerationService:
             if ended:
                 return
             ended = True
+            # A stream the engine broke counts against it; a client leaving does not.
+            lease.release(failed=tap.error is not None)
             telemetry.current().add_usage(tap.usage)
             try:
                 await admission.settle(tap.total_tokens or prompt + tap.content_events)
@@ -204,7 +214,8 @@ class GenerationService:
                 entry = tap.recorder.entry() if tap.recorder is not None else None
                 await self._finish(plan, leader, entry)
 
-        return RelayResponse(self._engine, upstream, media_type, tap, on_end, admission.headers)
+        engine = lease.node.engine
+        return RelayResponse(engine, upstream, media_type, tap, on_end, admission.headers)
 
     def _check_caps(self, request: GenerationRequest, principal: Principal) -> None:
         max_tokens = min(self._limits.max_tokens, principal.max_tokens or self._limits.max_tokens)

@@ -84,6 +84,31 @@ class Metrics:
             "portico_engine_up", "1 if the engine's last health probe succeeded, else 0.",
             ["engine"], registry=r, multiprocess_mode="max",
         )  # fmt: skip
+        self.engine_in_flight = Gauge(
+            "portico_engine_in_flight", "Requests outstanding on each engine (streams until "
+            "their end).", ["engine"], registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.engine_healthy = Gauge(
+            "portico_engine_healthy",
+            "1 while the engine is in rotation, 0 while its circuit breaker has it out.",
+            ["engine"], registry=r, multiprocess_mode="min",
+        )  # fmt: skip
+        self.engine_retries = Counter(
+            "portico_engine_retries",
+            "Requests moved to another engine after this one failed before the first byte.",
+            ["engine"], registry=r,
+        )  # fmt: skip
+        self.engine_queue_wait = Histogram(
+            "portico_engine_queue_wait_seconds",
+            "Time a request waited for a free slot before being sent to this engine.",
+            ["engine"], buckets=(*_OVERHEAD_BUCKETS, 2.5, 5, 10, 30), registry=r,
+        )  # fmt: skip
+        self.backpressure_rejections = Counter(
+            "portico_backpressure_rejections",
+            "Requests answered 503 without an engine, by reason: queue_full, queue_timeout, "
+            "no_engine, draining.",
+            ["reason"], registry=r,
+        )  # fmt: skip
         self.ratelimit_rejections = Counter(
             "portico_ratelimit_rejections",
             "Requests refused by a limit, by kind: rpm, tpm, budget, auth_ip.",

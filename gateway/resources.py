@@ -8,12 +8,15 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from dataclasses import dataclass
 from typing import Annotated
 
+import httpx
 from fastapi import Depends, FastAPI, Request
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from gateway.auth import Authenticator
 from gateway.cache import CacheStore, MemoryCacheStore, RedisCacheStore, ResponseCache
 from gateway.catalog import ModelCatalog
+from gateway.drain import Drain
+from gateway.engines import EnginePool
 from gateway.generation import GenerationService
 from gateway.jwt_verifier import JWTVerifier
 from gateway.keys import KeyHasher, KeyStore, MemoryKeyStore, RedisKeyStore
@@ -21,8 +24,9 @@ from gateway.metrics import Metrics
 from gateway.quota import QuotaService
 from gateway.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from gateway.redis_guard import LoopLag, RedisGuard
+from gateway.routing import Router
 from gateway.settings import GatewaySettings
-from gateway.upstream import Engine, build_client
+from gateway.upstream import build_client
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,9 @@ class Resources:
     keys: KeyStore
     limiter: Limiter
     auth: Authenticator
-    engine: Engine
+    pool: EnginePool
+    router: Router
+    drain: Drain
     catalog: ModelCatalog
     generation: GenerationService
 
@@ -72,6 +78,18 @@ async def _stores(
     )
 
 
+def _routing(
+    settings: GatewaySettings, metrics: Metrics, client: httpx.AsyncClient, stack: AsyncExitStack
+) -> tuple[EnginePool, Router, Drain]:
+    """The engine pool with its health-check task, the router, and the SIGTERM drain."""
+    pool = EnginePool(client, settings.engine_urls, settings.upstream, settings.routing, metrics)
+    checker = asyncio.create_task(pool.check_forever(), name="portico-engine-health")
+    stack.callback(checker.cancel)
+    drain = Drain(settings.drain_grace_s, pool.outstanding)
+    stack.callback(drain.install())
+    return pool, Router(pool, settings.routing, metrics), drain
+
+
 def lifespan_for(
     settings: GatewaySettings, metrics: Metrics
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
@@ -86,8 +104,8 @@ def lifespan_for(
             pepper = settings.key_pepper.get_secret_value() if settings.key_pepper else None
             hasher = KeyHasher(pepper)
             jwt = JWTVerifier(settings.jwt, client)
-            engine = Engine(client, settings.engine_url, settings.upstream, metrics)
-            catalog = ModelCatalog(engine, settings.models_refresh_s)
+            pool, router, drain = _routing(settings, metrics, client, stack)
+            catalog = ModelCatalog(pool, settings.models_refresh_s)
             policy = settings.redis.failure_policy
             quota = QuotaService(limiter, settings.rate_limits, policy, metrics)
             app.state.resources = Resources(
@@ -97,12 +115,15 @@ def lifespan_for(
                 keys=keys,
                 limiter=limiter,
                 auth=Authenticator(settings, hasher, keys, jwt, limiter, metrics),
-                engine=engine,
+                pool=pool,
+                router=router,
+                drain=drain,
                 catalog=catalog,
                 generation=GenerationService(
-                    engine,
+                    router,
                     catalog,
                     settings.limits,
+                    settings.routing,
                     quota,
                     ResponseCache(cache_store, settings.cache, metrics),
                     metrics,

@@ -101,6 +101,50 @@ class CacheSettings(BaseModel):
     )
 
 
+class RoutingSettings(BaseModel):
+    """How requests are spread over several engines, and what happens when they are full
+    or failing. See docs/routing.md."""
+
+    max_in_flight: int = Field(
+        64, gt=0, description="Requests one engine may have outstanding; beyond it they queue."
+    )
+    queue_size: int = Field(
+        256, ge=0, description="Requests waiting for a free engine slot; beyond it, 503 at once."
+    )
+    queue_wait_s: float = Field(
+        5.0, gt=0, description="Longest wait in that queue before 503 with Retry-After."
+    )
+    retries: int = Field(
+        2, ge=0, le=5,
+        description="Extra attempts on a different engine, only before any byte reached the "
+        "client and only after a connection failure or an engine 503.",
+    )  # fmt: skip
+    breaker_failures: int = Field(
+        3, ge=1, description="Consecutive failures that take an engine out of rotation."
+    )
+    breaker_reset_s: float = Field(
+        5.0, gt=0, description="How long an engine stays out before a half-open /health probe."
+    )
+    health_interval_s: float = Field(
+        5.0, gt=0, description="Period of the active /health check of every engine."
+    )
+    affinity_prefix_chars: int = Field(
+        2048, ge=0,
+        description="Prompt characters (system prompt and first messages) hashed to pick the "
+        "same engine for a shared prefix, so vLLM's prefix cache hits. 0 disables it.",
+    )  # fmt: skip
+    affinity_load_factor: float = Field(
+        1.25, ge=1.0,
+        description="Bounded load: a prefix's engine is skipped when it has more than this "
+        "factor times the average outstanding requests.",
+    )  # fmt: skip
+    session_header: str = Field(
+        "x-session-id",
+        description="Request header naming a session; requests with it (or with the 'user' "
+        "field) stick to one engine.",
+    )
+
+
 class GatewaySettings(BaseSettings):
     """Everything the gateway process is configured with."""
 
@@ -110,6 +154,11 @@ class GatewaySettings(BaseSettings):
 
     engine_url: str = Field(
         "http://127.0.0.1:8000", description="Base URL of the vLLM engine (no /v1)."
+    )
+    engines: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated engine base URLs; each engine's models are read from its "
+        "/v1/models. Unset: PORTICO_ENGINE_URL alone.",
     )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
@@ -150,6 +199,13 @@ class GatewaySettings(BaseSettings):
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     jwt: JWTSettings = Field(default_factory=JWTSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    drain_grace_s: float = Field(
+        25.0, ge=0,
+        description="On SIGTERM: how long in-flight requests and streams may take to finish "
+        "(new ones get 503) before the process exits. Keep it below Kubernetes' "
+        "terminationGracePeriodSeconds.",
+    )  # fmt: skip
     log_level: str = Field("info", description="Python logging level.")
     prometheus_multiproc_dir: str | None = Field(
         None,
@@ -163,7 +219,15 @@ class GatewaySettings(BaseSettings):
     def _split_keys(cls, data: object) -> object:
         if isinstance(data, dict) and isinstance(data.get("api_keys"), str):
             data["api_keys"] = [k.strip() for k in data["api_keys"].split(",") if k.strip()]
+        if isinstance(data, dict) and isinstance(data.get("engines"), str):
+            data["engines"] = [u.strip() for u in data["engines"].split(",") if u.strip()]
         return data
+
+    @property
+    def engine_urls(self) -> list[str]:
+        """The engines to route to: ``engines`` when set, else ``engine_url`` alone."""
+        urls = self.engines or [self.engine_url]
+        return list(dict.fromkeys(u.rstrip("/") for u in urls))
 
     @model_validator(mode="after")
     def _refuse_open_gateway(self) -> GatewaySettings:

@@ -47,6 +47,7 @@ class UsageTap:
         self.total_tokens: int | None = None
         self.usage: dict[str, object] | None = None
         self.content_events = 0
+        self.error: UpstreamError | None = None  # set when the engine broke the stream
 
     def feed(self, chunk: bytes) -> bytes:
         """Return the complete events in ``chunk`` (plus what was buffered) to relay."""
@@ -111,6 +112,7 @@ async def _relay(
             yield rest
     except UpstreamError as exc:
         _log.warning("stream broken by engine: %s", exc.message)
+        tap.error = exc
         yield sse_error(exc)
     finally:
         await upstream.aclose()

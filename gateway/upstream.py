@@ -18,6 +18,7 @@ import httpx
 
 from gateway import telemetry
 from gateway.errors import (
+    EngineBusy,
     EngineRejected,
     EngineTimeout,
     EngineUnavailable,
@@ -153,9 +154,7 @@ class Engine:
         except UpstreamError:
             pass  # the status alone still tells the client what happened
         if response.status_code == 503:
-            return EngineUnavailable(
-                "Engine is overloaded or not ready.", headers={"retry-after": "1"}
-            )
+            return EngineBusy("Engine is overloaded or not ready.", headers={"retry-after": "1"})
         message, error_type, param, code = _engine_error_fields(raw, response.status_code)
         return EngineRejected(response.status_code, message, error_type, param, code)
 

@@ -1,10 +1,17 @@
 """A small fault-injecting stand-in for vLLM, for what the real engine cannot be
-made to do on demand. The completion ``prompt`` picks the behaviour."""
+made to do on demand. The completion ``prompt`` picks the behaviour; prompts
+starting with ``hold`` take a second. Every answer's id names the engine
+(``cmpl-<name>``), so routing tests can tell which engine answered.
+
+``python -m uvicorn --factory tests.gateway.fake_engine:from_env`` serves one as
+its own process (``FAKE_ENGINE_NAME``, ``FAKE_ENGINE_MODELS``), for tests that
+kill an engine outright."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any
 
 from starlette.applications import Starlette
@@ -24,11 +31,6 @@ def _chunk(text: str, finish: bool = False) -> bytes:
     return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
 
-async def _models(_: Request) -> Response:
-    data = [{"id": name, "object": "model"} for name in (MODEL, OTHER_MODEL)]
-    return JSONResponse({"object": "list", "data": data})
-
-
 async def _health(_: Request) -> Response:
     return Response(status_code=200)
 
@@ -36,22 +38,34 @@ async def _health(_: Request) -> Response:
 class FakeEngine:
     """Records what it received; behaves according to the prompt."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "fake", models: tuple[str, ...] = (MODEL, OTHER_MODEL)) -> None:
+        self.name = name
+        self.models = models
+        self.fail_status: int | None = None  # set: every completion fails with it
         self.received: list[bytes] = []
         self.stream_closed = asyncio.Event()
         self.app = Starlette(
             routes=[
                 Route("/health", _health),
-                Route("/v1/models", _models),
+                Route("/v1/models", self._models),
                 Route("/v1/completions", self._completions, methods=["POST"]),
             ]
         )
+
+    async def _models(self, _: Request) -> Response:
+        data = [{"id": name, "object": "model"} for name in self.models]
+        return JSONResponse({"object": "list", "data": data})
 
     async def _completions(self, request: Request) -> Response:
         raw = await request.body()
         self.received.append(raw)
         body = json.loads(raw)
-        behaviour = body.get("prompt")
+        behaviour = str(body.get("prompt"))
+        if self.fail_status is not None:
+            error = {"message": f"{self.name} fails", "type": "Error"}
+            return JSONResponse({"error": error}, status_code=self.fail_status)
+        if behaviour.startswith("hold"):
+            await asyncio.sleep(1.0)
         if behaviour == "slow-first-byte":
             await asyncio.sleep(5)
         if behaviour == "slow-ok":
@@ -63,7 +77,7 @@ class FakeEngine:
             return JSONResponse({"error": {"message": "queue full"}}, status_code=503)
         if not body.get("stream"):
             choice = {"index": 0, "text": "ok", "finish_reason": "length"}
-            answer = {"id": "cmpl-fake", "object": "text_completion", "choices": [choice]}
+            answer = {"id": f"cmpl-{self.name}", "object": "text_completion", "choices": [choice]}
             return JSONResponse({**answer, "usage": USAGE})
         usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return StreamingResponse(self._stream(behaviour, usage), media_type="text/event-stream")
@@ -76,6 +90,10 @@ class FakeEngine:
                 raise RuntimeError("engine died")  # uvicorn drops the connection half-way
             if behaviour == "stall-mid-stream":
                 await asyncio.sleep(30)
+            if behaviour == "slow-stream":
+                for _ in range(10):
+                    await asyncio.sleep(0.2)
+                    yield _chunk("more")
             if behaviour == "endless":
                 while True:
                     yield _chunk("more")
@@ -86,3 +104,9 @@ class FakeEngine:
             yield b"data: [DONE]\n\n"
         finally:
             self.stream_closed.set()
+
+
+def from_env() -> Starlette:
+    """A fake engine app configured by FAKE_ENGINE_NAME / FAKE_ENGINE_MODELS (comma-separated)."""
+    models = tuple(os.environ.get("FAKE_ENGINE_MODELS", MODEL).split(","))
+    return FakeEngine(os.environ.get("FAKE_ENGINE_NAME", "fake"), models).app

@@ -104,6 +104,44 @@ def gateways(count: int, env: Mapping[str, str], log_dir: Path) -> Iterator[list
         yield [url for _, url in started]
 
 
+class FakeEngineProcess:
+    """tests.gateway.fake_engine as its own process, so a test can SIGKILL it (the
+    kernel resets its connections, as when a pod dies) and restart it on the same port."""
+
+    def __init__(self, name: str, log_dir: Path, models: str = "fake-model") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._env = {**os.environ, "FAKE_ENGINE_NAME": name, "FAKE_ENGINE_MODELS": models}
+        self._log = log_dir / f"fake-engine-{name}.log"
+        self._child: Child | None = None
+        self.start()
+
+    def start(self) -> None:
+        argv = [sys.executable, "-m", "uvicorn", "--factory", "tests.gateway.fake_engine:from_env"]
+        argv += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
+        self._child = Child(argv, self._log, self._env)
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while True:
+            try:
+                if httpx.get(self.url + "/health", timeout=0.5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if not self._child.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"fake engine did not start:\n{self._child.log_tail()}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self._child is not None:
+            self._child.stop(signal.SIGKILL)
+            self._child = None
+
+    def stop(self) -> None:
+        if self._child is not None:
+            self._child.stop()
+            self._child = None
+
+
 class RedisServer:
     """A private ``redis-server`` without persistence on its own port.
 

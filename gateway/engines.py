@@ -1,0 +1,187 @@
+"""The engines behind the gateway: what each serves, how busy it is, whether it is healthy.
+
+Health is judged two ways. Actively, a background task asks every engine's
+``/health`` each ``health_interval_s`` (and its ``/v1/models`` while its model
+list is unknown). Passively, every request's outcome is reported back: a
+connection failure, a timeout or a 5xx other than 503 counts as a failure. After
+``breaker_failures`` consecutive failures an engine's circuit opens and it gets
+no traffic; once ``breaker_reset_s`` has passed, the next active check is the
+half-open probe, and one success puts the engine back. An engine's own 503 means
+"my queue is full", not "I am broken", so it does not count against the circuit.
+
+All state here is a fixed amount per configured engine: memory stays bounded
+whatever the traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from gateway.errors import EngineUnavailable
+from gateway.metrics import Metrics
+from gateway.settings import RoutingSettings, UpstreamTimeouts
+from gateway.upstream import Engine
+
+_log = logging.getLogger("portico.engines")
+
+
+class Breaker:
+    """A circuit breaker counting consecutive failures (closed → open → half-open)."""
+
+    def __init__(self, failures: int, reset_s: float) -> None:
+        self._threshold = failures
+        self._reset_s = reset_s
+        self._failures = 0
+        self._opened_at: float | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._opened_at is None
+
+    def probe_due(self) -> bool:
+        """Closed, or open long enough that a half-open probe may be tried."""
+        return self._opened_at is None or time.monotonic() - self._opened_at >= self._reset_s
+
+    def success(self) -> None:
+        self._failures = 0
+        self._opened_at = None
+
+    def failure(self) -> bool:
+        """Count a failure; True when this one opened (or re-opened) the circuit."""
+        self._failures += 1
+        if self._failures >= self._threshold:
+            was_closed = self._opened_at is None
+            self._opened_at = time.monotonic()  # a failed half-open probe restarts the wait
+            return was_closed
+        return False
+
+
+class EngineNode:
+    """One configured engine: its client, its models, its load and its breaker."""
+
+    def __init__(self, engine: Engine, routing: RoutingSettings, metrics: Metrics) -> None:
+        self.engine = engine
+        self.url = engine.base_url
+        self.models: dict[str, dict[str, Any]] = {}  # id -> the engine's model entry
+        self.in_flight = 0
+        self.breaker = Breaker(routing.breaker_failures, routing.breaker_reset_s)
+        self._in_flight_gauge = metrics.engine_in_flight.labels(self.url)
+        self._healthy_gauge = metrics.engine_healthy.labels(self.url)
+        self._healthy_gauge.set(1)
+
+    @property
+    def available(self) -> bool:
+        return self.breaker.closed
+
+    def serves(self, model: str) -> bool:
+        return model in self.models
+
+    def acquire(self) -> None:
+        self.in_flight += 1
+        self._in_flight_gauge.inc()
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._in_flight_gauge.dec()
+
+    def succeeded(self) -> None:
+        if not self.breaker.closed:
+            _log.warning("engine %s is back in rotation", self.url)
+        self.breaker.success()
+        self._healthy_gauge.set(1)
+
+    def failed(self) -> None:
+        if self.breaker.failure():
+            _log.warning("engine %s taken out of rotation", self.url)
+        if not self.breaker.closed:
+            self._healthy_gauge.set(0)
+
+    async def fetch_models(self) -> None:
+        """Read the engine's /v1/models; any failure counts against its breaker."""
+        try:
+            listing = await self.engine.get_json("/v1/models")
+        except EngineUnavailable:
+            self.failed()
+            raise
+        data = listing.get("data") if isinstance(listing, dict) else None
+        if not isinstance(data, list):
+            self.failed()
+            raise EngineUnavailable("Engine returned a malformed model list.")
+        self.models = {str(m.get("id")): m for m in data if isinstance(m, dict)}
+        self.succeeded()
+
+    async def check(self) -> None:
+        """One active check: /health, plus the model list while it is unknown."""
+        try:
+            await self.engine.get_json("/health")
+            if not self.models:
+                await self.fetch_models()
+        except EngineUnavailable:
+            self.failed()
+            return
+        self.succeeded()
+
+
+class EnginePool:
+    """Every configured engine, and the background task that checks them."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        urls: Sequence[str],
+        timeouts: UpstreamTimeouts,
+        routing: RoutingSettings,
+        metrics: Metrics,
+    ) -> None:
+        self.nodes = [
+            EngineNode(Engine(client, url, timeouts, metrics), routing, metrics) for url in urls
+        ]
+        self._interval_s = routing.health_interval_s
+        # Routers wait here for a free slot; every release notifies it.
+        self.freed = asyncio.Condition()
+
+    def candidates(self, model: str) -> list[EngineNode]:
+        """Engines in rotation that serve ``model``, in configuration order."""
+        return [n for n in self.nodes if n.available and n.serves(model)]
+
+    def ever_served(self, model: str | None = None) -> bool:
+        """Whether any engine, in rotation or not, listed ``model`` (or any model)."""
+        return any(n.models and (model is None or n.serves(model)) for n in self.nodes)
+
+    def outstanding(self) -> int:
+        return sum(n.in_flight for n in self.nodes)
+
+    async def refresh_models(self) -> None:
+        """Re-read every due engine's model list at once; raise if none answered."""
+        due = [n for n in self.nodes if n.breaker.probe_due()]
+        results = await asyncio.gather(*(n.fetch_models() for n in due), return_exceptions=True)
+        if not any(r is None for r in results):
+            raise EngineUnavailable("No engine answered its model list.")
+
+    def listing(self) -> dict[str, Any]:
+        """The union of what engines in rotation serve, in the engines' own format."""
+        union: dict[str, dict[str, Any]] = {}
+        for node in self.nodes:
+            if node.available:
+                for model_id, entry in node.models.items():
+                    union.setdefault(model_id, entry)
+        return {"object": "list", "data": list(union.values())}
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        """Ready when every model any engine has served has an engine in rotation."""
+        known = {m for n in self.nodes for m in n.models}
+        uncovered = sorted(m for m in known if not self.candidates(m))
+        return bool(known) and not uncovered, uncovered
+
+    async def check_forever(self) -> None:
+        """The active health check loop; the lifespan cancels it."""
+        while True:
+            due = [n for n in self.nodes if n.breaker.probe_due()]
+            await asyncio.gather(*(n.check() for n in due))
+            await asyncio.sleep(self._interval_s)

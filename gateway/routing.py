@@ -1,0 +1,196 @@
+"""Choosing an engine for a request, waiting for one, and failing over before the first byte.
+
+Choice: requests with an affinity key (a session header, the ``user`` field, or
+the start of the prompt) go to the engine that key hashes to, so vLLM's
+automatic prefix cache hits on the shared prefix. Hashing is rendezvous
+(highest random weight) hashing, a consistent hash without a ring: adding or
+losing an engine moves only the keys that hashed to it. It is bounded-load: an
+engine is skipped for a key while it has more than ``affinity_load_factor``
+times the average outstanding requests, so one hot prefix spills over instead
+of overloading its engine. Requests without a key go to the engine with the
+fewest outstanding requests.
+
+Backpressure: an engine takes at most ``max_in_flight`` requests. Beyond that a
+request waits (at most ``queue_size`` of them, at most ``queue_wait_s`` each),
+then gets 503 with Retry-After, never a hang. 429 stays the client's own limits.
+
+Retries: only before anything was sent to the client, only after a connection
+failure or an engine 503, on another engine, at most ``retries`` times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+from collections.abc import Mapping
+
+import httpx
+
+from gateway.engines import EngineNode, EnginePool
+from gateway.errors import EngineBusy, EngineTimeout, EngineUnavailable, UpstreamError
+from gateway.metrics import Metrics
+from gateway.protocol import ChatCompletionRequest, GenerationRequest
+from gateway.settings import RoutingSettings
+
+
+class Lease:
+    """One slot on one engine, held until the answer ends; ``release`` is idempotent."""
+
+    def __init__(self, pool: EnginePool, node: EngineNode) -> None:
+        self._pool = pool
+        self.node = node
+        self._held = True
+        node.acquire()
+
+    def release(self, failed: bool = False) -> None:
+        if not self._held:
+            return
+        self._held = False
+        self.node.release()
+        if failed:
+            self.node.failed()
+        self._wake()
+
+    def _wake(self) -> None:
+        # Runs from sync code (stream ends): hand the notification to the loop.
+        async def notify() -> None:
+            async with self._pool.freed:
+                self._pool.freed.notify_all()  # waiters re-check; one may want another model
+
+        task = asyncio.get_running_loop().create_task(notify())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+
+# Strong references to notify tasks until they finish (the loop keeps only weak ones);
+# each finishes at once, so the set stays small.
+_background: set[asyncio.Task[None]] = set()
+
+
+def affinity_key(request: GenerationRequest, session: str | None, prefix_chars: int) -> str | None:
+    """What ties a request to an engine: its session, else the start of its prompt."""
+    if session:
+        return "session:" + session[:256]
+    if request.user:
+        return "user:" + request.user[:256]
+    if prefix_chars == 0:
+        return None
+    if isinstance(request, ChatCompletionRequest):
+        parts = [f"{m.role}:{m.content}" for m in request.messages]
+        text = "\n".join(parts)
+    else:
+        text = str(request.prompt)
+    return "prefix:" + text[:prefix_chars]
+
+
+def _weight(key: str, url: str) -> bytes:
+    return hashlib.blake2b(f"{key}|{url}".encode(), digest_size=8).digest()
+
+
+class Router:
+    def __init__(self, pool: EnginePool, settings: RoutingSettings, metrics: Metrics) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._metrics = metrics
+        self._waiting = 0
+        self._turn = 0  # rotates ties between equally loaded engines
+
+    def choose(self, nodes: list[EngineNode], key: str | None) -> EngineNode | None:
+        """The engine for ``key`` among ``nodes``, or None when all are at their cap."""
+        cap = self._settings.max_in_flight
+        open_nodes = [n for n in nodes if n.in_flight < cap]
+        if not open_nodes:
+            return None
+        if key is not None:
+            total = sum(n.in_flight for n in nodes) + 1
+            bound = math.ceil(self._settings.affinity_load_factor * total / len(nodes))
+            for node in sorted(nodes, key=lambda n: _weight(key, n.url), reverse=True):
+                if node.in_flight < min(cap, bound):
+                    return node
+        self._turn += 1
+        start = self._turn % len(open_nodes)
+        rotated = open_nodes[start:] + open_nodes[:start]
+        return min(rotated, key=lambda n: n.in_flight)
+
+    async def acquire(self, model: str, key: str | None, tried: set[str]) -> Lease:
+        """A slot on an engine serving ``model`` not in ``tried``, waiting if all are full."""
+        started = time.monotonic()
+        deadline = started + self._settings.queue_wait_s
+        async with self._pool.freed:
+            queued = False
+            try:
+                while True:
+                    nodes = [n for n in self._pool.candidates(model) if n.url not in tried]
+                    if not nodes:
+                        raise self._refuse(
+                            "no_engine", "No engine serving this model is available."
+                        )
+                    node = self.choose(nodes, key)
+                    if node is not None:
+                        waited = time.monotonic() - started
+                        self._metrics.engine_queue_wait.labels(node.url).observe(waited)
+                        return Lease(self._pool, node)
+                    if not queued:
+                        if self._waiting >= self._settings.queue_size:
+                            raise self._refuse("queue_full", "All engines are at capacity.")
+                        self._waiting += 1
+                        queued = True
+                    await self._wait(deadline)
+            finally:
+                if queued:
+                    self._waiting -= 1
+
+    async def _wait(self, deadline: float) -> None:
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await self._pool.freed.wait()
+        except TimeoutError:
+            raise self._refuse("queue_timeout", "All engines stayed at capacity.") from None
+
+    def _refuse(self, reason: str, message: str) -> EngineUnavailable:
+        self._metrics.backpressure_rejections.labels(reason).inc()
+        return EngineUnavailable(message + " Retry shortly.", headers={"retry-after": "1"})
+
+    async def open(
+        self, request: GenerationRequest, key: str | None, path: str, body: bytes,
+        headers: Mapping[str, str],
+    ) -> tuple[httpx.Response, Lease]:  # fmt: skip
+        """Send to a chosen engine; fail over before the first byte within the budget.
+        The caller owns both the response (``aclose``) and the lease (``release``)."""
+        tried: set[str] = set()
+        while True:
+            lease = await self.acquire(request.model, key, tried)
+            try:
+                response = await lease.node.engine.open(path, body, headers)
+            except UpstreamError as exc:
+                retry = _settle_failure(lease, exc)
+                tried.add(lease.node.url)
+                if (
+                    not retry
+                    or len(tried) > self._settings.retries
+                    or not self._others(request.model, tried)
+                ):
+                    raise
+                self._metrics.engine_retries.labels(lease.node.url).inc()
+                continue
+            lease.node.succeeded()
+            return response, lease
+
+    def _others(self, model: str, tried: set[str]) -> bool:
+        return any(n.url not in tried for n in self._pool.candidates(model))
+
+
+def _settle_failure(lease: Lease, exc: UpstreamError) -> bool:
+    """Release a lease whose engine failed before answering; True if a retry may help."""
+    if isinstance(exc, EngineBusy):
+        lease.release()  # overloaded, not broken: the circuit stays closed
+        return True
+    if isinstance(exc, EngineUnavailable):
+        lease.release(failed=True)  # refused, reset, dropped before the headers
+        return True
+    # A timeout may mean the engine is still working on it: never resent. A 4xx is
+    # the request's fault, so it says nothing about the engine's health.
+    lease.release(failed=isinstance(exc, EngineTimeout) or exc.status_code >= 500)
+    return False
