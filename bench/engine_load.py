@@ -7,7 +7,8 @@ Reads one job (JSON) on stdin and writes JSON lines on stdout:
 is timed with ``perf_counter_ns`` from sending to the last body byte.
 
 - ``{"scenario": "cache", ...}``: sequential requests through the gateway; each
-  prompt once (a miss: the engine answers) and again (a hit), checking the
+  prompt once (a miss: the engine answers) and again (hits, ``hit_repeats``
+  times each, non-streamed and streamed), checking the
   ``x-cache`` header and that a hit returns the miss's text. Reads the
   gateway's ``/metrics`` after the warm-up and at the end.
 - ``{"scenario": "engine", ...}``: closed-loop streamed chat completions at a
@@ -257,27 +258,33 @@ async def run_cache(job: dict[str, Any]) -> None:
         for stream in (False, True, False):
             await call(session, url, body(job["warmup_prompts"][0], stream), headers)
         metrics_before = await _metrics_text(session, job["metrics_url"])
+        clock = CpuClock(job["engine_pid"], job["gateway_pid"])
+        clock.begin()
         started = time.perf_counter()
         for i, prompt in enumerate(job["prompts"]):
             _emit({"event": "start", "label": f"non-stream prompt {i + 1}"})
             miss = await call(session, url, body(prompt, stream=False), headers)
             record("miss", i, miss, "miss", None)
-            hit = await call(session, url, body(prompt, stream=False), headers)
-            record("hit", i, hit, "hit", miss.text)
-            stream_hit = await call(session, url, body(prompt, stream=True), headers)
-            record("stream-hit-of-body", i, stream_hit, "hit", miss.text)
+            for _ in range(job["hit_repeats"]):
+                hit = await call(session, url, body(prompt, stream=False), headers)
+                record("hit", i, hit, "hit", miss.text)
+                stream_hit = await call(session, url, body(prompt, stream=True), headers)
+                record("stream-hit-of-body", i, stream_hit, "hit", miss.text)
         for i, prompt in enumerate(job["stream_prompts"]):
             _emit({"event": "start", "label": f"stream prompt {i + 1}"})
             miss = await call(session, url, body(prompt, stream=True), headers)
             record("stream-miss", i, miss, "miss", None)
-            hit = await call(session, url, body(prompt, stream=True), headers)
-            record("stream-hit", i, hit, "hit", miss.text)
+            for _ in range(job["hit_repeats"]):
+                hit = await call(session, url, body(prompt, stream=True), headers)
+                record("stream-hit", i, hit, "hit", miss.text)
         wall_s = time.perf_counter() - started
+        cpu = clock.end()
         metrics_after = await _metrics_text(session, job["metrics_url"])
     _emit(
         {
             "event": "point",
             "wall_s": wall_s,
+            **cpu,
             "errors": samples.errors,
             "error_samples": samples.error_samples,
             "replies": samples.replies,

@@ -76,16 +76,19 @@ def cache_prompt(n: int) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("real-engine scenarios (cache, engine)")
-    group.add_argument("--cache-prompts", type=int, default=12, help="non-stream miss/hit prompts")
-    group.add_argument("--cache-stream-prompts", type=int, default=6, help="streamed miss/hit")
+    group.add_argument("--cache-prompts", type=int, default=10, help="non-stream miss/hit prompts")
+    group.add_argument("--cache-stream-prompts", type=int, default=5, help="streamed miss/hit")
     group.add_argument("--cache-max-tokens", type=int, default=32)
+    group.add_argument(
+        "--cache-hit-repeats", type=int, default=3, help="hits per prompt (each kind); cheap"
+    )
     group.add_argument("--engine-rounds", type=int, default=2, help="interleaved rounds")
     group.add_argument("--engine-concurrency", type=int, nargs="+", default=[1, 8, 32])
     group.add_argument(
         "--engine-requests",
         type=int,
         nargs="+",
-        default=[4, 16, 32],
+        default=[3, 16, 32],
         help="per round and target, one number per --engine-concurrency",
     )
     group.add_argument("--engine-max-tokens", type=int, default=64)
@@ -311,13 +314,17 @@ def run_cache(args: argparse.Namespace, stack: Stack, console: Console) -> int:
         "url": stack.gateway.base_url + "/v1/chat/completions",
         "metrics_url": stack.gateway.base_url + "/metrics",
         "api_key": API_KEY,
+        "engine_pid": stack.engine.pid,
+        "gateway_pid": stack.gateway.pid,
         "model": stack.model,
         "max_tokens": args.cache_max_tokens,
+        "hit_repeats": args.cache_hit_repeats,
         "prompts": [cache_prompt(i) for i in range(n)],
         "stream_prompts": [cache_prompt(i) for i in range(n, n + n_stream)],
         "warmup_prompts": [cache_prompt(i) for i in range(1000, 1004)],
     }
-    total = 3 * n + 2 * n_stream
+    repeats = args.cache_hit_repeats
+    total = n * (1 + 2 * repeats) + n_stream * (1 + repeats)
     (point,) = drive(
         job, total, args.out / "logs" / "engine-load-cache.log", console, lambda e: e["label"]
     )

@@ -124,16 +124,26 @@ def engine(summary: dict[str, Any], path: Path, sub: str) -> Path:
     ratios = summary["ratios"]
     rc = [r["concurrency"] for r in ratios]
     right.axhline(1.0, color="gray", lw=1)
-    right.plot(rc, [r["tokens_per_s"] for r in ratios], "o-", label="tokens/s")
-    right.plot(rc, [r["ttft_p50"] for r in ratios], "s-", label="TTFT p50")
+    for key, style, label in (("tokens_per_s", "o-", "tokens/s"), ("ttft_p50", "s-", "TTFT p50")):
+        (line,) = right.plot(rc, [r[key] for r in ratios], style, label=label)
+        for r in ratios:  # each round's ratio, to show the noise
+            right.scatter(
+                [r["concurrency"]] * len(r[key + "_rounds"]),
+                r[key + "_rounds"],
+                s=10,
+                color=line.get_color(),
+                alpha=0.5,
+            )
     right.plot(rc, [r["ttft_p90"] for r in ratios], "^--", label="TTFT p90")
-    values = [v for r in ratios for v in (r["tokens_per_s"], r["ttft_p50"], r["ttft_p90"])]
+    values = [
+        v for r in ratios for v in (r["ttft_p90"], *r["tokens_per_s_rounds"], *r["ttft_p50_rounds"])
+    ]
     spread = max([abs(v - 1) for v in values] + [0.1]) * 1.3
     right.set_ylim(1 - spread, 1 + spread)
     for ax, title in (
         (left, "completion tokens/s (dots: rounds)"),
         (middle, "time to first token, ms"),
-        (right, "gateway / direct (1 = same)"),
+        (right, "gateway / direct (1 = same; dots: rounds)"),
     ):
         ax.set_xscale("log", base=2)
         ax.set_xticks(concurrencies, [str(c) for c in concurrencies])

@@ -67,7 +67,7 @@ def _noise_note(machine: dict[str, Any]) -> list[str]:
     return [
         f"> **One run on a shared, noisy {machine['nproc']}-core machine.** The engine, the "
         "gateway, Redis and",
-        "> the client share the same cores (and whatever else ran on the box: see *background",
+        "> the client share the same cores, and whatever else ran on the box (*background",
         "> cores*). Absolute numbers move a lot between runs; compare ratios *within this run*.",
     ]
 
@@ -90,6 +90,7 @@ class CacheRow:
     first_token_p50_ms: float | None
     first_token_p99_ms: float | None
     completion_tokens_mean: float | None
+    content_chunks_mean: float | None  # streamed: chunks with non-empty delta.content
 
 
 def _cache_row(kind: str, replies: Sequence[dict[str, Any]]) -> CacheRow:
@@ -114,6 +115,7 @@ def _cache_row(kind: str, replies: Sequence[dict[str, Any]]) -> CacheRow:
         first_token_p50_ms=ft[0] if stream else None,
         first_token_p99_ms=ft[2] if stream else None,
         completion_tokens_mean=statistics.fmean(tokens) if tokens else None,
+        content_chunks_mean=statistics.fmean(r["pieces"] for r in ok) if stream and ok else None,
     )
 
 
@@ -180,6 +182,9 @@ def summarize_cache(point: dict[str, Any]) -> dict[str, Any]:
         "errors": point["errors"],
         "error_samples": point["error_samples"],
         "wall_s": point["wall_s"],
+        "background_cores": _background_s(point) / point["wall_s"],
+        "gateway_cpu_s": point["gateway_cpu_s"],
+        "engine_cpu_s": point["engine_cpu_s"],
     }
 
 
@@ -219,6 +224,7 @@ def cache_markdown(machine: dict[str, Any], config: dict[str, Any], summary: dic
             _f(row["first_token_p50_ms"]),
             _f(row["first_token_p99_ms"]),
             _f(row["completion_tokens_mean"], 1),
+            _f(row["content_chunks_mean"], 1),
         ]
         for kind, row in rows.items()
     ]
@@ -232,6 +238,8 @@ def cache_markdown(machine: dict[str, Any], config: dict[str, Any], summary: dic
         + "."
     )
     n, n_stream = config["cache_prompts"], config["cache_stream_prompts"]
+    repeats = config["cache_hit_repeats"]
+    again = "again" if repeats == 1 else f"again {repeats} times"
     out = [
         "# Portico response cache on the real engine: hit vs miss",
         "",
@@ -239,7 +247,8 @@ def cache_markdown(machine: dict[str, Any], config: dict[str, Any], summary: dic
         "",
         *_machine_lines(machine, config),
         f"- Wall time of the measured phase: {summary['wall_s']:.0f} s; failed checks: "
-        f"{summary['errors']}",
+        f"{summary['errors']}; background cores (CPU of everything but the engine, the "
+        f"gateway and the client, per wall second): {summary['background_cores']:.2f}",
         "",
         "## What was measured",
         "",
@@ -249,11 +258,11 @@ def cache_markdown(machine: dict[str, Any], config: dict[str, Any], summary: dic
         f"`POST /v1/chat/completions`, `temperature: 0`, `max_tokens: {config['cache_max_tokens']}`"
         ", each prompt distinct:",
         "",
-        f"- {n} prompts, each sent non-streamed (**miss**: the engine answers), then the same "
-        "request again (**hit**), then streamed (a **hit** replayed from the entry the "
-        "non-stream miss stored);",
+        f"- {n} prompts, each sent non-streamed (**miss**: the engine answers), then {again} "
+        "non-streamed (**hit**) and streamed (a **hit** replayed from the entry the "
+        "non-stream miss stored), alternating;",
         f"- {n_stream} other prompts sent streamed (**stream miss**, relayed from the engine), "
-        "then again (**stream hit**).",
+        f"then {again} (**stream hit**).",
         "",
         "Every answer is checked: `x-cache` must be `miss`/`hit` as expected and a hit's text "
         "must equal the miss's. Times are client-side on loopback (request sent to last byte), "
@@ -267,7 +276,8 @@ def cache_markdown(machine: dict[str, Any], config: dict[str, Any], summary: dic
             key,
         ),
         "",
-        f"With {n} (or {n_stream}) samples per kind, p99 is close to the maximum.",
+        f"Misses: {n} (streamed: {n_stream}) samples, hits {repeats} times as many; with so few "
+        "samples p99 is close to the maximum.",
         "",
         "## The gateway's own lookup time (`portico_cache_lookup_seconds`)",
         "",
@@ -289,6 +299,7 @@ def cache_markdown(machine: dict[str, Any], config: dict[str, Any], summary: dic
                 "first token p50 ms",
                 "first token p99 ms",
                 "completion tokens (mean)",
+                "content chunks (mean)",
             ],
             detail,
         ),
@@ -296,7 +307,7 @@ def cache_markdown(machine: dict[str, Any], config: dict[str, Any], summary: dic
         *[f"- `{kind}`: {text}" for kind, text in CACHE_KINDS.items() if kind in rows],
         "- **first byte**: first body bytes (for the engine's chat streams that is the role "
         "chunk, which vLLM sends with the first token); **first token**: the first chunk with "
-        "non-empty `delta.content`.",
+        "non-empty `delta.content`; **content chunks**: how many such chunks a stream had.",
         "",
     ]
     if summary["error_samples"]:
@@ -321,12 +332,13 @@ class EngineRow:
     ttft_p50_ms: float
     ttft_p90_ms: float
     ttft_p99_ms: float
+    ttft_p50_ms_rounds: list[float]
     latency_p50_ms: float
     latency_p90_ms: float
     tpot_p50_ms: float  # time per output token after the first, per request
     engine_cpu_ms_per_token: float
-    gateway_cpu_ms_per_request: float
     gateway_cpu_cores: float
+    gateway_cpu_ms_per_request: float | None  # above its idle rate; gateway target only
     loadgen_cpu_ms_per_request: float
     background_cores: float
     rounds: list[int]
@@ -338,7 +350,9 @@ def _background_s(point: dict[str, Any]) -> float:
     return max(0.0, point["machine_busy_cpu_s"] - ours)
 
 
-def _engine_row(target: str, concurrency: int, points: list[dict[str, Any]]) -> EngineRow:
+def _engine_row(
+    target: str, concurrency: int, points: list[dict[str, Any]], gateway_idle_cores: float
+) -> EngineRow:
     replies = [r for p in points for r in p["replies"] if r["error"] is None]
     tokens = sum(r["completion_tokens"] or 0 for r in replies)
     wall_s = sum(p["wall_s"] for p in points)
@@ -366,14 +380,22 @@ def _engine_row(target: str, concurrency: int, points: list[dict[str, Any]]) -> 
         ttft_p50_ms=ttft[0],
         ttft_p90_ms=ttft[1],
         ttft_p99_ms=ttft[2],
+        ttft_p50_ms_rounds=[
+            percentiles_ms([r["first_token_us"] for r in p["replies"] if r["error"] is None])[0]
+            for p in points
+        ],
         latency_p50_ms=latency[0],
         latency_p90_ms=latency[1],
         tpot_p50_ms=statistics.median(tpot) / 1000 if tpot else float("nan"),
         engine_cpu_ms_per_token=1000 * sum(p["engine_cpu_s"] for p in points) / tokens
         if tokens
         else float("nan"),
-        gateway_cpu_ms_per_request=1000 * sum(p["gateway_cpu_s"] for p in points) / requests,
         gateway_cpu_cores=sum(p["gateway_cpu_s"] for p in points) / wall_s if wall_s else 0.0,
+        gateway_cpu_ms_per_request=1000
+        * (sum(p["gateway_cpu_s"] for p in points) - gateway_idle_cores * wall_s)
+        / requests
+        if target == GATEWAY
+        else None,
         loadgen_cpu_ms_per_request=1000 * sum(p["loadgen_cpu_s"] for p in points) / requests,
         background_cores=sum(_background_s(p) for p in points) / wall_s if wall_s else 0.0,
         rounds=[p["round"] for p in points],
@@ -385,8 +407,14 @@ def summarize_engine(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for point in points:
         groups[(point["concurrency"], point["target"])].append(point)
     order = {DIRECT: 0, GATEWAY: 1}
+    # While the direct target runs, the gateway only idles: that is its idle CPU rate.
+    idle = [p for p in points if p["target"] == DIRECT]
+    idle_wall = sum(p["wall_s"] for p in idle)
+    idle_cores = sum(p["gateway_cpu_s"] for p in idle) / idle_wall if idle_wall else 0.0
     rows = [
-        _engine_row(target, conc, sorted(groups[(conc, target)], key=lambda p: p["round"]))
+        _engine_row(
+            target, conc, sorted(groups[(conc, target)], key=lambda p: p["round"]), idle_cores
+        )
         for conc, target in sorted(groups, key=lambda k: (k[0], order.get(k[1], 2)))
     ]
     ratios = []
@@ -404,6 +432,10 @@ def summarize_engine(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
                     for gr, dr in zip(g.tokens_per_s_rounds, d.tokens_per_s_rounds, strict=True)
                 ],
                 "ttft_p50": g.ttft_p50_ms / d.ttft_p50_ms,
+                "ttft_p50_rounds": [
+                    gr / dr
+                    for gr, dr in zip(g.ttft_p50_ms_rounds, d.ttft_p50_ms_rounds, strict=True)
+                ],
                 "ttft_p90": g.ttft_p90_ms / d.ttft_p90_ms,
                 "latency_p50": g.latency_p50_ms / d.latency_p50_ms,
                 "ttft_p50_added_ms": g.ttft_p50_ms - d.ttft_p50_ms,
@@ -413,6 +445,7 @@ def summarize_engine(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {
         "rows": [asdict(r) for r in rows],
         "ratios": ratios,
+        "gateway_idle_cores": idle_cores,
         "errors": sum(p["errors"] for p in points),
         "error_samples": errors[:10],
     }
@@ -428,6 +461,7 @@ def engine_markdown(
             f"**{r['tokens_per_s']:.3f}**",
             " / ".join(f"{x:.2f}" for x in r["tokens_per_s_rounds"]),
             f"**{r['ttft_p50']:.3f}**",
+            " / ".join(f"{x:.2f}" for x in r["ttft_p50_rounds"]),
             f"{r['ttft_p90']:.3f}",
             f"{r['ttft_p50_added_ms']:+.1f}",
             f"{r['latency_p50']:.3f}",
@@ -445,11 +479,12 @@ def engine_markdown(
             " / ".join(f"{x:.1f}" for x in r["tokens_per_s_rounds"]),
             _f(r["ttft_p50_ms"], 0),
             _f(r["ttft_p90_ms"], 0),
+            " / ".join(f"{x:.0f}" for x in r["ttft_p50_ms_rounds"]),
             _f(r["latency_p50_ms"], 0),
             _f(r["tpot_p50_ms"], 1),
             _f(r["engine_cpu_ms_per_token"], 1),
             _f(r["gateway_cpu_cores"], 3),
-            _f(r["gateway_cpu_ms_per_request"], 1) if r["target"] == GATEWAY else "—",
+            _f(r["gateway_cpu_ms_per_request"], 1),
             _f(r["background_cores"]),
         ]
         for r in rows
@@ -491,6 +526,7 @@ def engine_markdown(
                 "tokens/s ratio",
                 "per round",
                 "TTFT p50 ratio",
+                "per round",
                 "TTFT p90 ratio",
                 "TTFT p50 gateway minus direct (ms)",
                 "latency p50 ratio",
@@ -511,11 +547,12 @@ def engine_markdown(
                 "per round",
                 "TTFT p50 ms",
                 "TTFT p90 ms",
+                "TTFT p50 per round",
                 "latency p50 ms",
                 "TPOT p50 ms",
                 "engine CPU ms/token",
                 "gateway CPU cores",
-                "gateway CPU ms/req",
+                "gateway CPU ms/req above idle",
                 "background cores",
             ],
             detail,
@@ -526,16 +563,20 @@ def engine_markdown(
         "- **tokens/s**: completion tokens (from each stream's usage chunk) / measured wall "
         "time, summed over rounds; *per round*: each round's value (a feel for the noise).",
         "- **TTFT**: time from sending the request to the first chunk with non-empty "
-        "`delta.content`, client-side. At c=1 there are only a few requests per target, so "
-        "p90 is close to the maximum.",
+        "`delta.content`, client-side; *per round*: each round's p50. At c=1 there are only "
+        "a few requests per target, so p90 is close to the maximum. When a point is one wave "
+        "(as many requests as the concurrency), all but the first request get their first "
+        "token from the same prefill step, so TTFT p50 is that wave's prefill time, which "
+        "varies from round to round: read the per-round ratios.",
         "- **latency**: request sent to `[DONE]` read. **TPOT**: per request, (latency - TTFT) "
         "/ (completion tokens - 1), the median over requests.",
         "- **engine CPU ms/token**: CPU time of the engine's whole process tree (launcher, "
         "API server, engine core, worker) per completion token.",
         "- **gateway CPU cores**: the gateway process's CPU seconds per wall second (for "
         "*direct* the gateway is idle and this is its background work: with Redis configured, "
-        "an event-loop lag monitor wakes every 10 ms); **gateway CPU ms/req**: the same per "
-        "request (gateway target only).",
+        "an event-loop lag monitor wakes every 10 ms); **gateway CPU ms/req above idle**: "
+        "(its CPU seconds minus its idle rate over the direct points times the wall time) per "
+        "request, i.e. what relaying one streamed request cost it (gateway target only).",
         "- **background cores**: machine-wide busy CPU (/proc/stat) minus the engine tree, the "
         "gateway and the client, per wall second: anything else the machine ran meanwhile.",
         "",

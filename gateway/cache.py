@@ -81,12 +81,21 @@ class RedisCacheStore:
         await self._guard.call(write)
 
 
+class Flight:
+    """One request computing an answer that identical requests wait for. The answer
+    is handed over in memory: waiting requests need no cache read to get it."""
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+        self.entry: dict[str, Any] | None = None
+
+
 class ResponseCache:
     def __init__(self, store: CacheStore, settings: CacheSettings, metrics: Metrics) -> None:
         self._store = store
         self._settings = settings
         self._metrics = metrics
-        self._inflight: dict[str, asyncio.Event] = {}
+        self._inflight: dict[str, Flight] = {}
 
     def plan(
         self,
@@ -124,27 +133,29 @@ class ResponseCache:
         self._metrics.cache_stores.inc()
         self._metrics.cache_stored_bytes.inc(len(raw))
 
-    def lead(self, key: str) -> asyncio.Event | None:
+    def lead(self, key: str) -> Flight | None:
         """Become the one request computing ``key``; None if another already is."""
         if key in self._inflight:
             return None
-        event = self._inflight[key] = asyncio.Event()
-        return event
+        flight = self._inflight[key] = Flight()
+        return flight
 
-    def release(self, key: str, event: asyncio.Event) -> None:
-        if self._inflight.get(key) is event:
+    def release(self, key: str, flight: Flight, entry: dict[str, Any] | None) -> None:
+        """Hand the answer (None: none usable) to the requests waiting on ``flight``."""
+        if self._inflight.get(key) is flight:
             del self._inflight[key]
-        event.set()
+        flight.entry = entry
+        flight.done.set()
 
     async def follow(self, key: str) -> dict[str, Any] | None:
-        """Wait (bounded) for the leader of ``key``, then read what it stored."""
-        event = self._inflight.get(key)
-        if event is None:
+        """Wait (bounded) for the request computing ``key``; its answer, if complete."""
+        flight = self._inflight.get(key)
+        if flight is None:
             return None
         self._metrics.cache_merges.inc()
         try:
             async with asyncio.timeout(self._settings.merge_wait_s):
-                await event.wait()
+                await flight.done.wait()
         except TimeoutError:
             return None
-        return await self.lookup(key)
+        return flight.entry

@@ -7,17 +7,16 @@ so it is usable and testable without ASGI.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from gateway import telemetry
 from gateway.auth import Principal
-from gateway.cache import ResponseCache
+from gateway.cache import Flight, ResponseCache
 from gateway.cache_key import BYPASS, CachePlan
 from gateway.catalog import ModelCatalog
 from gateway.errors import GatewayError, InvalidRequest, PermissionDenied
@@ -90,7 +89,7 @@ class GenerationService:
 
     async def respond(self, call: Call) -> Response:
         plan = self._plan(call)
-        leader: asyncio.Event | None = None
+        leader: Flight | None = None
         if plan.key is not None and plan.read:
             entry = await self._cache.lookup(plan.key)
             if entry is None:
@@ -127,25 +126,28 @@ class GenerationService:
         headers = {**admission.headers, "x-cache": "hit"}
         if call.request.stream:
             events = replay_stream(entry, call.chat, call.wants_usage)
-            return StreamingResponse(iter(events), media_type="text/event-stream", headers=headers)
+            # One body: a plain iterator would make Starlette hop to a thread per chunk.
+            return Response(b"".join(events), media_type="text/event-stream", headers=headers)
         return Response(
             replay_body(entry, call.chat), media_type="application/json", headers=headers
         )
 
-    def _release(self, plan: CachePlan, leader: asyncio.Event | None) -> None:
+    def _release(
+        self, plan: CachePlan, leader: Flight | None, entry: dict[str, Any] | None = None
+    ) -> None:
         if leader is not None and plan.key is not None:
-            self._cache.release(plan.key, leader)
+            self._cache.release(plan.key, leader, entry)
 
-    async def _finish(self, plan: CachePlan, leader: asyncio.Event | None, entry: Any) -> None:
-        """Store a complete answer (if allowed), then let waiting duplicates read it."""
+    async def _finish(self, plan: CachePlan, leader: Flight | None, entry: Any) -> None:
+        """Store a complete answer (if allowed) and hand it to waiting duplicates."""
         try:
             if entry is not None and plan.write and plan.key is not None:
                 await self._cache.store(plan.key, entry, plan.ttl_s)
         finally:
-            self._release(plan, leader)
+            self._release(plan, leader, entry)
 
     async def _forward(
-        self, call: Call, admission: Admission, plan: CachePlan, leader: asyncio.Event | None
+        self, call: Call, admission: Admission, plan: CachePlan, leader: Flight | None
     ) -> Response:
         """Send the client's bytes (plus a usage request on streams); relay; settle."""
         # vLLM uses x-request-id as its internal request id, which must be unique;
@@ -189,7 +191,7 @@ class GenerationService:
         call: Call,
         admission: Admission,
         plan: CachePlan,
-        leader: asyncio.Event | None,
+        leader: Flight | None,
         opened: tuple[Any, Lease],
         media_type: str,
     ) -> Response:
