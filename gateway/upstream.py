@@ -102,6 +102,12 @@ class Engine:
         try:
             async with asyncio.timeout(self._timeouts.first_byte_s):
                 response = await self._client.send(request, stream=True)
+        except httpx.ConnectTimeout as exc:
+            # Checked before other timeouts: the aiohttp transport reports a
+            # connection the engine dropped (a killed engine's pooled keep-alive
+            # connection) as ConnectTimeout, and that is a dead engine, not a slow one.
+            outcomes.labels(self.base_url, "unavailable").inc()
+            raise EngineUnavailable(f"Engine unreachable: {type(exc).__name__}.") from exc
         except (TimeoutError, httpx.TimeoutException) as exc:
             outcomes.labels(self.base_url, "timeout").inc()
             raise EngineTimeout("Engine did not start answering in time.") from exc

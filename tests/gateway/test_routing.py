@@ -102,21 +102,7 @@ def test_fake_engines_a_hot_prefix_spills_over_when_its_engine_is_at_its_bound(
     assert max(engines.count("a"), engines.count("b")) <= 5
 
 
-@pytest.mark.parametrize(
-    "transport",
-    [
-        pytest.param(
-            "aiohttp",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="known defect: over the aiohttp transport, the first request on a pooled "
-                "connection to a SIGKILLed engine hangs until first_byte_s (504, not retried) "
-                "instead of failing at once; docs/routing.md, 'Known gaps'",
-            ),
-        ),
-        "httpx",
-    ],
-)
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
 def test_fake_engine_killed_requests_fail_over_and_the_restarted_engine_is_taken_back(
     fakes: tuple[list[FakeEngine], list[str]],
     tmp_path: Path,
