@@ -101,14 +101,16 @@ class ResponseCache:
         self,
         route: str,
         tenant: str,
-        payload: dict[str, Any],
+        body: bytes,
+        deterministic: bool,
         cache_control: str | None,
         request_mode: str | None,
     ) -> CachePlan:
         s = self._settings
         return plan(
-            route, tenant, payload, s.mode, cache_control, request_mode, s.ttl_s, s.max_ttl_s
-        )
+            route, tenant, body, deterministic, s.mode, cache_control, request_mode,
+            s.ttl_s, s.max_ttl_s,
+        )  # fmt: skip
 
     async def lookup(self, key: str) -> dict[str, Any] | None:
         started = time.perf_counter()

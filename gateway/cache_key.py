@@ -43,15 +43,16 @@ def cache_key(route: str, tenant: str, payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def is_deterministic(payload: dict[str, Any]) -> bool:
+def is_deterministic(temperature: float | None, seed: int | None) -> bool:
     """Greedy decoding, or sampling with a fixed seed, gives a repeatable answer."""
-    return payload.get("temperature") == 0 or payload.get("seed") is not None
+    return temperature == 0 or seed is not None
 
 
 def plan(
     route: str,
     tenant: str,
-    payload: dict[str, Any],
+    body: bytes,
+    deterministic: bool,
     mode: Mode,
     cache_control: str | None,
     request_mode: str | None,
@@ -63,12 +64,17 @@ def plan(
     ``Cache-Control: no-cache`` skips the lookup, ``no-store`` skips the write,
     ``max-age=N`` sets the entry's TTL (capped at ``max_ttl_s``).
     ``X-Portico-Cache: on`` caches a non-deterministic request, ``off`` bypasses.
+    The body is parsed (for the key) only once the request is known to be cacheable.
     """
     directives = {d.strip().lower() for d in (cache_control or "").split(",") if d.strip()}
     request_mode = (request_mode or "").strip().lower()
     if mode == "off" or request_mode == "off":
         return BYPASS
-    if mode == "deterministic" and request_mode != "on" and not is_deterministic(payload):
+    if mode == "deterministic" and request_mode != "on" and not deterministic:
+        return BYPASS
+    try:
+        payload = json.loads(body)
+    except ValueError:
         return BYPASS
     for directive in directives:
         if directive.startswith("max-age="):

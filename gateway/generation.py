@@ -17,7 +17,7 @@ from starlette.responses import Response
 from gateway import telemetry
 from gateway.auth import Principal
 from gateway.cache import Flight, ResponseCache
-from gateway.cache_key import BYPASS, CachePlan
+from gateway.cache_key import CachePlan, is_deterministic
 from gateway.catalog import ModelCatalog
 from gateway.errors import GatewayError, InvalidRequest, PermissionDenied
 from gateway.metrics import Metrics
@@ -112,12 +112,15 @@ class GenerationService:
         return response
 
     def _plan(self, call: Call) -> CachePlan:
-        try:
-            payload: dict[str, Any] = json.loads(call.body)
-        except ValueError:
-            return BYPASS
-        tenant = call.principal.id
-        return self._cache.plan(call.route, tenant, payload, call.cache_control, call.cache_mode)
+        request = call.request
+        return self._cache.plan(
+            call.route,
+            call.principal.id,
+            call.body,
+            is_deterministic(request.temperature, request.seed),
+            call.cache_control,
+            call.cache_mode,
+        )
 
     async def _hit(self, call: Call, entry: dict[str, Any]) -> Response:
         self._metrics.cache_results.labels("hit").inc()
@@ -211,7 +214,7 @@ class GenerationService:
             lease.release(failed=tap.error is not None)
             telemetry.current().add_usage(tap.usage)
             try:
-                await admission.settle(tap.total_tokens or prompt + tap.content_events)
+                await admission.settle(tap.total_tokens() or prompt + tap.content_events)
             finally:
                 entry = tap.recorder.entry() if tap.recorder is not None else None
                 await self._finish(plan, leader, entry)

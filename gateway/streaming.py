@@ -44,7 +44,6 @@ class UsageTap:
         self._strip = strip_usage
         self.recorder = recorder  # set when the answer may be cached
         self._buffer = b""
-        self.total_tokens: int | None = None
         self.usage: dict[str, object] | None = None
         self.content_events = 0
         self.error: UpstreamError | None = None  # set when the engine broke the stream
@@ -71,6 +70,11 @@ class UsageTap:
             return ready  # the common case: no JSON parsing on the hot path
         return b"".join(self._inspect(event) for event in ready.split(b"\n\n")[:-1])
 
+    def total_tokens(self) -> int | None:
+        """The engine's count from the usage chunk, if the stream got that far."""
+        total = None if self.usage is None else self.usage.get("total_tokens")
+        return total if isinstance(total, int) else None
+
     def flush(self) -> bytes:
         rest, self._buffer = self._buffer, b""
         return rest
@@ -85,7 +89,6 @@ class UsageTap:
             return raw
         usage = payload.get("usage") if isinstance(payload, dict) else None
         if isinstance(usage, dict) and isinstance(usage.get("total_tokens"), int):
-            self.total_tokens = usage["total_tokens"]
             self.usage = usage
             if self._strip and not payload.get("choices"):
                 return b""
