@@ -9,8 +9,9 @@ no traffic; once ``breaker_reset_s`` has passed, the next active check is the
 half-open probe, and one success puts the engine back. An engine's own 503 means
 "my queue is full", not "I am broken", so it does not count against the circuit.
 
-All state here is a fixed amount per configured engine: memory stays bounded
-whatever the traffic.
+All state here is a fixed amount per engine: memory stays bounded whatever the
+traffic. Engines come from ``gateway.discovery``: fixed URLs, or DNS names
+resolved again every ``dns_refresh_s`` (a Kubernetes headless Service).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from gateway.discovery import Discovery
 from gateway.errors import EngineUnavailable
 from gateway.metrics import Metrics
 from gateway.settings import RoutingSettings, UpstreamTimeouts
@@ -129,22 +131,48 @@ class EngineNode:
 
 
 class EnginePool:
-    """Every configured engine, and the background task that checks them."""
+    """Every engine, the background task that checks them, and (for ``dns+`` entries)
+    the periodic resolution that adds and drops them."""
 
     def __init__(
         self,
         client: httpx.AsyncClient,
-        urls: Sequence[str],
+        discovery: Discovery,
         timeouts: UpstreamTimeouts,
         routing: RoutingSettings,
         metrics: Metrics,
     ) -> None:
-        self.nodes = [
-            EngineNode(Engine(client, url, timeouts, metrics), routing, metrics) for url in urls
-        ]
+        self._client = client
+        self._discovery = discovery
+        self._timeouts = timeouts
+        self._routing = routing
+        self._metrics = metrics
+        self.nodes: list[EngineNode] = []
+        self._set_urls(discovery.static_urls())  # DNS entries join at the first discover()
         self._interval_s = routing.health_interval_s
         # Routers wait here for a free slot; every release notifies it.
         self.freed = asyncio.Condition()
+
+    async def discover(self) -> None:
+        """Resolve the DNS entries again: new addresses join, vanished ones leave."""
+        self._set_urls(await self._discovery.urls())
+
+    def _set_urls(self, urls: Sequence[str]) -> None:
+        current = {n.url: n for n in self.nodes}
+        nodes = [
+            current.get(url)
+            or EngineNode(Engine(self._client, url, self._timeouts, self._metrics),
+                          self._routing, self._metrics)
+            for url in urls
+        ]  # fmt: skip
+        for gone in current.keys() - {n.url for n in nodes}:
+            # Requests already on it hold their lease on the node object and finish.
+            _log.warning("engine %s left the pool (no longer resolved)", gone)
+            self._metrics.forget_engine(gone)
+        for node in nodes:
+            if node.url not in current and current:
+                _log.warning("engine %s joined the pool", node.url)
+        self.nodes = nodes
 
     def candidates(self, model: str) -> list[EngineNode]:
         """Engines in rotation that serve ``model``, in configuration order."""
@@ -180,8 +208,12 @@ class EnginePool:
         return bool(known) and not uncovered, uncovered
 
     async def check_forever(self) -> None:
-        """The active health check loop; the lifespan cancels it."""
+        """The active health check loop (and DNS refresh); the lifespan cancels it."""
+        next_discovery = 0.0
         while True:
+            if self._discovery.dynamic and time.monotonic() >= next_discovery:
+                await self.discover()
+                next_discovery = time.monotonic() + self._routing.dns_refresh_s
             due = [n for n in self.nodes if n.breaker.probe_due()]
             await asyncio.gather(*(n.check() for n in due))
             await asyncio.sleep(self._interval_s)

@@ -2,7 +2,8 @@
 
 Labels are bounded by construction: ``route`` is a route template (or
 "unmatched"), ``model`` is a model the engine reported (or "none"),
-``engine`` is a configured engine URL, ``status_class`` is 1xx..5xx, ``kind``
+``engine`` is an engine URL (configured, or one address of a DNS entry; series
+of addresses DNS stops listing are removed), ``status_class`` is 1xx..5xx, ``kind``
 and ``result`` are closed sets. Never a key, a prompt or a user id.
 
 With several uvicorn workers (``PROMETHEUS_MULTIPROC_DIR`` set, which
@@ -13,6 +14,8 @@ of any worker sees the whole process group.
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -22,6 +25,7 @@ from gateway.telemetry import RequestRecord
 # LLM requests run from milliseconds (cache hits, errors) to minutes (long streams).
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+_UPSTREAM_OUTCOMES = ("ok", "rejected", "unavailable", "timeout")
 _TPOT_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1)
 
 
@@ -161,6 +165,21 @@ class Metrics:
             self.ttft.labels(model).observe(ttft)
             if record.completion_tokens and record.completion_tokens > 1:
                 self.tpot.labels(model).observe((elapsed - ttft) / (record.completion_tokens - 1))
+
+    def forget_engine(self, url: str) -> None:
+        """Drop an engine's series once discovery no longer lists it (pods come and go;
+        their addresses must not pile up as label values)."""
+        if self._multiprocess_dir is not None:
+            return  # prometheus-client cannot remove series from the shared files
+        for family in (
+            self.engine_up, self.engine_in_flight, self.engine_healthy,
+            self.engine_retries, self.engine_queue_wait,
+        ):  # fmt: skip
+            with contextlib.suppress(KeyError):
+                family.remove(url)
+        for outcome in _UPSTREAM_OUTCOMES:
+            with contextlib.suppress(KeyError):
+                self.upstream_requests.remove(url, outcome)
 
     def render(self) -> bytes:
         if self._multiprocess_dir is None:

@@ -15,6 +15,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from gateway.auth import Authenticator
 from gateway.cache import CacheStore, MemoryCacheStore, RedisCacheStore, ResponseCache
 from gateway.catalog import ModelCatalog
+from gateway.discovery import Discovery
 from gateway.drain import Drain
 from gateway.engines import EnginePool
 from gateway.generation import GenerationService
@@ -82,7 +83,8 @@ def _routing(
     settings: GatewaySettings, metrics: Metrics, client: httpx.AsyncClient, stack: AsyncExitStack
 ) -> tuple[EnginePool, Router, Drain]:
     """The engine pool with its health-check task, the router, and the SIGTERM drain."""
-    pool = EnginePool(client, settings.engine_urls, settings.upstream, settings.routing, metrics)
+    discovery = Discovery(settings.engine_urls, timeout_s=settings.upstream.probe_s)
+    pool = EnginePool(client, discovery, settings.upstream, settings.routing, metrics)
     checker = asyncio.create_task(pool.check_forever(), name="portico-engine-health")
     stack.callback(checker.cancel)
     drain = Drain(settings.drain_grace_s, pool.outstanding)

@@ -8,7 +8,8 @@ losing an engine moves only the keys that hashed to it. It is bounded-load: an
 engine is skipped for a key while it has more than ``affinity_load_factor``
 times the average outstanding requests, so one hot prefix spills over instead
 of overloading its engine. Requests without a key go to the engine with the
-fewest outstanding requests.
+fewest outstanding requests. ``strategy`` can turn affinity off (least
+outstanding for all) or use plain round-robin, the baseline of bench/.
 
 Backpressure: an engine takes at most ``max_in_flight`` requests. Beyond that a
 request waits (at most ``queue_size`` of them, at most ``queue_wait_s`` each),
@@ -103,7 +104,11 @@ class Router:
         open_nodes = [n for n in nodes if n.in_flight < cap]
         if not open_nodes:
             return None
-        if key is not None:
+        strategy = self._settings.strategy
+        if strategy == "round_robin":
+            self._turn += 1
+            return open_nodes[self._turn % len(open_nodes)]
+        if key is not None and strategy == "affinity":
             total = sum(n.in_flight for n in nodes) + 1
             bound = math.ceil(self._settings.affinity_load_factor * total / len(nodes))
             for node in sorted(nodes, key=lambda n: _weight(key, n.url), reverse=True):

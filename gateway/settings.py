@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from gateway.discovery import EngineSource
 from gateway.jwt_verifier import JWTSettings
 
 
@@ -105,6 +106,12 @@ class RoutingSettings(BaseModel):
     """How requests are spread over several engines, and what happens when they are full
     or failing. See docs/routing.md."""
 
+    strategy: Literal["affinity", "least_outstanding", "round_robin"] = Field(
+        "affinity",
+        description="affinity: a session or shared prompt prefix sticks to one engine (bounded "
+        "load), other requests go to the least busy; least_outstanding: always the least busy; "
+        "round_robin: engines in turn (the baseline bench/ compares against).",
+    )
     max_in_flight: int = Field(
         64, gt=0, description="Requests one engine may have outstanding; beyond it they queue."
     )
@@ -138,6 +145,11 @@ class RoutingSettings(BaseModel):
         description="Bounded load: a prefix's engine is skipped when it has more than this "
         "factor times the average outstanding requests.",
     )  # fmt: skip
+    dns_refresh_s: float = Field(
+        5.0, gt=0,
+        description="How often dns+http:// engine names (a Kubernetes headless Service) are "
+        "resolved again; each address is one engine.",
+    )  # fmt: skip
     session_header: str = Field(
         "x-session-id",
         description="Request header naming a session; requests with it (or with the 'user' "
@@ -158,7 +170,8 @@ class GatewaySettings(BaseSettings):
     engines: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated engine base URLs; each engine's models are read from its "
-        "/v1/models. Unset: PORTICO_ENGINE_URL alone.",
+        "/v1/models. A dns+http://name:port entry is every address the name resolves to "
+        "(a Kubernetes headless Service), re-resolved. Unset: PORTICO_ENGINE_URL alone.",
     )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
@@ -228,6 +241,12 @@ class GatewaySettings(BaseSettings):
         """The engines to route to: ``engines`` when set, else ``engine_url`` alone."""
         urls = self.engines or [self.engine_url]
         return list(dict.fromkeys(u.rstrip("/") for u in urls))
+
+    @model_validator(mode="after")
+    def _check_engine_entries(self) -> GatewaySettings:
+        for entry in self.engine_urls:
+            EngineSource.parse(entry)  # ValueError names the bad entry
+        return self
 
     @model_validator(mode="after")
     def _refuse_open_gateway(self) -> GatewaySettings:

@@ -14,11 +14,11 @@ from tests.conftest import free_port
 
 
 @contextmanager
-def serving(app: ASGIApp, port: int | None = None) -> Iterator[str]:
-    """Serve ``app`` on 127.0.0.1 (on ``port``, else a free one) until the block ends;
+def serving(app: ASGIApp, port: int | None = None, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve ``app`` on ``host`` (on ``port``, else a free one) until the block ends;
     yields its base URL."""
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -28,7 +28,7 @@ def serving(app: ASGIApp, port: int | None = None) -> Iterator[str]:
             raise RuntimeError("test server did not start")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

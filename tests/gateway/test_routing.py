@@ -91,6 +91,20 @@ def test_fake_engines_session_header_and_user_field_stick_to_one_engine(
     assert len(by_user) == 1
 
 
+@pytest.mark.parametrize("strategy", ["round_robin", "least_outstanding"])
+def test_fake_engines_without_affinity_a_shared_prefix_is_spread_over_both(
+    fakes: tuple[list[FakeEngine], list[str]], strategy: str
+) -> None:
+    settings = _settings(fakes[1], strategy=strategy)
+    with serving(create_app(settings)) as url, httpx.Client(base_url=url) as client:
+        engines = [
+            _who(client.post("/v1/completions", json=_body(SYSTEM + f"Q{i}"), headers=AUTH))
+            for i in range(12)
+        ]
+    # One at a time, nothing outstanding: both strategies alternate.
+    assert engines.count("a") == engines.count("b") == 6
+
+
 def test_fake_engines_a_hot_prefix_spills_over_when_its_engine_is_at_its_bound(
     fakes: tuple[list[FakeEngine], list[str]],
 ) -> None:
