@@ -207,9 +207,11 @@ def test_engine_pods_get_shared_memory_and_a_model_cache(value_set: str) -> None
 
 
 @ALL_SETS
-def test_gateway_engine_url_is_the_headless_engine_service(value_set: str) -> None:
+def test_gateway_engines_are_every_pod_of_the_headless_engine_service(value_set: str) -> None:
     r = rendered(value_set)
-    url = urlsplit(r.get("ConfigMap", f"{FULLNAME}-gateway")["data"]["PORTICO_ENGINE_URL"])
+    engines = r.get("ConfigMap", f"{FULLNAME}-gateway")["data"]["PORTICO_ENGINES"]
+    assert engines.startswith("dns+http://")  # one engine per resolved pod address
+    url = urlsplit(engines.removeprefix("dns+"))
     service = r.get("Service", url.hostname or "")
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"].get("publishNotReadyAddresses", False) is False
@@ -236,7 +238,8 @@ def test_the_gateway_settings_object_accepts_the_rendered_configuration(
     for name, value in _gateway_environment(r).items():
         clean_env.setenv(name, value)
     settings = GatewaySettings()
-    assert settings.engine_url == config["PORTICO_ENGINE_URL"]
+    assert settings.engine_urls == [config["PORTICO_ENGINES"]]
+    assert settings.drain_grace_s == r.values["gateway"]["drainSeconds"]
     assert settings.redis_url is not None
     assert settings.redis.failure_policy == r.values["gateway"]["config"]["redisFailurePolicy"]
     if r.values["redis"]["enabled"]:
@@ -288,20 +291,25 @@ def test_gateway_drains_before_the_kubelet_kills_it(value_set: str) -> None:
     deployment = r.component("Deployment", "gateway")
     container = r.container("Deployment", "gateway")
     args = container["args"]
-    drain = int(args[args.index("--timeout-graceful-shutdown") + 1])
-    assert drain == gateway["drainSeconds"]
+    config = r.get("ConfigMap", f"{FULLNAME}-gateway")["data"]
+    drain = int(config["PORTICO_DRAIN_GRACE_S"])  # the gateway's drain runs first...
+    shutdown = int(args[args.index("--timeout-graceful-shutdown") + 1])  # ...then uvicorn's
+    assert (drain, shutdown) == (gateway["drainSeconds"], gateway["shutdownSeconds"])
     assert container["lifecycle"]["preStop"]["exec"]["command"] == [
         "sleep",
         str(gateway["preStopSleepSeconds"]),
     ]
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert grace > gateway["preStopSleepSeconds"] + drain
+    assert grace > gateway["preStopSleepSeconds"] + drain + shutdown
     assert container["command"] == ["uvicorn", "--factory", "gateway.app:create_app"]
 
 
 def test_a_grace_period_shorter_than_the_drain_is_refused() -> None:
     message = render_error({"gateway": {"terminationGracePeriodSeconds": 30}})
-    assert "must be larger than preStopSleepSeconds + drainSeconds" in message
+    assert "must be larger than preStopSleepSeconds + drainSeconds + shutdownSeconds" in message
+    # The drain alone fits in 36 s, but not with uvicorn's shutdown after it.
+    message = render_error({"gateway": {"terminationGracePeriodSeconds": 36}})
+    assert "(40)" in message
 
 
 @ALL_SETS

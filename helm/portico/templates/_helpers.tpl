@@ -92,11 +92,11 @@ when rendering offline (GitOps). Call with (list $ secretName key length). */}}
 {{- end }}
 
 {{- define "portico.gatewayGracePeriod" -}}
-{{- $floor := add .Values.gateway.preStopSleepSeconds .Values.gateway.drainSeconds }}
+{{- $floor := add .Values.gateway.preStopSleepSeconds .Values.gateway.drainSeconds .Values.gateway.shutdownSeconds }}
 {{- if kindIs "invalid" .Values.gateway.terminationGracePeriodSeconds }}
 {{- add $floor 10 }}
 {{- else if le (int .Values.gateway.terminationGracePeriodSeconds) (int $floor) }}
-{{- fail (printf "gateway.terminationGracePeriodSeconds (%v) must be larger than preStopSleepSeconds + drainSeconds (%v)" .Values.gateway.terminationGracePeriodSeconds $floor) }}
+{{- fail (printf "gateway.terminationGracePeriodSeconds (%v) must be larger than preStopSleepSeconds + drainSeconds + shutdownSeconds (%v)" .Values.gateway.terminationGracePeriodSeconds $floor) }}
 {{- else }}
 {{- .Values.gateway.terminationGracePeriodSeconds }}
 {{- end }}
