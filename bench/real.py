@@ -238,8 +238,10 @@ def drive(
     log_path: Path,
     console: Console,
     label: Callable[[dict[str, Any]], str],
+    client: str = "engine_load.py",
 ) -> list[dict[str, Any]]:
-    """Run engine_load.py on one job with a progress bar; return its ``point`` events."""
+    """Run the client (engine_load.py, or another script speaking its protocol) on one job
+    with a progress bar; return its ``point`` events."""
     points: list[dict[str, Any]] = []
     columns = (
         SpinnerColumn(),
@@ -253,7 +255,7 @@ def drive(
     with log_path.open("wb") as log, Progress(*columns, console=console) as progress:
         task = progress.add_task(f"{job['scenario']}: warm-up", total=total)
         load = subprocess.Popen(
-            [sys.executable, str(BENCH / "engine_load.py")],
+            [sys.executable, str(BENCH / client)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -273,7 +275,7 @@ def drive(
                 elif event["event"] == "point":
                     points.append(event)
             if load.wait() != 0:
-                raise RuntimeError(f"engine_load.py failed; see {log_path}")
+                raise RuntimeError(f"{client} failed; see {log_path}")
         finally:
             if load.poll() is None:
                 load.terminate()

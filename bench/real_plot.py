@@ -155,3 +155,42 @@ def engine(summary: dict[str, Any], path: Path, sub: str) -> Path:
     middle.set_ylim(bottom=0)
     fig.suptitle(f"vLLM CPU engine, direct vs through Portico — {sub}", fontsize=11)
     return _save(fig, path)
+
+
+def routing(summary: dict[str, Any], path: Path, sub: str) -> Path:
+    """Per concurrency and strategy: TTFT p50/p99, requests/s and prefix-cache hit rate
+    as bars of the median over rounds, each round's value as a dot."""
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2))
+    rows = summary["rows"]
+    labels = [f"{r['strategy']}\nc={r['concurrency']}" for r in rows]
+    xs = list(range(len(rows)))
+    width = 0.38
+    panels = (
+        (axes[0], (("ttft_p50_ms", "p50"), ("ttft_p99_ms", "p99")), "time to first token, ms"),
+        (axes[1], (("requests_per_s", "requests/s"),), "throughput, requests/s"),
+        (axes[2], (("prefix_cache_hit_rate", "hit rate"),), "engines' prefix-cache hit rate"),
+    )
+    for ax, series, title in panels:
+        for k, (key, name) in enumerate(series):
+            offset = (k - (len(series) - 1) / 2) * width
+            bars = ax.bar([x + offset for x in xs], [r[key] for r in rows], width, label=name)
+            for x, r in zip(xs, rows, strict=True):
+                dots = r[key + "_rounds"]
+                ax.scatter([x + offset] * len(dots), dots, s=12, color="black", zorder=3)
+            ax.bar_label(bars, fmt="%.0f" if key.endswith("_ms") else "%.2f", fontsize=7)
+        ax.set_xticks(xs, labels, fontsize=8)
+        ax.set_title(title)
+        ax.grid(True, axis="y", alpha=0.3)
+        if len(series) > 1:
+            ax.legend(fontsize=8)
+    ratios = "; ".join(
+        f"c={r['concurrency']}: TTFT p50 {r['ttft_p50_ms']:.2f}, p99 {r['ttft_p99_ms']:.2f}, "
+        f"req/s {r['requests_per_s']:.2f}"
+        for r in summary["ratios"]
+    )
+    fig.suptitle(
+        f"round_robin vs affinity over two vLLM CPU engines (bars: median of rounds, dots: "
+        f"rounds) — {sub}\naffinity / round_robin: {ratios}",
+        fontsize=10,
+    )
+    return _save(fig, path)

@@ -6,6 +6,8 @@
   process in interleaved rounds, and writes bench/results/gateway_overhead.{md,json,png}.
 - ``cache`` and ``engine``: on the real vLLM CPU engine, started once for both
   (see real.py); write bench/results/{cache,engine}.{md,json,png}.
+- ``routing``: round-robin vs prefix affinity over two real engines (see
+  routing.py); writes bench/results/routing.{md,json,png}.
 
 See bench/README.md.
 """
@@ -27,6 +29,7 @@ from typing import Any
 import plot
 import real
 import report
+import routing
 from fake_upstream import STREAM_CHUNKS
 from machine import describe
 from procs import Service, free_port
@@ -48,7 +51,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 TARGETS = (DIRECT, GW_AIOHTTP, GW_HTTPX, MINIMAL)
 API_KEY = "bench-key"
-SCENARIOS = ("overhead", *real.SCENARIOS)
+SCENARIOS = ("overhead", *real.SCENARIOS, routing.SCENARIO)
 
 
 def _scenarios(value: str) -> list[str]:
@@ -64,7 +67,8 @@ def _scenarios(value: str) -> list[str]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Portico's benchmarks: the gateway's own overhead (fake upstream), "
-        "the response cache and the engine through the gateway (real vLLM CPU engine)."
+        "the response cache and the engine through the gateway (real vLLM CPU engine), "
+        "round-robin vs prefix-affinity routing (two real engines)."
     )
     parser.add_argument(
         "--scenarios",
@@ -83,11 +87,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (numbers useless)")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     real.add_arguments(parser)
+    routing.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.requests, args.requests_c1 = 2, 200, 100
         args.warmup, args.stream_requests = 20, 40
         real.apply_quick(args)
+        routing.apply_quick(args)
     return args
 
 
@@ -290,6 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     real_scenarios = set(args.scenarios) & set(real.SCENARIOS)
     if real_scenarios:
         failed |= real.run(args, real_scenarios, console)
+    if routing.SCENARIO in args.scenarios:
+        # Its own two engines: started after the single-engine stack has stopped.
+        failed |= routing.run(args, console)
     return failed
 
 
