@@ -6,6 +6,7 @@
     portico gateway serve [flags]    run the gateway (uvicorn --factory)
     portico up [flags]               engine + gateway together; prints base URL and key
     portico keys create|list|show|revoke   manage API keys through the admin API
+    portico bench --base-url URL --model NAME   concurrency sweep against a deployment
 
 The gateway is started as ``python -m uvicorn --factory gateway.app:create_app``
 in a child process: the engine package never imports the gateway.
@@ -21,11 +22,12 @@ import sys
 import tempfile
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pydantic
 
-from engine import launcher, model
+from engine import launcher, loadtest, model
 from engine.errors import EngineError
 from engine.process import ManagedProcess, stop_requests, supervise
 from engine.settings import EngineSettings
@@ -123,6 +125,86 @@ def _cmd_up(args: argparse.Namespace) -> int:
         return supervise([engine, gateway], requested, settings.shutdown_timeout_s)
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    prompt = args.prompt
+    if args.prompt_file is not None:
+        try:
+            prompt = Path(args.prompt_file).read_text()
+        except OSError as exc:
+            raise loadtest.BenchError(f"cannot read --prompt-file: {exc}") from exc
+    config = loadtest.BenchConfig(
+        base_url=loadtest.normalize_base_url(args.base_url),
+        model=args.model,
+        # The OpenAI SDK's variable, so a shell set up for the SDK works as is.
+        api_key=args.api_key or os.environ.get("OPENAI_API_KEY") or None,
+        concurrency=loadtest.levels(args.concurrency),
+        requests=args.requests,
+        max_tokens=args.max_tokens,
+        prompt=prompt,
+        api=args.api,
+        timeout_s=args.timeout,
+        ttft_slo_ms=args.ttft_slo_ms,
+        ignore_eos=args.ignore_eos,
+    )
+    try:
+        return loadtest.run(config, Path(args.out))
+    except KeyboardInterrupt:
+        print("portico: bench interrupted", file=sys.stderr)
+        return 130
+
+
+def _add_bench_flags(bench: argparse.ArgumentParser) -> None:
+    bench.add_argument(
+        "--base-url",
+        required=True,
+        help="OpenAI base URL, e.g. http://host:8080/v1 (a bare host gets /v1)",
+    )
+    bench.add_argument("--model", required=True, help="model name the deployment serves")
+    bench.add_argument(
+        "--api-key", default=None, help="bearer key (default: $OPENAI_API_KEY; none: no header)"
+    )
+    bench.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=[1, 4, 16, 64],
+        help="levels to sweep (closed loop)",
+    )
+    bench.add_argument(
+        "--requests",
+        type=int,
+        default=None,
+        help="requests per level (default: 2 x concurrency, at least 8)",
+    )
+    bench.add_argument("--max-tokens", type=int, default=128)
+    prompt = bench.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", default=loadtest.DEFAULT_PROMPT)
+    prompt.add_argument("--prompt-file", default=None, help="read the prompt from a file")
+    api = bench.add_mutually_exclusive_group()
+    api.add_argument(
+        "--chat", dest="api", action="store_const", const="chat", help="/chat/completions (default)"
+    )
+    api.add_argument(
+        "--completions", dest="api", action="store_const", const="completions", help="/completions"
+    )
+    bench.add_argument(
+        "--ignore-eos", action="store_true", help="vLLM: always generate --max-tokens tokens"
+    )
+    bench.add_argument(
+        "--ttft-slo-ms",
+        type=float,
+        default=None,
+        help="report the highest level whose TTFT p99 stays under this",
+    )
+    bench.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds per request, whole stream included"
+    )
+    bench.add_argument(
+        "--out", default="portico-bench", help="directory for bench.json, bench.md, bench.png"
+    )
+    bench.set_defaults(handler=_cmd_bench, api="chat")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="portico", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -147,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--gateway-port", type=int, default=8080)
     _add_engine_flags(up)
     up.set_defaults(handler=_cmd_up)
+
+    bench = commands.add_parser("bench", help="concurrency sweep against an OpenAI-compatible URL")
+    _add_bench_flags(bench)
     return parser
 
 
