@@ -114,6 +114,7 @@ async def _relay(
             yield rest
     except UpstreamError as exc:
         _log.warning("stream broken by engine: %s", exc.message)
+        engine.broke()
         tap.error = exc
         yield sse_error(exc)
     finally:

@@ -241,6 +241,10 @@ class Engine:
         self._ok.inc()
         return answer
 
+    def broke(self) -> None:
+        """Count a stream this engine broke after its first byte."""
+        self._metrics.streams_broken.labels(self.base_url).inc()
+
     async def read(self, answer: Answer) -> bytes:
         """The whole body of a non-streamed answer, within the idle limit per chunk."""
         return b"".join([chunk async for chunk in self.chunks(answer)])

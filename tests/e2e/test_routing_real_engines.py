@@ -238,6 +238,7 @@ def test_two_real_engines_one_killed_mid_load_loses_no_unstarted_request_and_is_
         # for the client (no byte sent) and were resent to a.
         assert all(t > 0 for t in tokens), tokens
         assert metric(url, "portico_engine_retries_total") >= 1  # some were caught on b
+        assert metric(url, "portico_streams_broken_total") == 2  # b's two streams
         assert metric(url, "portico_engine_healthy") == 1
         assert httpx.get(url + "/readyz", timeout=5).status_code == 200  # a covers the model
 
