@@ -1,11 +1,15 @@
-"""The load generator: a closed-loop asyncio + aiohttp driver in its own process.
+"""The load generator: a closed- and open-loop asyncio + aiohttp driver in its own process.
 
 Reads a plan (JSON) on stdin and writes one JSON line per event on stdout:
 ``{"event": "start", ...}`` when a measurement point begins and
 ``{"event": "point", ...}`` with its raw results when it ends. Each point:
-a fresh connection pool of ``concurrency`` connections, ``warmup`` unmeasured
-requests, then ``requests`` measured ones issued by ``concurrency`` workers,
-each sending its next request as soon as the previous answer is fully read.
+a fresh connection pool, ``warmup`` unmeasured requests, then ``requests``
+measured ones. Closed loop (``rate`` 0): ``concurrency`` workers, each sending
+its next request as soon as the previous answer is fully read. Open loop
+(``rate`` > 0): requests start on a fixed schedule, ``rate`` per second,
+whatever the answers do; each latency is counted from the request's scheduled
+start, so a generator or target falling behind shows up as latency instead of
+silently lowering the rate (no coordinated omission).
 
 Around the measured phase only, it reads the CPU time (user + system) of the
 target and upstream processes and of itself, so CPU per request excludes
@@ -41,6 +45,7 @@ class Point:
     warmup: int
     stream: bool
     round: int
+    rate: float = 0.0  # requests/s for an open loop; 0: closed loop
 
 
 @dataclass
@@ -56,9 +61,24 @@ class Samples:
             self.error_sample = reason[:300]
 
 
+def _tree(process: psutil.Process) -> list[psutil.Process]:
+    """The process and its children: a gateway with --workers N is a master and N workers."""
+    try:
+        return [process, *process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return [process]
+
+
 def _cpu_s(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
+    total = 0.0
+    for proc in _tree(process):
+        times = proc.cpu_times()
+        total += float(times.user + times.system)
+    return total
+
+
+def _rss_mb(process: psutil.Process) -> float:
+    return sum(proc.memory_info().rss for proc in _tree(process)) / 2**20
 
 
 def _self_cpu_s() -> float:
@@ -74,10 +94,15 @@ def _machine_cpu() -> tuple[float, float]:
 
 
 async def _one(
-    session: aiohttp.ClientSession, point: Point, body: bytes, headers: dict[str, str]
+    session: aiohttp.ClientSession,
+    point: Point,
+    body: bytes,
+    headers: dict[str, str],
+    started: int | None = None,
 ) -> tuple[int, int | None, str | None]:
-    """One request: (total ns, first-chunk ns or None, error or None)."""
-    started = time.perf_counter_ns()
+    """One request: (total ns, first-chunk ns or None, error or None), counted from
+    ``started`` (perf_counter_ns) when given, else from now."""
+    started = time.perf_counter_ns() if started is None else started
     first: int | None = None
     try:
         async with session.post(point.url, data=body, headers=headers) as response:
@@ -100,10 +125,11 @@ async def _one(
         return time.perf_counter_ns() - started, first, f"{type(exc).__name__}: {exc}"
 
 
-async def _closed_loop(
-    session: aiohttp.ClientSession, point: Point, count: int, samples: Samples | None
-) -> None:
-    body = json.dumps(
+HEADERS = {"authorization": "Bearer bench-key", "content-type": "application/json"}
+
+
+def _body(point: Point) -> bytes:
+    return json.dumps(
         {
             "model": "bench-model",
             "messages": [{"role": "user", "content": "Say hello."}],
@@ -111,30 +137,58 @@ async def _closed_loop(
             "stream": point.stream,
         }
     ).encode()
-    headers = {"authorization": "Bearer bench-key", "content-type": "application/json"}
+
+
+def _record(samples: Samples | None, elapsed: int, first: int | None, error: str | None) -> None:
+    if samples is None:
+        return
+    if error is not None:
+        samples.fail(error)
+        return
+    samples.latencies_us.append(elapsed // 1000)
+    if first is not None:
+        samples.first_chunk_us.append(first // 1000)
+
+
+async def _closed_loop(
+    session: aiohttp.ClientSession, point: Point, count: int, samples: Samples | None
+) -> None:
+    body = _body(point)
     remaining = count
 
     async def worker() -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            elapsed, first, error = await _one(session, point, body, headers)
-            if samples is None:
-                continue
-            if error is not None:
-                samples.fail(error)
-                continue
-            samples.latencies_us.append(elapsed // 1000)
-            if first is not None:
-                samples.first_chunk_us.append(first // 1000)
+            _record(samples, *await _one(session, point, body, HEADERS))
 
     await asyncio.gather(*(worker() for _ in range(point.concurrency)))
+
+
+async def _open_loop(session: aiohttp.ClientSession, point: Point, samples: Samples) -> None:
+    body = _body(point)
+    interval_ns = int(1e9 / point.rate)
+    start = time.perf_counter_ns()
+    tasks: list[asyncio.Task[None]] = []
+
+    async def one(due: int) -> None:
+        _record(samples, *await _one(session, point, body, HEADERS, started=due))
+
+    for i in range(point.requests):
+        due = start + i * interval_ns
+        delay = (due - time.perf_counter_ns()) / 1e9
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(due)))
+    await asyncio.gather(*tasks)
 
 
 async def measure(point: Point) -> dict[str, Any]:
     target = psutil.Process(point.target_pid)
     upstream = psutil.Process(point.upstream_pid)
-    connector = aiohttp.TCPConnector(limit=point.concurrency, limit_per_host=point.concurrency)
+    # Open loop: enough connections that the pool never holds a scheduled request back.
+    pool = 512 if point.rate else point.concurrency
+    connector = aiohttp.TCPConnector(limit=pool, limit_per_host=pool)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await _closed_loop(session, point, max(point.warmup, point.concurrency), None)
@@ -142,13 +196,16 @@ async def measure(point: Point) -> dict[str, Any]:
         target_cpu0, upstream_cpu0, self_cpu0 = _cpu_s(target), _cpu_s(upstream), _self_cpu_s()
         busy0, steal0 = _machine_cpu()
         wall0 = time.perf_counter()
-        await _closed_loop(session, point, point.requests, samples)
+        if point.rate:
+            await _open_loop(session, point, samples)
+        else:
+            await _closed_loop(session, point, point.requests, samples)
         wall_s = time.perf_counter() - wall0
         target_cpu_s = _cpu_s(target) - target_cpu0
         upstream_cpu_s = _cpu_s(upstream) - upstream_cpu0
         loadgen_cpu_s = _self_cpu_s() - self_cpu0
         busy1, steal1 = _machine_cpu()
-        rss_mb = target.memory_info().rss / 2**20
+        rss_mb = _rss_mb(target)
     return {
         "event": "point",
         **point.__dict__,

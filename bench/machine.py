@@ -19,7 +19,6 @@ PACKAGES = (
     "starlette",
     "pydantic",
     "httpx",
-    "httpx-aiohttp",
     "aiohttp",
 )
 

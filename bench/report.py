@@ -8,16 +8,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stats import DIRECT, Row
+from stats import DIRECT, Row, closed_loop, open_loop
 
 GW_AIOHTTP = "gateway-aiohttp"
 GW_HTTPX = "gateway-httpx"
+GW_2W = "gateway-2workers"
 MINIMAL = "minimal-proxy"
 
 DESCRIPTIONS = {
     DIRECT: "load generator -> fake upstream (no proxy; the baseline)",
     GW_AIOHTTP: "-> Portico (PORTICO_UPSTREAM_TRANSPORT=aiohttp, the default) -> fake upstream",
     GW_HTTPX: "-> Portico (PORTICO_UPSTREAM_TRANSPORT=httpx) -> fake upstream",
+    GW_2W: "-> Portico as gateway-aiohttp, but `portico gateway serve --workers 2` "
+    "(closed-loop non-streamed points only; CPU and RSS summed over master and workers)",
     MINIMAL: "-> bench/minimal_proxy.py (raw ASGI + aiohttp, forwards bytes) -> fake upstream",
 }
 
@@ -45,7 +48,7 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 
 def _key_table(rows: Sequence[Row]) -> list[str]:
-    by = {(r.target, r.concurrency): r for r in rows if not r.stream}
+    by = {(r.target, r.concurrency): r for r in closed_loop(rows)}
 
     def cell(target: str, conc: int) -> str:
         row = by.get((target, conc))
@@ -58,7 +61,7 @@ def _key_table(rows: Sequence[Row]) -> list[str]:
         return row.target_cpu_ms if row else None
 
     lines = []
-    for conc in sorted({r.concurrency for r in rows if not r.stream}):
+    for conc in sorted({r.concurrency for r in closed_loop(rows)}):
         aio, hx, floor = cpu(GW_AIOHTTP, conc), cpu(GW_HTTPX, conc), cpu(MINIMAL, conc)
         lines.append(
             [
@@ -123,10 +126,110 @@ def _nonstream_table(rows: Sequence[Row]) -> list[str]:
             _f(r.loadgen_cpu_ms, 3),
             _f(r.background_cores),
         ]
-        for r in rows
-        if not r.stream
+        for r in closed_loop(rows)
     ]
     return _table(header, lines)
+
+
+def _open_table(rows: Sequence[Row]) -> list[str]:
+    header = [
+        "target",
+        "rate req/s",
+        "achieved req/s",
+        "requests",
+        "errors",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "+p50 vs direct",
+        "+p99 vs direct",
+        "target CPU ms/req",
+        "background cores",
+    ]
+    lines = [
+        [
+            r.target,
+            _f(r.rate, 0),
+            _f(r.rps, 0),
+            str(r.requests),
+            str(r.errors),
+            _f(r.p50_ms),
+            _f(r.p90_ms),
+            _f(r.p99_ms),
+            "—" if r.target == DIRECT else _f(r.added_p50_ms, signed=True),
+            "—" if r.target == DIRECT else _f(r.added_p99_ms, signed=True),
+            _f(r.target_cpu_ms, 3),
+            _f(r.background_cores),
+        ]
+        for r in open_loop(rows)
+    ]
+    return _table(header, lines)
+
+
+def _workers_table(rows: Sequence[Row]) -> list[str]:
+    by = {(r.target, r.concurrency): r for r in closed_loop(rows)}
+    lines = []
+    for conc in sorted({r.concurrency for r in closed_loop(rows)}):
+        one, two = by.get((GW_AIOHTTP, conc)), by.get((GW_2W, conc))
+        if one is None or two is None:
+            continue
+        lines.append(
+            [
+                str(conc),
+                _f(one.rps, 0),
+                _f(two.rps, 0),
+                _ratio(two.rps, one.rps),
+                _f(one.p99_ms),
+                _f(two.p99_ms),
+                _f(one.target_cpu_ms, 3),
+                _f(two.target_cpu_ms, 3),
+                _f(one.target_rss_mb, 0),
+                _f(two.target_rss_mb, 0),
+            ]
+        )
+    header = [
+        "c",
+        "RPS 1 worker",
+        "RPS 2 workers",
+        "2 / 1",
+        "p99 ms 1 worker",
+        "p99 ms 2 workers",
+        "CPU ms/req 1",
+        "CPU ms/req 2",
+        "RSS MB 1",
+        "RSS MB 2",
+    ]
+    return _table(header, lines)
+
+
+def _targets(rows: Sequence[Row]) -> list[str]:
+    """The issue's targets, each measured here: met or not, with the figure."""
+    closed = {(r.target, r.concurrency): r for r in closed_loop(rows)}
+    lines = []
+    for (target, conc), row in sorted(closed.items(), key=lambda kv: kv[0][1]):
+        floor = closed.get((MINIMAL, conc))
+        if target != GW_AIOHTTP or floor is None:
+            continue
+        ratio = row.target_cpu_ms / floor.target_cpu_ms
+        lines.append(
+            [
+                f"CPU/request <= 2x the minimal proxy's, c={conc}",
+                f"{row.target_cpu_ms:.3f} ms vs {floor.target_cpu_ms:.3f} ms = {ratio:.2f}x",
+                "met" if ratio <= 2 else "missed",
+            ]
+        )
+    for row in open_loop(rows):
+        if row.target != GW_AIOHTTP or row.added_p50_ms is None or row.added_p99_ms is None:
+            continue
+        ok = row.added_p50_ms <= 1 and row.added_p99_ms <= 3
+        lines.append(
+            [
+                f"added latency at {row.rate:g} req/s: p50 <= 1 ms, p99 <= 3 ms",
+                f"p50 {row.added_p50_ms:+.2f} ms, p99 {row.added_p99_ms:+.2f} ms",
+                "met" if ok else "missed",
+            ]
+        )
+    return _table(["target (issue #8)", "measured", ""], lines)
 
 
 def _stream_table(rows: Sequence[Row]) -> list[str]:
@@ -210,9 +313,29 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], rows: Sequence[Row
         "",
         *_key_table(rows),
         "",
-        "## Non-streamed requests",
+        "## Targets",
+        "",
+        *_targets(rows),
+        "",
+        "## Non-streamed requests, closed loop",
         "",
         *_nonstream_table(rows),
+        "",
+        "## Non-streamed requests, open loop (fixed rates)",
+        "",
+        f"Requests start on a fixed schedule ({config.get('open_seconds', 0):g} s per point "
+        "and round), whatever the answers do; each latency counts from the scheduled start, "
+        "so falling behind shows as latency (no coordinated omission).",
+        "",
+        *_open_table(rows),
+        "",
+        "## One vs two uvicorn workers (closed loop, non-streamed)",
+        "",
+        f"The same gateway as gateway-aiohttp, run as `portico gateway serve --workers 2` on "
+        f"this {machine['nproc']}-core machine, where the load generator and the upstream "
+        "share the same cores.",
+        "",
+        *_workers_table(rows),
         "",
         f"## Streamed requests (`stream: true`, {config['stream_chunks']} SSE chunks "
         f"{config['stream_gap_ms']:g} ms apart + `[DONE]`)",

@@ -33,7 +33,7 @@ import routing
 from fake_upstream import STREAM_CHUNKS
 from machine import describe
 from procs import Service, free_port
-from report import GW_AIOHTTP, GW_HTTPX, MINIMAL
+from report import GW_2W, GW_AIOHTTP, GW_HTTPX, MINIMAL
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -45,11 +45,13 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
-from stats import DIRECT, Row, background_cores, summarize
+from stats import DIRECT, Row, background_cores, closed_loop, open_loop, summarize
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 TARGETS = (DIRECT, GW_AIOHTTP, GW_HTTPX, MINIMAL)
+# Multi-worker scaling is a closed-loop throughput question: that target runs only there.
+CLOSED_TARGETS = (*TARGETS, GW_2W)
 API_KEY = "bench-key"
 SCENARIOS = ("overhead", *real.SCENARIOS, routing.SCENARIO)
 
@@ -77,7 +79,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"comma-separated, any of {','.join(SCENARIOS)} (default: all)",
     )
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument(
+        "--rates", type=float, nargs="+", default=[100.0, 400.0], help="open-loop requests/s"
+    )
+    parser.add_argument(
+        "--open-seconds", type=float, default=4.0, help="per open-loop point and round"
+    )
     parser.add_argument("--requests", type=int, default=2000, help="per target and c > 1")
     parser.add_argument("--requests-c1", type=int, default=1000, help="per target at c = 1")
     parser.add_argument("--warmup", type=int, default=100, help="unmeasured, per point")
@@ -91,7 +99,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.requests, args.requests_c1 = 2, 200, 100
-        args.warmup, args.stream_requests = 20, 40
+        args.warmup, args.stream_requests, args.open_seconds = 20, 40, 0.5
         real.apply_quick(args)
         routing.apply_quick(args)
     return args
@@ -112,14 +120,18 @@ def build_services(log_dir: Path, stream_gap_ms: float) -> tuple[Service, dict[s
         log_path=log_dir / "fake-upstream.log",
     )
 
-    def gateway(name: str, transport: str) -> Service:
+    def gateway(name: str, transport: str, workers: int = 1) -> Service:
         port = free_port()
+        argv = [
+            *(py, "-m", "uvicorn", "--factory", "gateway.app:create_app"),
+            *("--port", str(port), "--no-access-log", "--log-level", "warning"),
+        ]
+        if workers > 1:  # as a user runs it: the CLI sets up shared metrics, then execs uvicorn
+            argv = [py, "-m", "engine", "gateway", "serve", "--port", str(port)]
+            argv += ["--workers", str(workers)]
         return Service(
             name=name,
-            argv=[
-                *(py, "-m", "uvicorn", "--factory", "gateway.app:create_app"),
-                *("--port", str(port), "--no-access-log", "--log-level", "warning"),
-            ],
+            argv=argv,
             port=port,
             ready_path="/readyz",
             log_path=log_dir / f"{name}.log",
@@ -135,6 +147,7 @@ def build_services(log_dir: Path, stream_gap_ms: float) -> tuple[Service, dict[s
     proxies = {
         GW_AIOHTTP: gateway(GW_AIOHTTP, "aiohttp"),
         GW_HTTPX: gateway(GW_HTTPX, "httpx"),
+        GW_2W: gateway(GW_2W, "aiohttp", workers=2),
         MINIMAL: Service(
             name=MINIMAL,
             argv=[
@@ -158,18 +171,22 @@ def build_plan(
         service = upstream if target == DIRECT else proxies[target]
         return service.base_url + "/v1/chat/completions", service.pid
 
-    groups: list[tuple[bool, int, int]] = []  # (stream, concurrency, requests per round)
+    # (stream, concurrency, requests per round, open-loop rate or 0, targets)
+    groups: list[tuple[bool, int, int, float, tuple[str, ...]]] = []
     for conc in args.concurrency:
         total = args.requests_c1 if conc == 1 else args.requests
-        groups.append((False, conc, max(1, total // args.rounds)))
+        groups.append((False, conc, max(1, total // args.rounds), 0.0, CLOSED_TARGETS))
+    for rate in args.rates:
+        # concurrency 8 sizes the warm-up only; the schedule sets the load.
+        groups.append((False, 8, max(1, int(rate * args.open_seconds)), rate, TARGETS))
     for conc in args.stream_concurrency:
-        groups.append((True, conc, max(1, args.stream_requests // args.rounds)))
+        groups.append((True, conc, max(1, args.stream_requests // args.rounds), 0.0, TARGETS))
 
     points: list[dict[str, Any]] = []
     for rnd in range(args.rounds):
-        for g, (stream, conc, requests) in enumerate(groups):
-            shift = (rnd + g) % len(TARGETS)
-            for target in TARGETS[shift:] + TARGETS[:shift]:
+        for g, (stream, conc, requests, rate, targets) in enumerate(groups):
+            shift = (rnd + g) % len(targets)
+            for target in targets[shift:] + targets[:shift]:
                 url, pid = endpoint(target)
                 points.append(
                     {
@@ -183,6 +200,7 @@ def build_plan(
                         "warmup": max(args.warmup, 2 * conc),
                         "stream": stream,
                         "round": rnd,
+                        "rate": rate,
                     }
                 )
     return points
@@ -233,7 +251,8 @@ def drive(plan: list[dict[str, Any]], log_dir: Path, console: Console) -> list[d
             for line in load.stdout:
                 event = json.loads(line)
                 kind = "stream" if event["stream"] else "non-stream"
-                label = f"round {event['round'] + 1} {kind} c={event['concurrency']}"
+                level = f"{event['rate']:g}/s" if event["rate"] else f"c={event['concurrency']}"
+                label = f"round {event['round'] + 1} {kind} {level}"
                 if event["event"] == "start":
                     progress.update(task, description=f"{label} {event['target']}")
                 else:
@@ -258,9 +277,7 @@ def print_summary(console: Console, rows: Sequence[Row]) -> None:
     table.add_column(columns[0], no_wrap=True, min_width=len(GW_AIOHTTP))
     for column in columns[1:]:
         table.add_column(column, justify="right")
-    for r in rows:
-        if r.stream:
-            continue
+    for r in closed_loop(rows):
         added = "—" if r.added_p50_ms is None or r.target == DIRECT else f"{r.added_p50_ms:+.2f}"
         table.add_row(
             r.target,
@@ -274,7 +291,13 @@ def print_summary(console: Console, rows: Sequence[Row]) -> None:
             f"{r.background_cores:.2f}",
         )
     console.print(table)
-    cpu = {(r.target, r.concurrency): r.target_cpu_ms for r in rows if not r.stream}
+    for r in open_loop(rows):
+        if r.target != DIRECT:
+            console.print(
+                f"open loop {r.rate:g}/s: {r.target} adds p50 {r.added_p50_ms:+.2f} ms, "
+                f"p99 {r.added_p99_ms:+.2f} ms; CPU {r.target_cpu_ms:.3f} ms/req"
+            )
+    cpu = {(r.target, r.concurrency): r.target_cpu_ms for r in closed_loop(rows)}
     for conc in sorted({c for _, c in cpu}):
         aio, hx, floor = (cpu.get((t, conc)) for t in (GW_AIOHTTP, GW_HTTPX, MINIMAL))
         if aio and hx and floor:
@@ -318,12 +341,12 @@ def run_overhead(args: argparse.Namespace, console: Console) -> int:
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     config = {
         **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "targets": list(TARGETS),
+        "targets": list(CLOSED_TARGETS),
         "stream_chunks": STREAM_CHUNKS,
         "wall_s": time.monotonic() - started,
     }
     config["background_mean"], config["background_max"] = background_cores(points)
-    rows = summarize(points, TARGETS)
+    rows = summarize(points, CLOSED_TARGETS)
     md_path, json_path = report.write(args.out, machine, config, rows, points)
     subtitle = f"nproc {machine['nproc']}, Python {machine['python']}, {machine['date_utc']}"
     png_path = plot.write(rows, args.out / "gateway_overhead.png", subtitle)

@@ -1,4 +1,5 @@
-"""Folding the load generator's per-round points into one row per target x mode x concurrency."""
+"""Folding the load generator's per-round points into one row per target x mode x load
+(a closed-loop concurrency, or an open-loop rate)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class Row:
     target: str
     stream: bool
     concurrency: int
+    rate: float  # open-loop requests/s; 0 for a closed loop
     requests: int
     errors: int
     rps: float
@@ -36,6 +38,7 @@ class Row:
     first_chunk_p50_ms: float | None
     first_chunk_p99_ms: float | None
     added_p50_ms: float | None
+    added_p99_ms: float | None
     target_cpu_ms: float
     target_cpu_ms_rounds: list[float]
     upstream_cpu_ms: float
@@ -55,7 +58,9 @@ def _background_cpu_s(point: dict[str, Any]) -> float:
     return max(0.0, float(point["machine_busy_cpu_s"]) - ours)
 
 
-def _row(target: str, stream: bool, concurrency: int, points: list[dict[str, Any]]) -> Row:
+def _row(
+    target: str, stream: bool, concurrency: int, rate: float, points: list[dict[str, Any]]
+) -> Row:
     requests = sum(p["requests"] for p in points)
     wall_s = sum(p["wall_s"] for p in points)
     latencies = [lat for p in points for lat in p["latencies_us"]]
@@ -66,6 +71,7 @@ def _row(target: str, stream: bool, concurrency: int, points: list[dict[str, Any
         target=target,
         stream=stream,
         concurrency=concurrency,
+        rate=rate,
         requests=requests,
         errors=sum(p["errors"] for p in points),
         rps=requests / wall_s,
@@ -75,6 +81,7 @@ def _row(target: str, stream: bool, concurrency: int, points: list[dict[str, Any
         first_chunk_p50_ms=fc50,
         first_chunk_p99_ms=fc99,
         added_p50_ms=None,
+        added_p99_ms=None,
         target_cpu_ms=1000 * sum(p["target_cpu_s"] for p in points) / requests,
         target_cpu_ms_rounds=[1000 * p["target_cpu_s"] / p["requests"] for p in points],
         upstream_cpu_ms=1000 * sum(p["upstream_cpu_s"] for p in points) / requests,
@@ -85,20 +92,22 @@ def _row(target: str, stream: bool, concurrency: int, points: list[dict[str, Any
 
 
 def summarize(points: Iterable[dict[str, Any]], target_order: Sequence[str]) -> list[Row]:
-    """Rows ordered by mode, concurrency, then ``target_order``; adds p50 deltas vs direct."""
-    groups: dict[tuple[bool, int, str], list[dict[str, Any]]] = defaultdict(list)
+    """Rows ordered by mode, rate, concurrency, then ``target_order``; adds p50 and p99
+    deltas vs direct under the same load."""
+    groups: dict[tuple[bool, float, int, str], list[dict[str, Any]]] = defaultdict(list)
     for point in points:
-        groups[(point["stream"], point["concurrency"], point["target"])].append(point)
+        key = (point["stream"], point.get("rate", 0.0), point["concurrency"], point["target"])
+        groups[key].append(point)
     rank = {name: i for i, name in enumerate(target_order)}
-    keys = sorted(groups, key=lambda k: (k[0], k[1], rank.get(k[2], len(rank))))
-    rows = [
-        _row(target, stream, conc, groups[(stream, conc, target)]) for stream, conc, target in keys
-    ]
-    direct = {(r.stream, r.concurrency): r for r in rows if r.target == DIRECT}
+    keys = sorted(groups, key=lambda k: (k[0], k[1], k[2], rank.get(k[3], len(rank))))
+    rows = [_row(target, stream, conc, rate, groups[(stream, rate, conc, target)])
+            for stream, rate, conc, target in keys]  # fmt: skip
+    direct = {(r.stream, r.rate, r.concurrency): r for r in rows if r.target == DIRECT}
     for row in rows:
-        base = direct.get((row.stream, row.concurrency))
+        base = direct.get((row.stream, row.rate, row.concurrency))
         if base is not None:
             row.added_p50_ms = row.p50_ms - base.p50_ms
+            row.added_p99_ms = row.p99_ms - base.p99_ms
     return rows
 
 
@@ -108,3 +117,13 @@ def background_cores(points: Sequence[dict[str, Any]]) -> tuple[float, float]:
     total_wall = sum(p["wall_s"] for p in points)
     mean = sum(_background_cpu_s(p) for p in points) / total_wall if total_wall else 0.0
     return mean, max(per_point, default=0.0)
+
+
+def closed_loop(rows: Iterable[Row]) -> list[Row]:
+    """Non-streamed closed-loop rows (the concurrency sweep)."""
+    return [r for r in rows if not r.stream and not r.rate]
+
+
+def open_loop(rows: Iterable[Row]) -> list[Row]:
+    """Non-streamed open-loop rows (fixed request rates)."""
+    return [r for r in rows if not r.stream and r.rate]

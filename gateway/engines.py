@@ -22,13 +22,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
-
 from gateway.discovery import Discovery
 from gateway.errors import EngineUnavailable
 from gateway.metrics import Metrics
 from gateway.settings import RoutingSettings, UpstreamTimeouts
-from gateway.upstream import Engine
+from gateway.upstream import Engine, Transport
 
 _log = logging.getLogger("portico.engines")
 
@@ -136,13 +134,13 @@ class EnginePool:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        transport: Transport,
         discovery: Discovery,
         timeouts: UpstreamTimeouts,
         routing: RoutingSettings,
         metrics: Metrics,
     ) -> None:
-        self._client = client
+        self._transport = transport
         self._discovery = discovery
         self._timeouts = timeouts
         self._routing = routing
@@ -150,8 +148,9 @@ class EnginePool:
         self.nodes: list[EngineNode] = []
         self._set_urls(discovery.static_urls())  # DNS entries join at the first discover()
         self._interval_s = routing.health_interval_s
-        # Routers wait here for a free slot; every release notifies it.
+        # Routers wait here for a free slot; releases notify it while any request waits.
         self.freed = asyncio.Condition()
+        self.waiting = 0  # requests queued for a slot (the router keeps it)
 
     async def discover(self) -> None:
         """Resolve the DNS entries again: new addresses join, vanished ones leave."""
@@ -161,7 +160,7 @@ class EnginePool:
         current = {n.url: n for n in self.nodes}
         nodes = [
             current.get(url)
-            or EngineNode(Engine(self._client, url, self._timeouts, self._metrics),
+            or EngineNode(Engine(self._transport, url, self._timeouts, self._metrics),
                           self._routing, self._metrics)
             for url in urls
         ]  # fmt: skip

@@ -183,7 +183,8 @@ class GenerationService:
         telemetry.current().add_usage(usage)
         total = usage.get("total_tokens") if usage else None
         await admission.settle(total if isinstance(total, int) else admission.reserved)
-        await self._finish(plan, leader, entry_from_body(content) if upstream.is_success else None)
+        stored = entry_from_body(content) if upstream.status_code < 300 else None
+        await self._finish(plan, leader, stored)
         return Response(
             content, status_code=upstream.status_code, media_type=media_type,
             headers=admission.headers,

@@ -102,6 +102,12 @@ class Metrics:
             "Requests moved to another engine after this one failed before the first byte.",
             ["engine"], registry=r,
         )  # fmt: skip
+        self.streams_broken = Counter(
+            "portico_streams_broken",
+            "Streams the engine broke after the first byte (connection lost or idle past "
+            "the limit); each ended with an SSE error event, no [DONE], and was not cached.",
+            ["engine"], registry=r,
+        )  # fmt: skip
         self.engine_queue_wait = Histogram(
             "portico_engine_queue_wait_seconds",
             "Time a request waited for a free slot before being sent to this engine.",
@@ -173,7 +179,7 @@ class Metrics:
             return  # prometheus-client cannot remove series from the shared files
         for family in (
             self.engine_up, self.engine_in_flight, self.engine_healthy,
-            self.engine_retries, self.engine_queue_wait,
+            self.engine_retries, self.engine_queue_wait, self.streams_broken,
         ):  # fmt: skip
             with contextlib.suppress(KeyError):
                 family.remove(url)

@@ -27,7 +27,7 @@ from gateway.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from gateway.redis_guard import LoopLag, RedisGuard
 from gateway.routing import Router
 from gateway.settings import GatewaySettings
-from gateway.upstream import build_client
+from gateway.upstream import Transport, build_transport
 
 
 @dataclass(frozen=True)
@@ -80,11 +80,11 @@ async def _stores(
 
 
 def _routing(
-    settings: GatewaySettings, metrics: Metrics, client: httpx.AsyncClient, stack: AsyncExitStack
+    settings: GatewaySettings, metrics: Metrics, transport: Transport, stack: AsyncExitStack
 ) -> tuple[EnginePool, Router, Drain]:
     """The engine pool with its health-check task, the router, and the SIGTERM drain."""
     discovery = Discovery(settings.engine_urls, timeout_s=settings.upstream.probe_s)
-    pool = EnginePool(client, discovery, settings.upstream, settings.routing, metrics)
+    pool = EnginePool(transport, discovery, settings.upstream, settings.routing, metrics)
     checker = asyncio.create_task(pool.check_forever(), name="portico-engine-health")
     stack.callback(checker.cancel)
     drain = Drain(settings.drain_grace_s, pool.outstanding)
@@ -100,13 +100,16 @@ def lifespan_for(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            client = build_client(settings.upstream, settings.upstream_transport)
+            transport = build_transport(settings.upstream, settings.upstream_transport)
+            stack.push_async_callback(transport.aclose)
+            # JWKS fetches (rare) use httpx; engines get the transport above.
+            client = httpx.AsyncClient(timeout=settings.upstream.probe_s)
             stack.push_async_callback(client.aclose)
             keys, limiter, cache_store = await _stores(settings, metrics, stack)
             pepper = settings.key_pepper.get_secret_value() if settings.key_pepper else None
             hasher = KeyHasher(pepper)
             jwt = JWTVerifier(settings.jwt, client)
-            pool, router, drain = _routing(settings, metrics, client, stack)
+            pool, router, drain = _routing(settings, metrics, transport, stack)
             catalog = ModelCatalog(pool, settings.models_refresh_s)
             policy = settings.redis.failure_policy
             quota = QuotaService(limiter, settings.rate_limits, policy, metrics)

@@ -27,13 +27,12 @@ import math
 import time
 from collections.abc import Mapping
 
-import httpx
-
 from gateway.engines import EngineNode, EnginePool
 from gateway.errors import EngineBusy, EngineTimeout, EngineUnavailable, UpstreamError
 from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, GenerationRequest
 from gateway.settings import RoutingSettings
+from gateway.upstream import Answer
 
 
 class Lease:
@@ -52,7 +51,8 @@ class Lease:
         self.node.release()
         if failed:
             self.node.failed()
-        self._wake()
+        if self._pool.waiting:
+            self._wake()
 
     def _wake(self) -> None:
         # Runs from sync code (stream ends): hand the notification to the loop.
@@ -95,7 +95,6 @@ class Router:
         self._pool = pool
         self._settings = settings
         self._metrics = metrics
-        self._waiting = 0
         self._turn = 0  # rotates ties between equally loaded engines
 
     def choose(self, nodes: list[EngineNode], key: str | None) -> EngineNode | None:
@@ -122,30 +121,39 @@ class Router:
     async def acquire(self, model: str, key: str | None, tried: set[str]) -> Lease:
         """A slot on an engine serving ``model`` not in ``tried``, waiting if all are full."""
         started = time.monotonic()
+        if not self._pool.waiting:
+            # Fast path, no lock: nobody is queued (so nobody is overtaken) and nothing
+            # below awaits between the choice and the lease.
+            node = self._pick(model, key, tried)
+            if node is not None:
+                self._metrics.engine_queue_wait.labels(node.url).observe(0.0)
+                return Lease(self._pool, node)
         deadline = started + self._settings.queue_wait_s
         async with self._pool.freed:
             queued = False
             try:
                 while True:
-                    nodes = [n for n in self._pool.candidates(model) if n.url not in tried]
-                    if not nodes:
-                        raise self._refuse(
-                            "no_engine", "No engine serving this model is available."
-                        )
-                    node = self.choose(nodes, key)
+                    node = self._pick(model, key, tried)
                     if node is not None:
                         waited = time.monotonic() - started
                         self._metrics.engine_queue_wait.labels(node.url).observe(waited)
                         return Lease(self._pool, node)
                     if not queued:
-                        if self._waiting >= self._settings.queue_size:
+                        if self._pool.waiting >= self._settings.queue_size:
                             raise self._refuse("queue_full", "All engines are at capacity.")
-                        self._waiting += 1
+                        self._pool.waiting += 1
                         queued = True
                     await self._wait(deadline)
             finally:
                 if queued:
-                    self._waiting -= 1
+                    self._pool.waiting -= 1
+
+    def _pick(self, model: str, key: str | None, tried: set[str]) -> EngineNode | None:
+        """The engine to use now, None if all are at their cap; refuses if none serves."""
+        nodes = [n for n in self._pool.candidates(model) if n.url not in tried]
+        if not nodes:
+            raise self._refuse("no_engine", "No engine serving this model is available.")
+        return self.choose(nodes, key)
 
     async def _wait(self, deadline: float) -> None:
         try:
@@ -161,7 +169,7 @@ class Router:
     async def open(
         self, request: GenerationRequest, key: str | None, path: str, body: bytes,
         headers: Mapping[str, str],
-    ) -> tuple[httpx.Response, Lease]:  # fmt: skip
+    ) -> tuple[Answer, Lease]:  # fmt: skip
         """Send to a chosen engine; fail over before the first byte within the budget.
         The caller owns both the response (``aclose``) and the lease (``release``)."""
         tried: set[str] = set()

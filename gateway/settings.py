@@ -184,8 +184,8 @@ class GatewaySettings(BaseSettings):
     )
     upstream_transport: Literal["aiohttp", "httpx"] = Field(
         "aiohttp",
-        description="HTTP client transport to engines: with aiohttp the gateway spends "
-        "1.4-2.3x less CPU per request than with httpx's own (measured in bench/).",
+        description="HTTP client to engines: aiohttp (used directly) or httpx. aiohttp costs "
+        "the gateway much less CPU per request (measured in bench/).",
     )
     models_refresh_s: float = Field(
         10.0, gt=0, description="How long the engine's model list is trusted before re-reading."

@@ -18,14 +18,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import httpx
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway import telemetry
 from gateway.errors import UpstreamError
 from gateway.replay import StreamAssembler
-from gateway.upstream import Engine
+from gateway.upstream import Answer, Engine
 
 _log = logging.getLogger("portico.streaming")
 _DONE = b"data: [DONE]\n\n"
@@ -97,7 +96,7 @@ class UsageTap:
 
 async def _relay(
     engine: Engine,
-    upstream: httpx.Response,
+    upstream: Answer,
     tap: UsageTap,
     on_end: Callable[[UsageTap], Awaitable[None]],
 ) -> AsyncIterator[bytes]:
@@ -115,6 +114,7 @@ async def _relay(
             yield rest
     except UpstreamError as exc:
         _log.warning("stream broken by engine: %s", exc.message)
+        engine.broke()
         tap.error = exc
         yield sse_error(exc)
     finally:
@@ -130,7 +130,7 @@ class RelayResponse(StreamingResponse):
     def __init__(
         self,
         engine: Engine,
-        upstream: httpx.Response,
+        upstream: Answer,
         media_type: str,
         tap: UsageTap,
         on_end: Callable[[UsageTap], Awaitable[None]],

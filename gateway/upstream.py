@@ -1,9 +1,16 @@
-"""Talking to one vLLM engine over HTTP, and the boundary where httpx errors
+"""Talking to one vLLM engine over HTTP, and the boundary where client errors
 become gateway errors.
 
-Every call has explicit time limits: connect and probe limits are given to
-httpx; time to first byte and the idle gap between body chunks are enforced
-here with ``asyncio.timeout`` so they hold whatever transport httpx uses.
+Two transports carry the requests, chosen by ``upstream_transport``: aiohttp
+used directly (the default: the generation path is the gateway's hottest code,
+and httpx's request building, URL parsing and cookie handling on top of
+aiohttp cost about a third of the gateway's CPU per request in bench/), or
+httpx with its own transport. Both sit behind :class:`Transport`, and both give
+back an :class:`Answer`; every error either raises is translated here.
+
+Every call has explicit time limits: the connect limit is given to the
+client; time to first byte and the idle gap between body chunks are enforced
+here with ``asyncio.timeout`` so they hold whatever the transport.
 """
 
 from __future__ import annotations
@@ -12,8 +19,9 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
+import aiohttp
 import httpx
 
 from gateway import telemetry
@@ -32,106 +40,218 @@ from gateway.settings import UpstreamTimeouts
 _MAX_ERROR_BODY = 64 * 1024
 
 
-def build_client(timeouts: UpstreamTimeouts, transport: str) -> httpx.AsyncClient:
-    """The pooled client the lifespan owns.
+class Unreachable(Exception):
+    """The engine could not be reached, or dropped the connection before answering:
+    nothing was generated for the client yet, so another engine may be tried."""
 
-    ``transport="aiohttp"`` (the default) runs httpx's API over aiohttp's
-    connection pool: the whole gateway then spends 1.4-2.3x less CPU per proxied
-    request than with httpx's own transport (bench/, docs/architecture.md).
-    """
-    timeout = httpx.Timeout(
-        connect=timeouts.connect_s,
-        # Reads are bounded by first_byte_s / stream_idle_s below; this is a backstop.
-        read=max(timeouts.first_byte_s, timeouts.stream_idle_s) + 5,
-        write=timeouts.connect_s,
-        pool=timeouts.first_byte_s,
-    )
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+
+class Answer(Protocol):
+    """An engine's answer whose headers have arrived; the body is read with ``raw``.
+    The owner must ``aclose`` it: before the body's end that drops the connection,
+    which is how vLLM learns to abort the request."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    def raw(self) -> AsyncIterator[bytes]: ...
+    async def aclose(self) -> None: ...
+
+
+class Transport(Protocol):
+    """POST with a streamed answer, and short GETs; connection failures raise
+    :class:`Unreachable`, the rest raise the client's own errors."""
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer: ...
+    async def get(self, url: str) -> tuple[int, bytes]: ...
+    async def aclose(self) -> None: ...
+
+
+class _AiohttpAnswer:
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status_code = response.status
+        self.headers: Mapping[str, str] = response.headers
+
+    def raw(self) -> AsyncIterator[bytes]:
+        return self._response.content.iter_any()
+
+    async def aclose(self) -> None:
+        if self._response.content.at_eof():
+            self._response.release()  # the whole body was read: the connection is reusable
+        else:
+            self._response.close()  # mid-body: drop the connection, the engine aborts
+
+
+class AiohttpTransport:
+    def __init__(self, timeouts: UpstreamTimeouts) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0),
+            # Reads are bounded by first_byte_s / stream_idle_s in Engine; no total cap.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s),
+            cookie_jar=aiohttp.DummyCookieJar(),  # engines set no cookies; skip the jar
+            auto_decompress=False,  # bytes are relayed as the engine sent them
+        )
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
+        try:
+            response = await self._session.post(url, data=body, headers=headers)
+        except aiohttp.ConnectionTimeoutError as exc:  # before TimeoutError: it is one
+            raise Unreachable(type(exc).__name__) from exc
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            # Refused, reset, or a pooled keep-alive connection the engine dropped
+            # (ServerDisconnectedError) before any answer.
+            raise Unreachable(type(exc).__name__) from exc
+        return _AiohttpAnswer(response)
+
+    async def get(self, url: str) -> tuple[int, bytes]:
+        async with self._session.get(url) as response:
+            return response.status, await response.read()
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+
+class _HttpxAnswer:
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status_code = response.status_code
+        self.headers: Mapping[str, str] = response.headers
+
+    def raw(self) -> AsyncIterator[bytes]:
+        return self._response.aiter_raw()
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class HttpxTransport:
+    def __init__(self, timeouts: UpstreamTimeouts) -> None:
+        timeout = httpx.Timeout(
+            connect=timeouts.connect_s,
+            # Reads are bounded by first_byte_s / stream_idle_s in Engine; a backstop.
+            read=max(timeouts.first_byte_s, timeouts.stream_idle_s) + 5,
+            write=timeouts.connect_s,
+            pool=timeouts.first_byte_s,
+        )
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+        self._client = httpx.AsyncClient(timeout=timeout, limits=limits)
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
+        request = self._client.build_request("POST", url, content=body, headers=headers)
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.ConnectTimeout as exc:  # before TimeoutException: it is one
+            raise Unreachable(type(exc).__name__) from exc
+        except httpx.TimeoutException:
+            raise  # a slow engine, not an unreachable one: Engine.open makes it a 504
+        except (httpx.TransportError, OSError) as exc:
+            # Refused, reset, or disconnected before the response headers.
+            raise Unreachable(type(exc).__name__) from exc
+        return _HttpxAnswer(response)
+
+    async def get(self, url: str) -> tuple[int, bytes]:
+        response = await self._client.get(url)
+        return response.status_code, response.content
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def build_transport(timeouts: UpstreamTimeouts, transport: str) -> Transport:
+    """The pooled client the lifespan owns (and closes)."""
     if transport == "aiohttp":
-        from httpx_aiohttp import AiohttpTransport
+        return AiohttpTransport(timeouts)
+    return HttpxTransport(timeouts)
 
-        return httpx.AsyncClient(transport=AiohttpTransport(), timeout=timeout, limits=limits)
-    return httpx.AsyncClient(timeout=timeout, limits=limits)
+
+# Errors a transport may raise mid-body: the engine's connection broke.
+_BROKEN = (aiohttp.ClientError, httpx.HTTPError, OSError)
 
 
 class Engine:
-    """One engine's base URL plus the shared client and time limits.
+    """One engine's base URL plus the shared transport and time limits.
 
     Every wait on the engine is added to the request's telemetry record, so the
     gateway's own overhead is the rest."""
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        transport: Transport,
         base_url: str,
         timeouts: UpstreamTimeouts,
         metrics: Metrics,
     ) -> None:
-        self._client = client
+        self._transport = transport
         self.base_url = base_url.rstrip("/")
         self._timeouts = timeouts
         self._metrics = metrics
+        # Bound once: labels() costs a lock and a dict lookup per call.
+        outcomes = metrics.upstream_requests
+        self._ok, self._rejected, self._unavailable, self._timeout = (
+            outcomes.labels(self.base_url, o) for o in ("ok", "rejected", "unavailable", "timeout")
+        )
 
     async def get_json(self, path: str) -> Any:
         """A short GET (health, model list); any failure is EngineUnavailable."""
         up = self._metrics.engine_up.labels(self.base_url)
         try:
             async with asyncio.timeout(self._timeouts.probe_s):
-                response = await self._client.get(self.base_url + path)
-        except (httpx.HTTPError, TimeoutError, OSError) as exc:
+                status, content = await self._transport.get(self.base_url + path)
+        except (Unreachable, TimeoutError, *_BROKEN) as exc:
             up.set(0)
             raise EngineUnavailable(f"Engine unreachable: {type(exc).__name__}.") from exc
-        if response.status_code != 200:
+        if status != 200:
             up.set(0)
-            raise EngineUnavailable(f"Engine answered {path} with {response.status_code}.")
+            raise EngineUnavailable(f"Engine answered {path} with {status}.")
         up.set(1)
-        return response.json() if response.content else None
+        try:
+            return json.loads(content) if content else None
+        except ValueError as exc:
+            raise EngineUnavailable(f"Engine answered {path} with malformed JSON.") from exc
 
-    async def open(self, path: str, body: bytes, headers: Mapping[str, str]) -> httpx.Response:
+    async def open(self, path: str, body: bytes, headers: Mapping[str, str]) -> Answer:
         """POST and wait for the response headers; error statuses raise.
 
-        The caller owns the returned response and must ``aclose()`` it.
+        The caller owns the returned answer and must ``aclose()`` it.
         """
-        request = self._client.build_request(
-            "POST", self.base_url + path, content=body, headers=headers
-        )
         record = telemetry.current()
         record.engine = self.base_url
-        outcomes = self._metrics.upstream_requests
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeouts.first_byte_s):
-                response = await self._client.send(request, stream=True)
-        except httpx.ConnectTimeout as exc:
-            # Checked before other timeouts: the aiohttp transport reports a
-            # connection the engine dropped (a killed engine's pooled keep-alive
-            # connection) as ConnectTimeout, and that is a dead engine, not a slow one.
-            outcomes.labels(self.base_url, "unavailable").inc()
-            raise EngineUnavailable(f"Engine unreachable: {type(exc).__name__}.") from exc
+                answer = await self._transport.post(self.base_url + path, body, headers)
+        except Unreachable as exc:
+            self._unavailable.inc()
+            raise EngineUnavailable(f"Engine unreachable: {exc}.") from exc
         except (TimeoutError, httpx.TimeoutException) as exc:
-            outcomes.labels(self.base_url, "timeout").inc()
+            self._timeout.inc()
             raise EngineTimeout("Engine did not start answering in time.") from exc
-        except (httpx.HTTPError, OSError) as exc:
-            outcomes.labels(self.base_url, "unavailable").inc()
+        except _BROKEN as exc:
+            self._unavailable.inc()
             raise EngineUnavailable(f"Engine unreachable: {type(exc).__name__}.") from exc
         finally:
             record.upstream_s += time.perf_counter() - started
-        if response.status_code >= 400:
-            outcomes.labels(self.base_url, "rejected").inc()
+        if answer.status_code >= 400:
+            self._rejected.inc()
             try:
-                raise await self._rejection(response)
+                raise await self._rejection(answer)
             finally:
-                await response.aclose()
-        outcomes.labels(self.base_url, "ok").inc()
-        return response
+                await answer.aclose()
+        self._ok.inc()
+        return answer
 
-    async def read(self, response: httpx.Response) -> bytes:
+    def broke(self) -> None:
+        """Count a stream this engine broke after its first byte."""
+        self._metrics.streams_broken.labels(self.base_url).inc()
+
+    async def read(self, answer: Answer) -> bytes:
         """The whole body of a non-streamed answer, within the idle limit per chunk."""
-        return b"".join([chunk async for chunk in self.chunks(response)])
+        return b"".join([chunk async for chunk in self.chunks(answer)])
 
-    async def chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:
+    async def chunks(self, answer: Answer) -> AsyncIterator[bytes]:
         """Body chunks as they arrive; a gap longer than stream_idle_s raises."""
-        iterator = response.aiter_raw().__aiter__()
+        iterator = answer.raw().__aiter__()
         record = telemetry.current()
         while True:
             waited = time.perf_counter()
@@ -142,7 +262,7 @@ class Engine:
                 return
             except TimeoutError as exc:
                 raise EngineTimeout("Engine stalled mid-response.") from exc
-            except (httpx.HTTPError, OSError) as exc:
+            except _BROKEN as exc:
                 raise EngineUnavailable(
                     f"Engine connection broke mid-response: {type(exc).__name__}."
                 ) from exc
@@ -150,19 +270,19 @@ class Engine:
                 record.upstream_s += time.perf_counter() - waited
             yield chunk
 
-    async def _rejection(self, response: httpx.Response) -> GatewayError:
+    async def _rejection(self, answer: Answer) -> GatewayError:
         raw = b""
         try:
-            async for chunk in self.chunks(response):
+            async for chunk in self.chunks(answer):
                 raw += chunk
                 if len(raw) > _MAX_ERROR_BODY:
                     break
         except UpstreamError:
             pass  # the status alone still tells the client what happened
-        if response.status_code == 503:
+        if answer.status_code == 503:
             return EngineBusy("Engine is overloaded or not ready.", headers={"retry-after": "1"})
-        message, error_type, param, code = _engine_error_fields(raw, response.status_code)
-        return EngineRejected(response.status_code, message, error_type, param, code)
+        message, error_type, param, code = _engine_error_fields(raw, answer.status_code)
+        return EngineRejected(answer.status_code, message, error_type, param, code)
 
 
 def _engine_error_fields(raw: bytes, status: int) -> tuple[str, str, str | None, Any]:

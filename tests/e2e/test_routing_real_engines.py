@@ -132,13 +132,16 @@ def _gateway(engines: tuple[Engine, Engine], **routing: str) -> Any:
 
 
 def _chat(base_url: str, system: str, question: str) -> str:
-    client = openai.OpenAI(base_url=base_url + "/v1", api_key=KEY, max_retries=0)
-    answer = client.chat.completions.create(
-        model=MODEL,
-        messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
-        max_tokens=4,
-        temperature=0,
-    )
+    with openai.OpenAI(base_url=base_url + "/v1", api_key=KEY, max_retries=0) as client:
+        answer = client.chat.completions.create(
+            model=MODEL,
+            messages=[
+                {"role": "system", "content": system},
+                {"role": "user", "content": question},
+            ],
+            max_tokens=4,
+            temperature=0,
+        )
     return answer.choices[0].message.content or ""
 
 
@@ -206,7 +209,10 @@ def test_two_real_engines_one_killed_mid_load_loses_no_unstarted_request_and_is_
             return openai.AsyncOpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0)
 
         async def load() -> tuple[list[str], list[int]]:
-            sdk = client()
+            async with client() as sdk:
+                return await _load(sdk)
+
+        async def _load(sdk: openai.AsyncOpenAI) -> tuple[list[str], list[int]]:
             started = [asyncio.Event() for _ in range(4)]
             topics = ("lighthouse", "baker", "river", "comet")
             streams = [
@@ -232,6 +238,7 @@ def test_two_real_engines_one_killed_mid_load_loses_no_unstarted_request_and_is_
         # for the client (no byte sent) and were resent to a.
         assert all(t > 0 for t in tokens), tokens
         assert metric(url, "portico_engine_retries_total") >= 1  # some were caught on b
+        assert metric(url, "portico_streams_broken_total") == 2  # b's two streams
         assert metric(url, "portico_engine_healthy") == 1
         assert httpx.get(url + "/readyz", timeout=5).status_code == 200  # a covers the model
 
@@ -243,8 +250,8 @@ def test_two_real_engines_one_killed_mid_load_loses_no_unstarted_request_and_is_
         before = b.generations()
 
         async def burst() -> list[int]:
-            sdk = client()
-            return list(await asyncio.gather(*(_complete(sdk, f"Hi {i}") for i in range(4))))
+            async with client() as sdk:
+                return list(await asyncio.gather(*(_complete(sdk, f"Hi {i}") for i in range(4))))
 
         assert all(t > 0 for t in asyncio.run(burst()))
         assert b.generations() - before >= 1

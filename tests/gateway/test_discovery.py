@@ -20,6 +20,7 @@ from gateway.discovery import Discovery, EngineSource
 from gateway.engines import EnginePool
 from gateway.metrics import Metrics
 from gateway.settings import GatewaySettings, RoutingSettings, UpstreamTimeouts
+from gateway.upstream import build_transport
 from tests.conftest import free_port
 from tests.gateway.fake_engine import MODEL, FakeEngine
 from tests.gateway.servers import serving
@@ -103,9 +104,10 @@ def test_pool_adds_resolved_engines_and_drops_vanished_ones_with_their_metrics(
     url_a, url_b = f"http://127.0.0.1:{port}", f"http://127.0.0.2:{port}"
 
     async def run() -> tuple[list[str], list[str], str, str]:
-        async with httpx.AsyncClient() as client:
+        transport = build_transport(UpstreamTimeouts(), "aiohttp")
+        try:
             discovery = Discovery([f"dns+http://pods:{port}"], 1.0, resolver)
-            pool = EnginePool(client, discovery, UpstreamTimeouts(), RoutingSettings(), metrics)
+            pool = EnginePool(transport, discovery, UpstreamTimeouts(), RoutingSettings(), metrics)
             assert pool.nodes == []  # nothing before the first lookup
             await pool.discover()
             await asyncio.gather(*(n.check() for n in pool.nodes))
@@ -113,12 +115,10 @@ def test_pool_adds_resolved_engines_and_drops_vanished_ones_with_their_metrics(
             scrape_both = metrics.render().decode()
             resolved.remove("127.0.0.2")  # pod b deleted
             await pool.discover()
-            return (
-                both,
-                [n.url for n in pool.candidates(MODEL)],
-                scrape_both,
-                (metrics.render().decode()),
-            )
+            one = [n.url for n in pool.candidates(MODEL)]
+            return both, one, scrape_both, metrics.render().decode()
+        finally:
+            await transport.aclose()
 
     both, one, scrape_both, scrape_one = asyncio.run(run())
     assert both == [url_a, url_b]

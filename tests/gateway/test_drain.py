@@ -29,7 +29,8 @@ def _stream(url: str, out: list[str]) -> None:
 def test_fake_engine_sigterm_with_live_streams_all_finish_and_the_gateway_exits_in_grace(
     tmp_path: Path,
 ) -> None:
-    with serving(FakeEngine().app) as engine_url:
+    engine = FakeEngine()
+    with serving(engine.app) as engine_url:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         argv = [sys.executable, "-m", "uvicorn", "--factory", "gateway.app:create_app"]
@@ -52,7 +53,9 @@ def test_fake_engine_sigterm_with_live_streams_all_finish_and_the_gateway_exits_
             streams = [threading.Thread(target=_stream, args=(url, bodies)) for _ in range(3)]
             for thread in streams:
                 thread.start()
-            time.sleep(0.5)  # the streams are running
+            while len(engine.received) < 3:  # the streams are running (however loaded the box)
+                assert time.monotonic() < deadline + 30, "streams did not reach the engine"
+                time.sleep(0.02)
             sent = time.monotonic()
             gateway.send(signal.SIGTERM)
             time.sleep(0.2)

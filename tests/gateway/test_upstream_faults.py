@@ -14,6 +14,7 @@ from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from tests.conftest import free_port
 from tests.gateway.fake_engine import MODEL, FakeEngine
+from tests.gateway.processes import metric
 from tests.gateway.servers import serving
 
 KEY = "test-key"
@@ -95,8 +96,11 @@ def test_complete_stream_is_relayed_with_done(gateway: httpx.Client) -> None:
 def test_broken_stream_ends_with_an_error_event_and_no_done(
     gateway: httpx.Client, fault: str
 ) -> None:
+    broken = metric(str(gateway.base_url).rstrip("/"), "portico_streams_broken_total")
     events = _events(_complete(gateway, fault, stream=True))
     assert "[DONE]" not in events
+    after = metric(str(gateway.base_url).rstrip("/"), "portico_streams_broken_total")
+    assert after == broken + 1
     assert [json.loads(e)["choices"][0]["text"] for e in events[:3]] == ["t0", "t1", "t2"]
     assert json.loads(events[-1])["error"]["type"] in ("service_unavailable", "timeout")
 
