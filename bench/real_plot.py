@@ -162,7 +162,7 @@ def routing(summary: dict[str, Any], path: Path, sub: str) -> Path:
     as bars of the median over rounds, each round's value as a dot."""
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.2))
     rows = summary["rows"]
-    labels = [f"{r['strategy']}\nc={r['concurrency']}" for r in rows]
+    labels = [f"{r['prefixes']} prefixes\n{r['strategy']}\nc={r['concurrency']}" for r in rows]
     xs = list(range(len(rows)))
     width = 0.38
     panels = (
@@ -183,7 +183,9 @@ def routing(summary: dict[str, Any], path: Path, sub: str) -> Path:
         ax.grid(True, axis="y", alpha=0.3)
         if len(series) > 1:
             ax.legend(fontsize=8)
+    cache = {w["prefixes"]: w["cache_ratio"] for w in summary.get("workloads", [])}
     ratios = "; ".join(
+        f"{r['prefixes']} prefixes ({cache.get(r['prefixes'], float('nan')):.2f} x KV cache), "
         f"c={r['concurrency']}: TTFT p50 {r['ttft_p50_ms']:.2f}, p99 {r['ttft_p99_ms']:.2f}, "
         f"req/s {r['requests_per_s']:.2f}"
         for r in summary["ratios"]

@@ -1,20 +1,24 @@
 """The ``routing`` scenario: round-robin vs prefix-affinity over two real vLLM CPU engines.
 
 Starts two engines once (A with vLLM's default thread binding, core 0 here; B with
-``VLLM_CPU_OMP_THREADS_BIND=1``, so each computes on its own core as two hosts would)
-and one gateway per strategy in front of both, with the response cache off. Then
-interleaved rounds of a shared-prefix workload (8 system prompts of ~500 tokens, short
-questions; see routing_workload.py), driven by routing_load.py, and writes
+``VLLM_CPU_OMP_THREADS_BIND=1``, so each computes on its own core as two hosts would),
+each with a KV cache of ``--routing-kv-blocks`` blocks, and one gateway per strategy in
+front of both, with the response cache off. Then, per workload (``--routing-prefixes``:
+N distinct system prompts of ~500 tokens, short questions; see routing_workload.py),
+interleaved rounds driven by routing_load.py, and writes
 bench/results/routing.{md,json,png}. See bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
+import statistics
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -25,15 +29,25 @@ import real_plot
 import routing_report
 from machine import describe
 from procs import Service, free_port
+from prometheus_client.parser import text_string_to_metric_families
 from real import API_KEY, ENGINE_FLAGS, EXTRA_PACKAGES, REPO, _first_model, drive
 from real_report import write
 from rich.console import Console
 from routing_report import STRATEGIES
-from routing_workload import schedule
+from routing_workload import PERSONAS, schedule, system_prompt
 
 SCENARIO = "routing"
 # Engine B's extra environment: the e2e routing test's way to give it core 1.
 ENGINE_ENVS = {"a": {}, "b": {"VLLM_CPU_OMP_THREADS_BIND": "1"}}
+# Default KV cache per engine, in vLLM blocks of 128 tokens: 8192 tokens. The engines'
+# own default (1 GiB on CPU, ~23k tokens here) takes ~100 s of prefill per engine to fill
+# on this CPU (~250 prompt tokens/s per core), so a workload bigger than it could not
+# reach eviction within a round of a minute or two; 64 blocks still hold the 8-prefix
+# workload (~4.2k tokens) with room for the requests in flight.
+KV_BLOCKS = 64
+# ``--routing-prefixes auto``: N x prompt tokens ~ this many times one engine's KV cache
+# (round robin sends all N to both engines and evicts; affinity gives each half, ~0.75x).
+AUTO_CACHE_RATIO = 1.5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,13 +55,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--routing-rounds", type=int, default=3, help="round pairs (one round per strategy)"
     )
-    group.add_argument("--routing-requests", type=int, default=40, help="per round")
+    group.add_argument(
+        "--routing-prefixes",
+        type=_prefixes,
+        nargs="+",
+        default=[8, "auto"],
+        help="workloads, one per value: N distinct system prompts (8 personas x variants), "
+        f"or 'auto': the multiple of 8 nearest {AUTO_CACHE_RATIO} x one engine's KV cache "
+        "(kv_cache_size_tokens from its /metrics) / the mean prompt tokens "
+        "(default: 8 auto, i.e. one that fits the cache and one that exceeds it)",
+    )
+    group.add_argument(
+        "--routing-requests",
+        type=int,
+        nargs="+",
+        default=[40, 80],
+        help="per round, one per workload (the last one for any further workload)",
+    )
     group.add_argument("--routing-concurrency", type=int, nargs="+", default=[8])
     group.add_argument("--routing-max-tokens", type=int, default=16)
+    group.add_argument(
+        "--routing-kv-blocks",
+        type=int,
+        default=KV_BLOCKS,
+        help="each engine's KV cache in 128-token blocks (vLLM's --num-gpu-blocks-override); "
+        "0: the engine's default (1 GiB on CPU)",
+    )
+
+
+def _prefixes(value: str) -> int | str:
+    if value == "auto":
+        return value
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError("--routing-prefixes: 'auto' or a count >= 1")
+    return n
 
 
 def apply_quick(args: argparse.Namespace) -> None:
-    args.routing_rounds, args.routing_requests, args.routing_concurrency = 1, 8, [4]
+    args.routing_rounds, args.routing_requests, args.routing_concurrency = 1, [8], [4]
 
 
 @dataclass
@@ -58,7 +104,12 @@ class Stack:
     startup_s: float
 
 
-def _engine(name: str, log_dir: Path, timeout_s: float) -> Service:
+def engine_flags(kv_blocks: int) -> tuple[str, ...]:
+    extra = (f"--extra-args=--num-gpu-blocks-override={kv_blocks}",) if kv_blocks else ()
+    return (*ENGINE_FLAGS, *extra)
+
+
+def _engine(name: str, log_dir: Path, timeout_s: float, kv_blocks: int) -> Service:
     port = free_port()
     return Service(
         name=f"engine-{name}",
@@ -70,7 +121,7 @@ def _engine(name: str, log_dir: Path, timeout_s: float) -> Service:
             "serve",
             "--port",
             str(port),
-            *ENGINE_FLAGS,
+            *engine_flags(kv_blocks),
         ],
         port=port,
         ready_path="/health",
@@ -107,7 +158,10 @@ def _gateway(strategy: str, engines: list[Service], log_dir: Path) -> Service:
 @contextmanager
 def routing_stack(args: argparse.Namespace, log_dir: Path, console: Console) -> Iterator[Stack]:
     """Both engines and both gateways, ready; all stopped on the way out, whatever happens."""
-    engines = {name: _engine(name, log_dir, args.engine_startup_timeout) for name in ENGINE_ENVS}
+    engines = {
+        name: _engine(name, log_dir, args.engine_startup_timeout, args.routing_kv_blocks)
+        for name in ENGINE_ENVS
+    }
     with ExitStack() as stack:
         started = time.monotonic()
         # Started together: loading is mostly waiting on imports and disk, and this halves
@@ -133,28 +187,116 @@ def routing_stack(args: argparse.Namespace, log_dir: Path, console: Console) -> 
         yield Stack(engines, gateways, model, startup_s)
 
 
-def plan(args: argparse.Namespace, stack: Stack) -> list[dict[str, Any]]:
+def kv_cache(base_url: str) -> dict[str, int]:
+    """One engine's KV cache, from its ``vllm:cache_config_info`` labels: tokens, blocks,
+    block size."""
+    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as response:  # noqa: S310
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "vllm:cache_config_info":
+                labels = sample.labels
+                blocks = int(labels.get("num_gpu_blocks") or labels["num_cpu_blocks"])
+                block_size = int(labels["block_size"])
+                tokens = labels.get("kv_cache_size_tokens")
+                return {
+                    "tokens": int(tokens)
+                    if tokens not in (None, "", "None")
+                    else blocks * block_size,
+                    "blocks": blocks,
+                    "block_size": block_size,
+                }
+    raise RuntimeError(f"no vllm:cache_config_info on {base_url}/metrics")
+
+
+def prompt_tokens(base_url: str, model: str, prefixes: int) -> list[int]:
+    """Each system prompt's length in the engine's own tokens (vLLM's ``/tokenize``)."""
+    counts = []
+    for prefix in range(prefixes):
+        body = json.dumps({"model": model, "prompt": system_prompt("00000000", prefix)}).encode()
+        headers = {"content-type": "application/json"}
+        request = urllib.request.Request(base_url + "/tokenize", body, headers)  # noqa: S310
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            counts.append(int(json.load(response)["count"]))
+    return counts
+
+
+def auto_prefixes(kv_tokens: int, mean_tokens: float) -> int:
+    """The multiple of 8 (every persona in as many variants) nearest AUTO_CACHE_RATIO x
+    the cache / the mean prompt."""
+    per_persona = AUTO_CACHE_RATIO * kv_tokens / mean_tokens / len(PERSONAS)
+    return len(PERSONAS) * max(1, round(per_persona))
+
+
+def workloads(args: argparse.Namespace, stack: Stack, console: Console) -> list[dict[str, Any]]:
+    """Each ``--routing-prefixes`` value resolved: N, requests per round, every prompt's
+    tokens, and how their total compares with one engine's KV cache."""
+    cache = kv_cache(stack.engines["a"].base_url)
+    console.print(
+        f"KV cache per engine: {cache['tokens']} tokens ({cache['blocks']} blocks of "
+        f"{cache['block_size']})"
+    )
+    # One per workload; the last one also for any further workload.
+    requests = args.routing_requests
+    out = []
+    for k, value in enumerate(args.routing_prefixes):
+        if value == "auto":
+            # The variant line adds a few tokens; the variants' mean is close to this.
+            base = prompt_tokens(stack.engines["a"].base_url, stack.model, 2 * len(PERSONAS))
+            value = auto_prefixes(cache["tokens"], statistics.mean(base))
+        tokens = prompt_tokens(stack.engines["a"].base_url, stack.model, value)
+        # vLLM caches whole blocks: what a prompt leaves in the cache once computed.
+        blocks = sum(t // cache["block_size"] for t in tokens)
+        workload = {
+            "prefixes": value,
+            "auto": args.routing_prefixes[k] == "auto",
+            "requests": requests[min(k, len(requests) - 1)],
+            "prompt_tokens": tokens,
+            "total_prompt_tokens": sum(tokens),
+            "prompt_blocks": blocks,
+            "kv_cache_tokens": cache["tokens"],
+            "kv_cache_blocks": cache["blocks"],
+            "block_size": cache["block_size"],
+            "cache_ratio": sum(tokens) / cache["tokens"],
+        }
+        console.print(
+            f"workload {value} prefixes{' (auto)' if workload['auto'] else ''}: prompts "
+            f"{min(tokens)}-{max(tokens)} tokens, {sum(tokens)} in all = "
+            f"{workload['cache_ratio']:.2f} x one engine's KV cache; "
+            f"{workload['requests']} requests per round"
+        )
+        out.append(workload)
+    return out
+
+
+def plan(
+    args: argparse.Namespace, stack: Stack, loads: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Every measured point. Round pairs alternate which strategy goes first (ABBA), so a
     slow drift of the shared machine favours neither; both rounds of a pair send the same
-    (persona, question) sequence, each under its own fresh tag."""
+    (prefix, question) sequence, each under its own fresh tag. Every pair runs every
+    workload, so drift hits the workloads alike too."""
     points: list[dict[str, Any]] = []
     for pair in range(args.routing_rounds):
-        for conc in args.routing_concurrency:
-            order = STRATEGIES if pair % 2 == 0 else STRATEGIES[::-1]
-            for strategy in order:
-                gateway = stack.gateways[strategy]
-                points.append(
-                    {
-                        "index": len(points),
-                        "round": pair,
-                        "strategy": strategy,
-                        "concurrency": conc,
-                        "tag": secrets.token_hex(4),
-                        "url": gateway.base_url + "/v1/chat/completions",
-                        "gateway_pid": gateway.pid,
-                        "schedule": schedule(args.routing_requests, seed=pair),
-                    }
-                )
+        for load in loads:
+            for conc in args.routing_concurrency:
+                order = STRATEGIES if pair % 2 == 0 else STRATEGIES[::-1]
+                sequence = schedule(load["requests"], seed=pair, prefixes=load["prefixes"])
+                for strategy in order:
+                    gateway = stack.gateways[strategy]
+                    points.append(
+                        {
+                            "index": len(points),
+                            "round": pair,
+                            "prefixes": load["prefixes"],
+                            "strategy": strategy,
+                            "concurrency": conc,
+                            "tag": secrets.token_hex(4),
+                            "url": gateway.base_url + "/v1/chat/completions",
+                            "gateway_pid": gateway.pid,
+                            "schedule": sequence,
+                        }
+                    )
     return points
 
 
@@ -162,6 +304,7 @@ def _warmup(stack: Stack) -> list[dict[str, Any]]:
     return [
         {
             "strategy": strategy,
+            "prefixes": len(PERSONAS),
             "concurrency": 4,
             "tag": f"warmup-{secrets.token_hex(4)}",
             "url": gateway.base_url + "/v1/chat/completions",
@@ -172,8 +315,11 @@ def _warmup(stack: Stack) -> list[dict[str, Any]]:
     ]
 
 
-def _config(args: argparse.Namespace, stack: Stack, wall_s: float) -> dict[str, Any]:
-    argv = ["python", "-m", "engine", "engine", "serve", "--port", "P", *ENGINE_FLAGS]
+def _config(
+    args: argparse.Namespace, stack: Stack, wall_s: float, loads: list[dict[str, Any]]
+) -> dict[str, Any]:
+    flags = engine_flags(args.routing_kv_blocks)
+    argv = ["python", "-m", "engine", "engine", "serve", "--port", "P", *flags]
     return {
         **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "engines": {
@@ -183,6 +329,7 @@ def _config(args: argparse.Namespace, stack: Stack, wall_s: float) -> dict[str, 
         "model": stack.model,
         "startup_s": stack.startup_s,
         "measured_wall_s": wall_s,
+        "workloads": loads,
     }
 
 
@@ -193,7 +340,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     machine = describe(REPO, EXTRA_PACKAGES)
     started = time.monotonic()
     with routing_stack(args, log_dir, console) as stack:
-        points = plan(args, stack)
+        loads = workloads(args, stack, console)
+        points = plan(args, stack, loads)
         job = {
             "model": stack.model,
             "api_key": API_KEY,
@@ -206,7 +354,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
         }
 
         def label(event: dict[str, Any]) -> str:
-            return f"round {event['round'] + 1} c={event['concurrency']} {event['strategy']}"
+            return (
+                f"round {event['round'] + 1} {event['prefixes']} prefixes "
+                f"c={event['concurrency']} {event['strategy']}"
+            )
 
         total = sum(len(p["schedule"]) for p in points)
         measured = time.monotonic()
@@ -215,9 +366,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
         )
         measured_s = time.monotonic() - measured
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    config = _config(args, stack, measured_s)
+    config = _config(args, stack, measured_s, loads)
     config["scenario_wall_s"] = time.monotonic() - started
-    summary = routing_report.summarize(results)
+    summary = routing_report.summarize(results, loads)
     markdown = routing_report.markdown(machine, config, summary)
     payload = {"machine": machine, "config": config, "summary": summary, "points": results}
     md_path, json_path = write(args.out, SCENARIO, markdown, payload)

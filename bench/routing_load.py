@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 from engine_load import Reply, Samples, _closed_loop, _cpu_s, _emit, _machine_busy_s, _progress
 from prometheus_client.parser import text_string_to_metric_families
-from routing_workload import PERSONAS, messages, system_prompt
+from routing_workload import messages
 
 CHAT_HANDLER = "/v1/chat/completions"
 
@@ -51,20 +51,10 @@ async def _scrape(session: aiohttp.ClientSession, engines: list[str]) -> list[di
     return list(await asyncio.gather(*(one(url) for url in engines)))
 
 
-async def _prompt_tokens(session: aiohttp.ClientSession, engine: str, model: str) -> list[int]:
-    """Each system prompt's length in the engine's own tokens (vLLM's ``/tokenize``)."""
-    counts = []
-    for persona in range(len(PERSONAS)):
-        body = {"model": model, "prompt": system_prompt("00000000", persona)}
-        async with session.post(engine + "/tokenize", json=body) as response:
-            counts.append(int((await response.json())["count"]))
-    return counts
-
-
-def _body(job: dict[str, Any], tag: str, persona: int, question: int) -> dict[str, Any]:
+def _body(job: dict[str, Any], tag: str, prefix: int, question: int) -> dict[str, Any]:
     return {
         "model": job["model"],
-        "messages": messages(tag, persona, question),
+        "messages": messages(tag, prefix, question),
         "max_tokens": job["max_tokens"],
         "temperature": 0,
         # Every answer max_tokens long, so both strategies generate the same work.
@@ -89,8 +79,8 @@ async def _point(job: dict[str, Any], point: dict[str, Any], measured: bool) -> 
     schedule = point["schedule"]
 
     def make(i: int) -> tuple[str, dict[str, Any], dict[str, str]]:
-        persona, question = schedule[i]
-        return point["url"], _body(job, point["tag"], persona, question), headers
+        prefix, question = schedule[i]
+        return point["url"], _body(job, point["tag"], prefix, question), headers
 
     def on_reply(reply: Reply) -> None:
         row = asdict(reply)
@@ -132,16 +122,13 @@ async def _point(job: dict[str, Any], point: dict[str, Any], measured: bool) -> 
 
 
 async def run(job: dict[str, Any]) -> None:
-    timeout = aiohttp.ClientTimeout(total=120)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        tokens = await _prompt_tokens(session, job["engines"][0], job["model"])
     # Warm-up (unmeasured): each gateway's upstream pool and both engines, under a tag
     # no measured round uses.
     for warm in job["warmup"]:
         await _point(job, warm, measured=False)
     for point in job["points"]:
         _emit({"event": "start", **{k: v for k, v in point.items() if k != "schedule"}})
-        _emit({**await _point(job, point, measured=True), "system_prompt_tokens": tokens})
+        _emit(await _point(job, point, measured=True))
 
 
 def main() -> None:

@@ -44,6 +44,7 @@ def point_row(point: dict[str, Any]) -> dict[str, Any]:
     queries = sum(_delta(point, "prefix_cache_queries"))
     ours = point["engines_cpu_s"] + point["gateway_cpu_s"] + point["loadgen_cpu_s"]
     return {
+        "prefixes": point.get("prefixes", 8),
         "strategy": point["strategy"],
         "concurrency": point["concurrency"],
         "round": point["round"],
@@ -65,8 +66,15 @@ def point_row(point: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _median_row(strategy: str, conc: int, members: list[dict[str, Any]]) -> dict[str, Any]:
-    row: dict[str, Any] = {"strategy": strategy, "concurrency": conc, "rounds": len(members)}
+def _median_row(
+    prefixes: int, strategy: str, conc: int, members: list[dict[str, Any]]
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "prefixes": prefixes,
+        "strategy": strategy,
+        "concurrency": conc,
+        "rounds": len(members),
+    }
     for name in METRICS:
         row[name] = statistics.median(m[name] for m in members)
         row[name + "_rounds"] = [m[name] for m in members]
@@ -78,11 +86,14 @@ def _median_row(strategy: str, conc: int, members: list[dict[str, Any]]) -> dict
 
 
 def _ratio(
-    conc: int, medians: dict[str, dict[str, Any]], rounds: dict[str, list[dict[str, Any]]]
+    prefixes: int,
+    conc: int,
+    medians: dict[str, dict[str, Any]],
+    rounds: dict[str, list[dict[str, Any]]],
 ) -> dict[str, Any]:
     """affinity / round_robin of the medians, and of each round pair (same workload, run
     back to back), for the spread."""
-    entry: dict[str, Any] = {"concurrency": conc}
+    entry: dict[str, Any] = {"prefixes": prefixes, "concurrency": conc}
     for name in RATIOS:
         entry[name] = medians[AFFINITY][name] / medians[ROUND_ROBIN][name]
         base = {m["round"]: m[name] for m in rounds[ROUND_ROBIN]}
@@ -92,28 +103,50 @@ def _ratio(
     return entry
 
 
-def summarize(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Per strategy and concurrency, the median over rounds; ratios affinity / round_robin."""
+def summarize(
+    points: Sequence[dict[str, Any]], workloads: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any]:
+    """Per workload (number of prefixes), concurrency and strategy, the median over rounds;
+    ratios affinity / round_robin. ``workloads``: routing.py's description of each (prompt
+    tokens, KV cache), copied into the summary."""
     rounds = [point_row(p) for p in points]
-    groups: dict[int, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    groups: dict[tuple[int, int], dict[str, list[dict[str, Any]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
     for one in rounds:
-        groups[one["concurrency"]][one["strategy"]].append(one)
+        groups[one["prefixes"], one["concurrency"]][one["strategy"]].append(one)
     rows: list[dict[str, Any]] = []
     ratios: list[dict[str, Any]] = []
-    for conc in sorted(groups):
-        medians = {s: _median_row(s, conc, groups[conc][s]) for s in STRATEGIES if groups[conc][s]}
+    for prefixes, conc in sorted(groups):
+        group = groups[prefixes, conc]
+        medians = {s: _median_row(prefixes, s, conc, group[s]) for s in STRATEGIES if group[s]}
         rows += medians.values()
         if len(medians) == len(STRATEGIES):
-            ratios.append(_ratio(conc, medians, groups[conc]))
-    first = points[0] if points else {}
+            ratios.append(_ratio(prefixes, conc, medians, group))
     return {
+        "workloads": list(workloads),
         "rows": rows,
         "ratios": ratios,
         "rounds": rounds,
         "errors": sum(p["errors"] for p in points),
         "error_samples": [s for p in points for s in p["error_samples"]][:5],
-        "system_prompt_tokens": first.get("system_prompt_tokens", []),
     }
+
+
+def fit(workload: dict[str, Any]) -> str:
+    """How the workload's prompts compare with one engine's KV cache."""
+    if workload["cache_ratio"] <= 1:
+        return "fits one engine"
+    if workload["cache_ratio"] / 2 <= 1:
+        return "exceeds one engine; half fits"
+    return "exceeds one engine, even half"
+
+
+def workload_label(workload: dict[str, Any]) -> str:
+    return (
+        f"{workload['prefixes']} prefixes, {workload['total_prompt_tokens']} prompt tokens = "
+        f"{workload['cache_ratio']:.2f} x KV cache ({fit(workload)})"
+    )
 
 
 def _split(requests: Sequence[int]) -> str:
@@ -131,6 +164,7 @@ def _rounds(values: Sequence[float], digits: int = 2) -> str:
 def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str, Any]) -> str:
     key = [
         [
+            str(r["prefixes"]),
             f"`{r['strategy']}`",
             str(r["concurrency"]),
             f"{r['requests']} ({r['errors']} failed)",
@@ -146,18 +180,28 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str,
         ]
         for r in summary["rows"]
     ]
+    by_prefixes = {w["prefixes"]: w for w in summary["workloads"]}
+    hit = {
+        (r["prefixes"], r["concurrency"], r["strategy"]): r["prefix_cache_hit_rate"]
+        for r in summary["rows"]
+    }
     ratios = [
         [
+            str(r["prefixes"]),
+            _f(by_prefixes[r["prefixes"]]["cache_ratio"]) if r["prefixes"] in by_prefixes else "?",
             str(r["concurrency"]),
             *(
                 f"**{r[name]:.2f}** ({_rounds(r[name + '_rounds'])})"
                 for name in ("ttft_p50_ms", "ttft_p99_ms", "requests_per_s", "tokens_per_s")
             ),
+            f"{_pct(hit[r['prefixes'], r['concurrency'], ROUND_ROBIN])} / "
+            f"{_pct(hit[r['prefixes'], r['concurrency'], AFFINITY])}",
         ]
         for r in summary["ratios"]
     ]
     per_round = [
         [
+            str(r["prefixes"]),
             str(r["round"] + 1),
             f"`{r['strategy']}`",
             str(r["concurrency"]),
@@ -173,8 +217,35 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str,
         ]
         for r in summary["rounds"]
     ]
-    tokens = summary["system_prompt_tokens"]
-    token_range = f"{min(tokens)}-{max(tokens)}" if tokens else "?"
+    loads = [
+        [
+            f"{w['prefixes']}{' (auto)' if w['auto'] else ''}",
+            f"{min(w['prompt_tokens'])}-{max(w['prompt_tokens'])}",
+            str(w["total_prompt_tokens"]),
+            f"{w['kv_cache_tokens']} ({w['kv_cache_blocks']} x {w['block_size']})",
+            f"**{w['cache_ratio']:.2f}**",
+            f"{w['prompt_blocks']} / {w['kv_cache_blocks']}",
+            fit(w),
+            str(w["requests"]),
+        ]
+        for w in summary["workloads"]
+    ]
+    kv = summary["workloads"][0] if summary["workloads"] else {}
+    kv_text = (
+        f"{kv['kv_cache_tokens']} tokens ({kv['kv_cache_blocks']} blocks of {kv['block_size']})"
+        if kv
+        else "?"
+    )
+    kv_blocks = config.get("routing_kv_blocks", 0)
+    kv_how = (
+        f"`--num-gpu-blocks-override={kv_blocks}` (`--routing-kv-blocks`), not the engine's "
+        "1 GiB default, so a workload bigger than the cache reaches eviction within a round"
+        if kv_blocks
+        else "the engine's default (1 GiB on CPU)"
+    )
+    requests = ", ".join(
+        f"{w['requests']} ({w['prefixes']} prefixes)" for w in summary["workloads"]
+    )
     packages = ", ".join(f"{k} {v}" for k, v in machine["packages"].items())
     engines = config["engines"]
     engine_argv = " ".join(engines["a"]["argv"])
@@ -194,6 +265,8 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str,
         "graph capture, as in the other real-engine scenarios), A with vLLM's default thread "
         "binding (core 0 here), B with `VLLM_CPU_OMP_THREADS_BIND=1`; ready in "
         f"{config['startup_s']:.0f} s",
+        f"- KV cache per engine: **{kv_text}** (`vllm:cache_config_info` on the engine's "
+        f"`/metrics`), set with {kv_how}",
         f"- Load average at start / end: {machine['load_average_at_start']} / "
         f"{machine.get('load_average_at_end', '?')}",
         f"- Wall time: measured rounds {config['measured_wall_s']:.0f} s, whole scenario "
@@ -208,15 +281,32 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str,
         "characters of the messages, so here the system prompt alone; bounded load factor "
         "1.25), both with `PORTICO_CACHE__MODE=off` so every request reaches an engine.",
         "",
-        f"Workload: 8 support personas as system prompts of {token_range} tokens each "
-        "(the engine's `/tokenize`), a short user question each (16 questions), drawn at "
-        f"random; `stream: true`, `max_tokens: {config['routing_max_tokens']}` with "
-        "`ignore_eos` (every answer that long), `temperature: 0`. Closed loop at concurrency "
-        f"{', '.join(str(c) for c in config['routing_concurrency'])}, "
-        f"{config['routing_requests']} requests per round.",
+        "Workloads: N distinct system prompts (*prefixes*) of ~500 tokens each (the engine's "
+        "`/tokenize`): 8 support personas, and for N > 8 the same personas in variants whose "
+        "prompt starts with a distinct desk line (region, customer line) before the persona "
+        "text, so variants share no KV block and have distinct affinity keys. A short user "
+        "question each (16 questions); prefix and question drawn uniformly at random; "
+        f"`stream: true`, `max_tokens: {config['routing_max_tokens']}` with `ignore_eos` "
+        "(every answer that long), `temperature: 0`. Closed loop at concurrency "
+        f"{', '.join(str(c) for c in config['routing_concurrency'])}; requests per round: "
+        f"{requests}.",
+        "",
+        *_table(
+            [
+                "prefixes",
+                "prompt tokens each",
+                "all prompts, tokens",
+                "KV cache per engine, tokens",
+                "all prompts / KV cache",
+                "cached blocks of all prompts / cache blocks",
+                "fit",
+                "requests per round",
+            ],
+            loads,
+        ),
         "",
         f"{config['routing_rounds']} round pairs, interleaved: each pair runs both strategies "
-        "back to back on the same (persona, question) sequence, the first one alternating "
+        "back to back on the same (prefix, question) sequence, the first one alternating "
         "(ABBA), so drift of the machine hits both alike. Every round puts a fresh random tag "
         "in front of the system prompts: each round starts with both engines' prefix caches "
         "cold for its prompts and cannot profit from an earlier round. Rows below are the "
@@ -225,12 +315,25 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str,
         "",
         "## Affinity / round_robin (below 1 = affinity faster for TTFT; above 1 = more throughput)",
         "",
-        *_table(["c", "TTFT p50", "TTFT p99", "requests/s", "completion tokens/s"], ratios),
+        *_table(
+            [
+                "prefixes",
+                "prompts / KV cache",
+                "c",
+                "TTFT p50",
+                "TTFT p99",
+                "requests/s",
+                "completion tokens/s",
+                "hit rate round_robin / affinity",
+            ],
+            ratios,
+        ),
         "",
         "## Per strategy (median over rounds)",
         "",
         *_table(
             [
+                "prefixes",
                 "strategy",
                 "c",
                 "requests",
@@ -251,6 +354,7 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str,
         "",
         *_table(
             [
+                "prefixes",
                 "pair",
                 "strategy",
                 "c",
@@ -269,14 +373,20 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str,
         "",
         "## Reading the numbers",
         "",
-        "- Both engines' KV caches (1 GiB each on CPU, tens of thousands of tokens) hold all 8 "
-        "prompts, so nothing is evicted: a request misses the prefix cache only when its "
-        "engine has not seen its persona yet in this round, or while a request with the same "
-        "persona is still being prefilled there. Round robin sends every persona to both "
-        "engines and pays about twice as many cold prefills per round as affinity (16 vs 8 of "
-        f"{config['routing_requests']}); the longer a round, the smaller their share. "
-        "Affinity gains more when there are more distinct prefixes than one engine's cache "
-        "holds (round robin then evicts on both engines) or when prefills are longer.",
+        "- **Prompts that fit one engine's cache** (all prompts / KV cache below 1): nothing is "
+        "evicted; a request misses the prefix cache only when its engine has not seen its "
+        "prefix yet in this round, or while a request with the same prefix is still being "
+        "prefilled there. Round robin sends every prefix to both engines and pays about twice "
+        "as many cold prefills per round as affinity (2N vs N); the longer a round, the "
+        "smaller their share.",
+        "- **Prompts that exceed one engine's cache but half of them fits** (ratio between 1 "
+        "and 2): round robin sends every prefix to both engines, each engine's cache holds "
+        "only part of them and evicts (least recently used) the ones the next requests need; "
+        "affinity gives each engine about half of the prefixes, which stay cached. The "
+        "difference shows in the hit rate and, since a miss costs a ~500-token prefill on one "
+        "core, in TTFT and throughput. With N prefixes and R requests per round, each prefix "
+        "comes back about R / N times per round: the first time is a miss under both "
+        "strategies, so the gap grows with R / N.",
         "- Affinity is bounded-load: a persona's engine is skipped while it has "
         "ceil(1.25 * (requests in flight + 1) / 2) or more, so at concurrency 8 some requests "
         "spill to the other engine (and miss there); the A / B split shows the balance.",
@@ -303,8 +413,10 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str,
         "## Reproduce",
         "",
         "`make install && .venv/bin/python bench/run.py --scenarios routing` "
-        f"(options: `--routing-rounds {config['routing_rounds']}`, `--routing-requests "
-        f"{config['routing_requests']}`, `--routing-concurrency "
+        f"(options: `--routing-rounds {config['routing_rounds']}`, `--routing-prefixes "
+        f"{' '.join(str(v) for v in config['routing_prefixes'])}`, `--routing-requests "
+        f"{' '.join(str(v) for v in config['routing_requests'])}`, `--routing-kv-blocks "
+        f"{config['routing_kv_blocks']}`, `--routing-concurrency "
         f"{' '.join(str(c) for c in config['routing_concurrency'])}`, `--routing-max-tokens "
         f"{config['routing_max_tokens']}`). No Redis needed.",
         "",
@@ -317,11 +429,22 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str,
 
 def print_summary(console: Console, summary: dict[str, Any]) -> None:
     table = Table(title="routing: two engines, median over rounds")
-    columns = ("strategy", "c", "TTFT p50", "TTFT p99", "req/s", "tok/s", "hit rate", "A / B")
+    columns = (
+        "prefixes",
+        "strategy",
+        "c",
+        "TTFT p50",
+        "TTFT p99",
+        "req/s",
+        "tok/s",
+        "hit rate",
+        "A / B",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column == "strategy" else "right")
     for r in summary["rows"]:
         table.add_row(
+            str(r["prefixes"]),
             r["strategy"],
             str(r["concurrency"]),
             _f(r["ttft_p50_ms"], 0),
@@ -334,7 +457,7 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
     console.print(table)
     for r in summary["ratios"]:
         console.print(
-            f"c={r['concurrency']}: affinity/round_robin TTFT p50 {r['ttft_p50_ms']:.2f}, "
-            f"TTFT p99 {r['ttft_p99_ms']:.2f}, requests/s {r['requests_per_s']:.2f}, "
-            f"tokens/s {r['tokens_per_s']:.2f}"
+            f"{r['prefixes']} prefixes, c={r['concurrency']}: affinity/round_robin TTFT p50 "
+            f"{r['ttft_p50_ms']:.2f}, TTFT p99 {r['ttft_p99_ms']:.2f}, "
+            f"requests/s {r['requests_per_s']:.2f}, tokens/s {r['tokens_per_s']:.2f}"
         )

@@ -1,9 +1,14 @@
-"""The ``routing`` scenario's workload: 8 long system prompts shared by many short questions.
+"""The ``routing`` scenario's workload: long system prompts shared by many short questions.
 
 Each system prompt is a support persona of about 500 tokens (the report records the
 engine's own count), longer than the gateway's default ``affinity_prefix_chars`` (2048),
-so the affinity key is the system prompt alone and every question under one persona
-shares it. Which persona and question each request uses is drawn in ``schedule``.
+so the affinity key is the system prompt alone and every question under one prompt
+shares it. A workload has N distinct prompts ("prefixes"): prefix i is persona i % 8 in
+variant i // 8. Variant 0 is the persona as is (so N = 8 is the original workload);
+variant v >= 1 puts a line naming a desk (region and product line) in front of the
+persona text, so its prompt differs from the first tokens after the round's tag: no KV
+block is shared between variants, and the affinity key differs per prefix. Which prefix
+and question each request uses is drawn in ``schedule``.
 """
 
 from __future__ import annotations
@@ -231,24 +236,67 @@ HOUSE_RULES = (
 )
 
 
-def system_prompt(tag: str, persona: int) -> str:
-    return f"[{tag}] {PERSONAS[persona]}{HOUSE_RULES}"
+# The variants' leading lines: a desk = region x product line, so up to 12 * 8 = 96
+# distinct lines (enough for 8 * 97 prefixes); the numbering keeps them distinct beyond.
+REGIONS = (
+    "Northern",
+    "Southern",
+    "Eastern",
+    "Western",
+    "Central",
+    "Coastal",
+    "Alpine",
+    "Island",
+    "Metropolitan",
+    "Rural",
+    "Overseas",
+    "Border",
+)
+LINES = (
+    "consumer",
+    "business",
+    "premium",
+    "student",
+    "partner",
+    "public sector",
+    "wholesale",
+    "loyalty",
+)
 
 
-def schedule(requests: int, seed: int) -> list[tuple[int, int]]:
-    """(persona, question) per request, drawn uniformly with ``seed``.
+def variant_line(variant: int) -> str:
+    """Variant 0: none (the persona as is); otherwise a distinct desk line."""
+    if variant == 0:
+        return ""
+    k = variant - 1
+    region = REGIONS[k % len(REGIONS)]
+    line = LINES[(k // len(REGIONS)) % len(LINES)]
+    return (
+        f"Desk {variant:03d}, {region} region, {line} customers: you answer for this desk only, "
+        "and its customers' accounts are kept apart from every other desk. "
+    )
+
+
+def system_prompt(tag: str, prefix: int) -> str:
+    """Prefix ``prefix``'s prompt: persona ``prefix % 8``, variant ``prefix // 8``."""
+    persona, variant = prefix % len(PERSONAS), prefix // len(PERSONAS)
+    return f"[{tag}] {variant_line(variant)}{PERSONAS[persona]}{HOUSE_RULES}"
+
+
+def schedule(requests: int, seed: int, prefixes: int = len(PERSONAS)) -> list[tuple[int, int]]:
+    """(prefix, question) per request, each drawn uniformly with ``seed``.
 
     Both strategies of one round pair get the same schedule, so neither draws an easier
-    sequence (for example, more repeats of one persona early on).
+    sequence (for example, more repeats of one prefix early on).
     """
     rng = random.Random(seed)
-    return [(rng.randrange(len(PERSONAS)), rng.randrange(len(QUESTIONS))) for _ in range(requests)]
+    return [(rng.randrange(prefixes), rng.randrange(len(QUESTIONS))) for _ in range(requests)]
 
 
-def messages(tag: str, persona: int, question: int) -> list[dict[str, Any]]:
+def messages(tag: str, prefix: int, question: int) -> list[dict[str, Any]]:
     """One request's messages; ``tag`` leads the system prompt so that each round's prompts
     are new to both engines' prefix caches (a round cannot profit from an earlier one)."""
     return [
-        {"role": "system", "content": system_prompt(tag, persona)},
+        {"role": "system", "content": system_prompt(tag, prefix)},
         {"role": "user", "content": QUESTIONS[question]},
     ]
