@@ -10,9 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
-from gateway import __version__
+from gateway import __version__, openapi
 from gateway.admin import admin
-from gateway.api import ops, v1
+from gateway.api import generation_routes, ops, v1
 from gateway.errors import (
     BackendUnavailable,
     GatewayError,
@@ -44,9 +44,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    app.router.routes.extend(generation_routes)
     app.include_router(v1)
     app.include_router(ops)
     app.include_router(admin)
+    openapi.install(app)
     _install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

@@ -1,0 +1,62 @@
+"""/openapi.json describes what the gateway really serves, the generation routes
+included (they are plain Starlette routes, described by gateway/openapi.py)."""
+
+from __future__ import annotations
+
+import httpx
+import jsonschema
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from tests.gateway.servers import serving
+
+
+def _schema() -> dict[str, object]:
+    settings = GatewaySettings(api_keys=["k"], engine_url="http://127.0.0.1:9")
+    with serving(create_app(settings)) as url:
+        response = httpx.get(url + "/openapi.json", timeout=5)
+    assert response.status_code == 200
+    schema: dict[str, object] = response.json()
+    return schema
+
+
+def test_generation_routes_are_documented_with_their_bodies_errors_and_auth() -> None:
+    schema = _schema()
+    paths = schema["paths"]
+    components = schema["components"]
+    assert isinstance(paths, dict)
+    assert isinstance(components, dict)
+    for path, model in (
+        ("/v1/completions", "CompletionRequest"),
+        ("/v1/chat/completions", "ChatCompletionRequest"),
+    ):
+        post = paths[path]["post"]
+        body = post["requestBody"]["content"]["application/json"]["schema"]
+        assert body == {"$ref": f"#/components/schemas/{model}"}
+        assert model in components["schemas"]
+        assert {"bearer", "apiKey"} <= {k for s in post["security"] for k in s}
+        refusal = post["responses"]["429"]["content"]["application/json"]["schema"]
+        assert refusal == {"$ref": "#/components/schemas/Error"}
+    assert "/v1/models" in paths
+    assert "/readyz" in paths
+
+
+def test_documented_request_schemas_accept_valid_bodies_and_refuse_invalid_ones() -> None:
+    schema = _schema()
+    components = schema["components"]
+    assert isinstance(components, dict)
+    # Resolve "#/components/schemas/..." references against the document itself.
+    registry_root = {"components": components}
+    chat = {**components["schemas"]["ChatCompletionRequest"], **registry_root}
+    ok = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    jsonschema.validate(ok, chat)
+    for bad in (
+        {"model": "m", "messages": []},
+        {"model": "m", "messages": [{"role": "robot", "content": "hi"}]},
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0},
+    ):
+        try:
+            jsonschema.validate(bad, chat)
+        except jsonschema.ValidationError:
+            continue
+        raise AssertionError(f"schema accepted {bad}")
