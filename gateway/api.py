@@ -6,15 +6,23 @@ Only these paths reach an engine; vLLM's other endpoints (/pause,
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import __version__, telemetry
 from gateway.auth import Principal, presented_key
-from gateway.errors import BackendUnavailable, EngineUnavailable, PayloadTooLarge
+from gateway.errors import (
+    BackendUnavailable,
+    EngineUnavailable,
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+)
 from gateway.generation import Call
 from gateway.middleware import request_id
 from gateway.resources import Resources, ResourcesDep
@@ -38,17 +46,32 @@ async def authenticate(request: Request, resources: ResourcesDep) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes, and with
+    408 unless all of it arrives within ``timeout_s`` (uvicorn has no body-read timeout:
+    a client trickling its body would otherwise hold the request open for ever). Both
+    answers close the connection, so the rest of the body is not read."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
+        raise _too_large(limit)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise _too_large(limit)
+    except TimeoutError as exc:
+        message = f"The request body did not arrive within {timeout_s:g} s."
+        raise RequestTimeout(message, headers={"connection": "close"}) from exc
+    except ClientDisconnect as exc:  # nobody reads this answer; a 400 keeps 500s for our faults
+        raise InvalidRequest("The client left before sending the whole body.") from exc
     return bytes(body)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    message = f"Request body is larger than {limit} bytes."
+    return PayloadTooLarge(message, headers={"connection": "close"})
 
 
 async def _generate(request: Request, path: str) -> Response:
@@ -61,7 +84,8 @@ async def _generate(request: Request, path: str) -> Response:
             code="draining",
             headers={"retry-after": "1", "connection": "close"},
         )
-    body = await read_body(request, resources.settings.limits.max_body_bytes)
+    limits = resources.settings.limits
+    body = await read_body(request, limits.max_body_bytes, limits.body_read_s)
     parsed = await resources.generation.validate(path, body, principal)
     record = telemetry.current()
     record.model = parsed.model  # a model the engine serves: a bounded metric label

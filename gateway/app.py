@@ -22,7 +22,7 @@ from gateway.errors import (
     render,
 )
 from gateway.metrics import Metrics
-from gateway.middleware import RequestContextMiddleware, request_id
+from gateway.middleware import RequestContextMiddleware, RequestHeadLimits, request_id
 from gateway.redis_guard import RedisUnavailable
 from gateway.resources import lifespan_for
 from gateway.settings import GatewaySettings
@@ -50,6 +50,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(admin)
     openapi.install(app)
     _install_error_handlers(app)
+    # Inside the context middleware, so refusals are counted, logged and carry the id.
+    app.add_middleware(RequestHeadLimits, limits=settings.limits)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app
 

@@ -2,7 +2,10 @@
 
     GatewayError                    rendered as {"error": {message, type, param, code}}
     ├── InvalidRequest              400 invalid_request_error (param names the field)
-    │   └── PayloadTooLarge         413
+    │   ├── PayloadTooLarge         413
+    │   ├── RequestTimeout          408 the body did not arrive within limits.body_read_s
+    │   ├── URLTooLong              414
+    │   └── HeadersTooLarge         431 (too many headers, or too many bytes of them)
     ├── AuthenticationFailed        401 authentication_error
     ├── PermissionDenied            403 permission_denied (model not allowed, not an admin)
     ├── NotFound                    404 (unknown model: code model_not_found)
@@ -56,6 +59,21 @@ class InvalidRequest(GatewayError):
 class PayloadTooLarge(InvalidRequest):
     status_code = 413
     code = "request_too_large"
+
+
+class RequestTimeout(InvalidRequest):
+    status_code = 408
+    code = "request_timeout"
+
+
+class URLTooLong(InvalidRequest):
+    status_code = 414
+    code = "url_too_long"
+
+
+class HeadersTooLarge(InvalidRequest):
+    status_code = 431
+    code = "request_header_fields_too_large"
 
 
 class AuthenticationFailed(GatewayError):

@@ -224,20 +224,34 @@ class GenerationService:
         return RelayResponse(engine, upstream, media_type, tap, on_end, admission.headers)
 
     def _check_caps(self, request: GenerationRequest, principal: Principal) -> None:
-        max_tokens = min(self._limits.max_tokens, principal.max_tokens or self._limits.max_tokens)
-        caps = [("max_tokens", request.max_tokens, max_tokens)]
+        limits = self._limits
+        max_tokens = min(limits.max_tokens, principal.max_tokens or limits.max_tokens)
+        stop = [request.stop] if isinstance(request.stop, str) else request.stop or []
+        # (param, value, cap, unit); a message states the cap, never the client's value.
+        caps = [("max_tokens", request.max_tokens, max_tokens, "")]
         if isinstance(request, ChatCompletionRequest):
-            caps.append(("max_completion_tokens", request.max_completion_tokens, max_tokens))
-        caps.append(("n", request.n, self._limits.max_n))
+            caps.append(("max_completion_tokens", request.max_completion_tokens, max_tokens, ""))
+        caps.append(("n", request.n, limits.max_n, ""))
         if isinstance(request, CompletionRequest):
-            caps.append(("best_of", request.best_of, self._limits.max_n))
-        for param, value, cap in caps:
+            caps.append(("best_of", request.best_of, limits.max_n, ""))
+            caps.append(("prompt", _batch_size(request.prompt), limits.max_prompts, " prompts"))
+        caps.append(("stop", len(stop), limits.max_stop, " sequences"))
+        longest = max((len(s) for s in stop), default=0)
+        caps.append(("stop", longest, limits.max_stop_chars, " characters per sequence"))
+        for param, value, cap, unit in caps:
             if value is not None and value > cap:
                 raise InvalidRequest(
-                    f"'{param}' is {value}, above this gateway's limit of {cap}.",
+                    f"'{param}' is above this gateway's limit of {cap}{unit}.",
                     param=param,
                     code="limit_exceeded",
                 )
+
+
+def _batch_size(prompt: str | list[str] | list[int] | list[list[int]]) -> int:
+    """How many prompts a completions request holds (one token array is one prompt)."""
+    if isinstance(prompt, str) or not prompt or isinstance(prompt[0], int):
+        return 1
+    return len(prompt)
 
 
 def _with_stream_usage(body: bytes) -> bytes:

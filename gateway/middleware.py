@@ -15,7 +15,9 @@ from contextvars import ContextVar
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import telemetry
+from gateway.errors import GatewayError, HeadersTooLarge, URLTooLong, render
 from gateway.metrics import Metrics
+from gateway.settings import Limits
 from gateway.telemetry import RequestRecord
 
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
@@ -75,6 +77,39 @@ class RequestContextMiddleware:
             route = _route_of(scope)
             self.metrics.observe(route, status, record)
             _log.info(_log_line(scope, route, status, record))
+
+
+class RequestHeadLimits:
+    """Refuses a request whose target (414) or headers (431) are over the caps, before
+    any route runs. uvicorn's default parser (httptools) puts no limit on either, so
+    without this a header flood would reach the routes and the engine."""
+
+    def __init__(self, app: ASGIApp, limits: Limits) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            error = self._check(scope)
+            if error is not None:
+                await render(error)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _check(self, scope: Scope) -> GatewayError | None:
+        limits, close = self.limits, {"connection": "close"}
+        target = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
+        if target > limits.max_url_bytes:
+            message = f"The request target is longer than {limits.max_url_bytes} bytes."
+            return URLTooLong(message, headers=close)
+        headers = scope["headers"]
+        if len(headers) > limits.max_headers:
+            message = f"The request has more than {limits.max_headers} headers."
+            return HeadersTooLarge(message, headers=close)
+        if sum(len(name) + len(value) for name, value in headers) > limits.max_header_bytes:
+            message = f"The request headers are larger than {limits.max_header_bytes} bytes."
+            return HeadersTooLarge(message, headers=close)
+        return None
 
 
 def _log_line(scope: Scope, route: str, status: int, record: RequestRecord) -> str:

@@ -37,6 +37,25 @@ class Limits(BaseModel):
         4096, gt=0, description="Cap on max_tokens / max_completion_tokens (400)."
     )
     max_n: int = Field(8, gt=0, description="Cap on n and best_of (400).")
+    max_prompts: int = Field(
+        64, gt=0, description="Cap on the prompts of one batched /v1/completions request (400)."
+    )
+    max_stop: int = Field(16, gt=0, description="Cap on the number of stop sequences (400).")
+    max_stop_chars: int = Field(
+        256, gt=0, description="Cap on the length of each stop sequence, in characters (400)."
+    )
+    body_read_s: float = Field(
+        30.0, gt=0,
+        description="Time allowed to receive the whole request body, however it trickles in "
+        "(408 past it).",
+    )  # fmt: skip
+    max_headers: int = Field(100, gt=0, description="Cap on the number of request headers (431).")
+    max_header_bytes: int = Field(
+        32_768, gt=0, description="Cap on the request headers' total size, names and values (431)."
+    )
+    max_url_bytes: int = Field(
+        8192, gt=0, description="Cap on the request target's size, path and query (414)."
+    )
 
 
 class RedisSettings(BaseModel):
