@@ -39,12 +39,12 @@ from routing_workload import PERSONAS, schedule, system_prompt
 SCENARIO = "routing"
 # Engine B's extra environment: the e2e routing test's way to give it core 1.
 ENGINE_ENVS = {"a": {}, "b": {"VLLM_CPU_OMP_THREADS_BIND": "1"}}
-# Default KV cache per engine, in vLLM blocks of 128 tokens: 8192 tokens. The engines'
+# Default KV cache per engine, in vLLM blocks of 128 tokens: 6144 tokens. The engines'
 # own default (1 GiB on CPU, ~23k tokens here) takes ~100 s of prefill per engine to fill
 # on this CPU (~250 prompt tokens/s per core), so a workload bigger than it could not
-# reach eviction within a round of a minute or two; 64 blocks still hold the 8-prefix
-# workload (~4.2k tokens) with room for the requests in flight.
-KV_BLOCKS = 64
+# reach eviction, let alone a steady state, within a round of a minute or two. 48 blocks
+# still hold the 8-prefix workload (~30 blocks) with room for the requests in flight.
+KV_BLOCKS = 48
 # ``--routing-prefixes auto``: N x prompt tokens ~ this many times one engine's KV cache
 # (round robin sends all N to both engines and evicts; affinity gives each half, ~0.75x).
 AUTO_CACHE_RATIO = 1.5
@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=[8, "auto"],
         help="workloads, one per value: N distinct system prompts (8 personas x variants), "
-        f"or 'auto': the multiple of 8 nearest {AUTO_CACHE_RATIO} x one engine's KV cache "
+        f"or 'auto': the N nearest {AUTO_CACHE_RATIO} x one engine's KV cache "
         "(kv_cache_size_tokens from its /metrics) / the mean prompt tokens "
         "(default: 8 auto, i.e. one that fits the cache and one that exceeds it)",
     )
@@ -222,10 +222,9 @@ def prompt_tokens(base_url: str, model: str, prefixes: int) -> list[int]:
 
 
 def auto_prefixes(kv_tokens: int, mean_tokens: float) -> int:
-    """The multiple of 8 (every persona in as many variants) nearest AUTO_CACHE_RATIO x
-    the cache / the mean prompt."""
-    per_persona = AUTO_CACHE_RATIO * kv_tokens / mean_tokens / len(PERSONAS)
-    return len(PERSONAS) * max(1, round(per_persona))
+    """The N nearest AUTO_CACHE_RATIO x the cache / the mean prompt (prefixes beyond a
+    multiple of 8 give the first personas one variant more)."""
+    return max(1, round(AUTO_CACHE_RATIO * kv_tokens / mean_tokens))
 
 
 def workloads(args: argparse.Namespace, stack: Stack, console: Console) -> list[dict[str, Any]]:

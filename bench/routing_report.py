@@ -382,12 +382,14 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str,
         "- **Prompts that exceed one engine's cache but half of them fits** (ratio between 1 "
         "and 2): round robin sends every prefix to both engines, each engine's cache holds "
         "only part of them and evicts (least recently used) the ones the next requests need; "
-        "affinity gives each engine about half of the prefixes, which stay cached. The "
-        "difference shows in the hit rate and, since a miss costs a ~500-token prefill on one "
-        "core, in TTFT and throughput. With N prefixes and R requests per round, each prefix "
-        "comes back about R / N times per round: the first time is a miss under both "
-        "strategies, so the gap grows with R / N.",
-        "- Affinity is bounded-load: a persona's engine is skipped while it has "
+        "affinity gives each engine about half of the prefixes, which stay cached. With N "
+        "prefixes and R requests per round, each prefix comes back about R / N times per "
+        "round (R / 2N per engine under round robin): the first time is a miss under both "
+        "strategies (2N cold prefills per round for round robin, N for affinity), and the "
+        "cache fills only partway through a round, so at a few repeats per prefix most of "
+        "the gap is still cold prefills; eviction adds to it as R / N grows (a longer "
+        "round, or faster prefill than this CPU's).",
+        "- Affinity is bounded-load: a prefix's engine is skipped while it has "
         "ceil(1.25 * (requests in flight + 1) / 2) or more, so at concurrency 8 some requests "
         "spill to the other engine (and miss there); the A / B split shows the balance.",
         "- TTFT on this CPU is mostly queueing: each engine computes on one core, and a "
