@@ -50,8 +50,11 @@ _REFUSALS = {
     "401": "No valid API key or JWT",
     "403": "The key may not use this model",
     "404": "Unknown model",
+    "408": "The body did not arrive within the body-read time",
     "413": "Body larger than the limit",
+    "414": "Request target longer than the limit",
     "429": "A rate limit or budget of this caller (Retry-After)",
+    "431": "Too many request headers, or too large",
     "503": "No engine available, queue full or gateway draining (Retry-After)",
     "504": "The engine did not start answering in time",
 }
