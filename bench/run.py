@@ -81,7 +81,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument(
-        "--rates", type=float, nargs="+", default=[100.0, 400.0], help="open-loop requests/s"
+        "--rates", type=float, nargs="+", default=[100.0, 200.0], help="open-loop requests/s"
     )
     parser.add_argument(
         "--open-seconds", type=float, default=4.0, help="per open-loop point and round"
