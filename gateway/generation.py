@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from starlette.responses import Response
@@ -23,6 +23,7 @@ from gateway.errors import GatewayError, InvalidRequest, PermissionDenied
 from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, GenerationRequest, parse
 from gateway.quota import Admission, QuotaService, estimate_prompt_tokens
+from gateway.redaction import Redactor
 from gateway.replay import StreamAssembler, entry_from_body, replay_body, replay_stream
 from gateway.routing import Lease, Router, affinity_key
 from gateway.settings import Limits, RoutingSettings
@@ -67,8 +68,10 @@ class GenerationService:
         quota: QuotaService,
         cache: ResponseCache,
         metrics: Metrics,
+        redactor: Redactor | None = None,
     ) -> None:
         self._router = router
+        self._redactor = redactor  # None: redaction off, bodies pass untouched
         self._prefix_chars = routing.affinity_prefix_chars
         self._catalog = catalog
         self._limits = limits
@@ -88,6 +91,8 @@ class GenerationService:
         return request
 
     async def respond(self, call: Call) -> Response:
+        if self._redactor is not None:
+            call = self._redact(call, self._redactor)
         plan = self._plan(call)
         leader: Flight | None = None
         if plan.key is not None and plan.read:
@@ -110,6 +115,18 @@ class GenerationService:
             raise
         response.headers["x-cache"] = result
         return response
+
+    def _redact(self, call: Call, redactor: Redactor) -> Call:
+        """The call with PII in its prompt text replaced, before the cache key, routing
+        and the engine see it; the same call when nothing was found."""
+        body, counts = redactor.body(call.body, call.chat)
+        if not counts:
+            return call
+        for kind, count in counts.items():
+            self._metrics.redactions.labels(kind).inc(count)
+        # Parsed again so that routing's prefix hash and token estimate read what the
+        # engine will read.
+        return replace(call, body=body, request=parse(ROUTES[call.route], body))
 
     def _plan(self, call: Call) -> CachePlan:
         request = call.request

@@ -150,6 +150,12 @@ class Metrics:
             "Requests that waited for an identical one in flight instead of calling the engine.",
             registry=r,
         )
+        self.redactions = Counter(
+            "portico_redactions",
+            "PII matches replaced in prompts before the engine, by kind: email, phone, card, "
+            "ssn, nino, iban (never the values).",
+            ["kind"], registry=r,
+        )  # fmt: skip
         self.cache_hit_seconds = Histogram(
             "portico_cache_lookup_seconds", "Time to read a cache entry that was found.",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1), registry=r,

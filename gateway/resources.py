@@ -24,6 +24,7 @@ from gateway.keys import KeyHasher, KeyStore, MemoryKeyStore, RedisKeyStore
 from gateway.metrics import Metrics
 from gateway.quota import QuotaService
 from gateway.ratelimit import Limiter, MemoryLimiter, RedisLimiter
+from gateway.redaction import Redactor
 from gateway.redis_guard import LoopLag, RedisGuard
 from gateway.routing import Router
 from gateway.settings import GatewaySettings
@@ -92,6 +93,11 @@ def _routing(
     return pool, Router(pool, settings.routing, metrics), drain
 
 
+def _redactor(settings: GatewaySettings) -> Redactor | None:
+    redaction = settings.redaction
+    return Redactor(redaction.kinds) if redaction.mode == "redact" else None
+
+
 def lifespan_for(
     settings: GatewaySettings, metrics: Metrics
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
@@ -132,6 +138,7 @@ def lifespan_for(
                     quota,
                     ResponseCache(cache_store, settings.cache, metrics),
                     metrics,
+                    _redactor(settings),
                 ),
             )
             yield

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.discovery import EngineSource
 from gateway.jwt_verifier import JWTSettings
+from gateway.redaction import KINDS, Kind
 
 
 class UpstreamTimeouts(BaseModel):
@@ -119,6 +120,28 @@ class CacheSettings(BaseModel):
     merge_wait_s: float = Field(
         120.0, gt=0, description="How long an identical request waits for the one in flight."
     )
+
+
+class RedactionSettings(BaseModel):
+    """Optional PII redaction of prompt text before it reaches an engine (docs/pii.md)."""
+
+    mode: Literal["off", "redact"] = Field(
+        "off",
+        description="'redact' replaces e-mail addresses, phone, card, SSN, NINO and IBAN "
+        "numbers in prompts and chat messages with [EMAIL], [PHONE], ... before the engine "
+        "(and the cache key) sees them; 'off' leaves request bodies untouched.",
+    )
+    kinds: Annotated[list[Kind], NoDecode] = Field(
+        default_factory=lambda: list(KINDS),
+        description="Comma-separated kinds to redact: email, phone, card, ssn, nino, iban.",
+    )
+
+    @field_validator("kinds", mode="before")
+    @classmethod
+    def _split_kinds(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip().lower() for k in value.split(",") if k.strip()]
+        return value
 
 
 class RoutingSettings(BaseModel):
@@ -232,6 +255,7 @@ class GatewaySettings(BaseSettings):
     jwt: JWTSettings = Field(default_factory=JWTSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    redaction: RedactionSettings = Field(default_factory=RedactionSettings)
     drain_grace_s: float = Field(
         25.0, ge=0,
         description="On SIGTERM: how long in-flight requests and streams may take to finish "
