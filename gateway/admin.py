@@ -85,13 +85,16 @@ async def require_admin(
     authorization: Annotated[str | None, Header()] = None,
 ) -> KeyAdmin:
     presented = presented_key(authorization, None)
+    client_ip = request.client.host if request.client else "unknown"
+    # Before the token compare: a blocked address must not learn which guess was right
+    # (its wrong guesses are counted by authenticate below).
+    await resources.auth.check_ip(client_ip)
     token = resources.settings.admin_token
     if presented and token is not None:
         given = hashlib.sha256(presented.encode()).digest()
         wanted = hashlib.sha256(token.get_secret_value().encode()).digest()
         if secrets.compare_digest(given, wanted):
             return KeyAdmin(resources.keys, resources.hasher, resources.limiter)
-    client_ip = request.client.host if request.client else "unknown"
     principal: Principal = await resources.auth.authenticate(presented, client_ip)
     if not principal.is_admin:
         raise PermissionDenied("The admin API needs the admin token or an 'admin' JWT.")

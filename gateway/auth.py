@@ -117,7 +117,7 @@ class Authenticator:
             await self._refuse(client_ip, "Missing API key: send 'Authorization: Bearer <key>' "
                                "or 'X-API-Key'.", "missing_api_key")  # fmt: skip
         assert presented is not None
-        await self._check_ip(client_ip)
+        await self.check_ip(client_ip)
         try:
             return await self._resolve(presented)
         except AuthenticationFailed as exc:
@@ -159,7 +159,9 @@ class Authenticator:
     def _ip_window(self, client_ip: str) -> Window:
         return Window("auth_ip", client_ip, self._ip_limit, 1)
 
-    async def _check_ip(self, client_ip: str) -> None:
+    async def check_ip(self, client_ip: str) -> None:
+        """RateLimited (429) when ``client_ip`` is over its failure limit. Call it before
+        comparing any secret, so a blocked address learns nothing from its guesses."""
         # Only IPs that failed recently cost a limiter call; the rest pay nothing.
         if client_ip not in self._suspects:
             return

@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 MODEL = "fake-model"
 OTHER_MODEL = "fake-model-2"
@@ -104,6 +105,18 @@ class FakeEngine:
             yield b"data: [DONE]\n\n"
         finally:
             self.stream_closed.set()
+
+
+def recording(app: ASGIApp, seen: list[str]) -> ASGIApp:
+    """``app`` noting the path of every request other than the gateway's health and
+    model probes (the fake itself records only completion bodies)."""
+
+    async def recorded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in ("/health", "/v1/models"):
+            seen.append(scope["path"])
+        await app(scope, receive, send)
+
+    return recorded
 
 
 def from_env() -> Starlette:

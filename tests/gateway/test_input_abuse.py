@@ -15,11 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from tests.gateway.fake_engine import MODEL, FakeEngine
+from tests.gateway.fake_engine import MODEL, FakeEngine, recording
 from tests.gateway.servers import serving
 
 KEY = "test-key"
@@ -39,22 +38,10 @@ class Stack:
     engine_saw: list[str] = field(default_factory=list)  # paths of generation requests
 
 
-def _recording(app: ASGIApp, seen: list[str]) -> ASGIApp:
-    """The fake engine, noting every request other than health and model probes (the
-    fake itself records only completions)."""
-
-    async def recorded(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in ("/health", "/v1/models"):
-            seen.append(scope["path"])
-        await app(scope, receive, send)
-
-    return recorded
-
-
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     seen: list[str] = []
-    with serving(_recording(FakeEngine().app, seen)) as engine_url:
+    with serving(recording(FakeEngine().app, seen)) as engine_url:
         settings = GatewaySettings(
             engine_url=engine_url, api_keys=[KEY], limits={"body_read_s": BODY_READ_S}
         )

@@ -3,9 +3,15 @@ and the per-IP brute-force limit."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import contextlib
 import hashlib
+import random
+import secrets
+import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +19,7 @@ import pytest
 from gateway.auth import ANONYMOUS, Authenticator, Principal, presented_key
 from gateway.errors import AuthenticationFailed, RateLimited
 from gateway.jwt_verifier import JWTVerifier
-from gateway.keys import KeyHasher, KeySpec, MemoryKeyStore
+from gateway.keys import KeyHasher, KeyRecord, KeySpec, MemoryKeyStore
 from gateway.metrics import Metrics
 from gateway.ratelimit import MemoryLimiter
 from gateway.settings import GatewaySettings
@@ -130,3 +136,109 @@ def test_an_ip_over_its_failure_limit_is_blocked_even_with_a_good_key() -> None:
         return outcomes
 
     assert asyncio.run(scenario()) == ["401", "401", "401", "429", "429", "static"]
+
+
+# Timing: a guess that shares a long prefix with a real key must not answer faster or
+# slower than any other wrong guess. The structural test carries the guarantee (a naive
+# early-exit compare leaks nanoseconds, below any in-process measurement); the timing
+# test catches the leaks that can be measured: a path taken only by near misses.
+
+
+def _stored_key(store: MemoryKeyStore, hasher: KeyHasher) -> str:
+    secret, record = hasher.new_record(KeySpec(name="timed"))
+    asyncio.run(store.put(record))
+    return secret
+
+
+def test_wrong_and_nearly_right_keys_take_the_same_time() -> None:
+    auth, store, hasher = _authenticator()
+    secret = _stored_key(store, hasher)
+    last = "A" if secret[-1] != "A" else "B"
+    guesses = {
+        "nearly-right": secret[:-1] + last,  # all but the last character right
+        "random": "pk-" + secrets.token_urlsafe(32)[: len(secret) - 3],  # same length
+        "static-prefix": FIRST[:-1] + "z",  # near miss of a static key
+    }
+    assert len(guesses["nearly-right"]) == len(guesses["random"]) == len(secret)
+    rounds = 2000
+    samples: dict[str, list[int]] = {name: [] for name in guesses}
+
+    async def measure() -> None:
+        order = list(guesses)
+        for i in range(rounds):
+            random.shuffle(order)  # interleaved: load drifts hit every guess alike
+            for name in order:
+                ip = f"10.{i // 250}.{i % 250}.{order.index(name)}"  # no IP limit in play
+                started = time.perf_counter_ns()
+                with contextlib.suppress(AuthenticationFailed):
+                    await auth.authenticate(guesses[name], ip)
+                samples[name].append(time.perf_counter_ns() - started)
+
+    asyncio.run(measure())
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    spread_us = (max(medians.values()) - min(medians.values())) / 1000
+    print(f"medians (us): { {n: round(m / 1000, 2) for n, m in medians.items()} }")
+    assert spread_us < 5, medians
+
+
+def test_keys_are_found_by_digest_and_no_raw_secret_is_kept() -> None:
+    """What makes a guess's timing independent of how many characters are right: the
+    presented key is hashed first, the store is asked for the digest's id, and only
+    digests are compared (secrets.compare_digest)."""
+    asked: list[str] = []
+
+    class RecordingStore(MemoryKeyStore):
+        async def get(self, key_id: str) -> KeyRecord | None:
+            asked.append(key_id)
+            return await super().get(key_id)
+
+    config = GatewaySettings(api_keys=[FIRST, SECOND], rate_limits={"auth_failures_per_ip": 99})
+    hasher = KeyHasher(None)
+    store = RecordingStore()
+    auth = Authenticator(
+        config, hasher, store, JWTVerifier(config.jwt), MemoryLimiter(60), Metrics()
+    )
+    secret = _stored_key(store, hasher)
+    near = secret[:-1] + ("A" if secret[-1] != "A" else "B")
+    with pytest.raises(AuthenticationFailed):
+        _run(auth, near)
+    assert asked == [KeyHasher.key_id(hasher.digest(near))]
+    assert not KeyHasher.key_id(hasher.digest(near)).startswith(secret[:8])
+    assert _run(auth, secret).kind == "key"
+    held = repr(vars(auth))
+    assert FIRST not in held
+    assert SECOND not in held
+
+
+SECRET_NAMES = {"presented", "secret", "token", "digest", "given", "wanted", "api_key", "key"}
+
+
+def _secret_comparisons(source: str) -> list[int]:
+    """Lines comparing a secret-named value with ==, != or in (rather than compare_digest)."""
+
+    def named(node: ast.expr) -> bool:
+        name = node.id if isinstance(node, ast.Name) else getattr(node, "attr", None)
+        return name in SECRET_NAMES
+
+    def equality(node: ast.Compare) -> bool:
+        return any(isinstance(op, ast.Eq | ast.NotEq | ast.In | ast.NotIn) for op in node.ops)
+
+    return [
+        node.lineno
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Compare)
+        and equality(node)
+        and any(named(operand) for operand in [node.left, *node.comparators])
+    ]
+
+
+@pytest.mark.parametrize("module", ["auth", "admin", "keys"])
+def test_secrets_are_never_compared_with_equality(module: str) -> None:
+    path = Path(__file__).parents[2] / "gateway" / f"{module}.py"
+    assert _secret_comparisons(path.read_text()) == []
+
+
+def test_the_secret_comparison_check_finds_a_naive_compare() -> None:
+    naive = "def ok(presented, record):\n    return presented == record.digest\n"
+    assert _secret_comparisons(naive) == [2]
+    assert _secret_comparisons("secrets.compare_digest(presented, wanted)\n") == []
