@@ -138,7 +138,13 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@ops.get("/readyz")
+_NOT_READY = {
+    "description": "Draining, or a model the engines serve has no engine in rotation",
+    "content": {"application/json": {"schema": {"type": "object", "required": ["status"]}}},
+}
+
+
+@ops.get("/readyz", responses={503: _NOT_READY})
 async def readyz(resources: ResourcesDep) -> JSONResponse:
     """Ready when every model the engines serve has at least one engine in rotation
     (judged from the active health checks), and the gateway is not draining."""

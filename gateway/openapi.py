@@ -60,8 +60,59 @@ _REFUSALS = {
 }
 
 
+_ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+
+# What the engine answers, as far as the gateway relies on it: the rest passes through.
+_ANSWER: dict[str, Any] = {
+    "type": "object",
+    "required": ["choices"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"type": "string"},
+        "choices": {"type": "array"},
+    },
+}
+
+# One server-sent event of a stream: a chunk of the answer, the error that ends a
+# broken stream, or the closing `[DONE]` (Open API 3.1: `schema` describes each event).
+_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {
+            "anyOf": [
+                {"const": "[DONE]"},
+                {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": {"anyOf": [_ANSWER, {"$ref": "#/components/schemas/Error"}]},
+                },
+            ]
+        }
+    },
+}
+
+_AUTH_LOCKOUT = "Too many failed authentication attempts from this address (Retry-After)"
+
+# The FastAPI routes that need a credential (by path prefix): how it is presented, and
+# what they answer besides 200 and 400. The admin API reads only `Authorization`.
+_GUARDED: dict[str, tuple[list[dict[str, list[str]]], dict[str, str]]] = {
+    "/v1/models": (
+        [{"bearer": []}, {"apiKey": []}],
+        {"401": "No valid API key or JWT", "429": _AUTH_LOCKOUT, "503": "No engine available"},
+    ),
+    "/admin/": (
+        [{"bearer": []}],
+        {
+            "401": "No valid admin token or JWT",
+            "403": "A valid credential without the 'admin' permission",
+            "429": _AUTH_LOCKOUT,
+        },
+    ),
+}
+
+
 def _operation(model: type[BaseModel], summary: str) -> dict[str, Any]:
-    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     return {
         "summary": summary,
         "security": [{"bearer": []}, {"apiKey": []}],
@@ -75,14 +126,37 @@ def _operation(model: type[BaseModel], summary: str) -> dict[str, Any]:
             "200": {
                 "description": "The engine's answer: JSON, or with `stream: true` server-sent "
                 "events ending with `data: [DONE]` (a broken stream ends with an error event).",
-                "content": {"application/json": {}, "text/event-stream": {}},
+                "content": {
+                    "application/json": {"schema": _ANSWER},
+                    "text/event-stream": {"schema": _EVENT},
+                },
             },
             **{
-                status: {"description": text, "content": error}
+                status: {"description": text, "content": _ERROR_CONTENT}
                 for status, text in _REFUSALS.items()
             },
         },
     }
+
+
+def _document_fastapi_errors(paths: dict[str, Any]) -> None:
+    """Make the FastAPI routes' documented refusals true: the gateway renders a
+    validation error as a 400 OpenAI error (never FastAPI's 422), the routes that
+    need a credential say so, and a key id that does not exist is a 404."""
+    for path, item in paths.items():
+        guarded = next((g for prefix, g in _GUARDED.items() if path.startswith(prefix)), None)
+        for operation in item.values():
+            responses = operation["responses"]
+            if responses.pop("422", None) is not None:
+                responses["400"] = {"description": "Invalid request", "content": _ERROR_CONTENT}
+            if guarded is None:
+                continue
+            security, refusals = guarded
+            operation["security"] = security
+            for status, text in refusals.items():
+                responses[status] = {"description": text, "content": _ERROR_CONTENT}
+            if "{key_id}" in path:
+                responses["404"] = {"description": "No key with this id", "content": _ERROR_CONTENT}
 
 
 def install(app: FastAPI) -> None:
@@ -95,6 +169,7 @@ def install(app: FastAPI) -> None:
             schemas = components.setdefault("schemas", {})
             schemas["Error"] = _ERROR
             components.setdefault("securitySchemes", {}).update(_SECURITY_SCHEMES)
+            _document_fastapi_errors(schema["paths"])
             for path, model, summary in _GENERATION:
                 body = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 schemas.update(body.pop("$defs", {}))
