@@ -19,7 +19,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from engine.errors import ConfigurationError, ModelError
+from engine import calibration, model
+from engine.checkpoint import read_config
+from engine.errors import ConfigurationError, EngineError, ModelError
+from engine.settings import EngineSettings
 
 Method = Literal["gptq", "awq"]
 Scheme = Literal["W4A16", "W4A8"]
@@ -210,7 +213,7 @@ def _tokenized(tokenizer: Any, samples: list[str], max_length: int) -> Any:
 
 
 def _oneshot(plan: Plan, model: Any, tokenizer: Any, dataset: Any) -> None:
-    from llmcompressor import oneshot
+    from llmcompressor.entrypoints.oneshot import oneshot
     from llmcompressor.modifiers import quantization, transform
 
     modifiers = {
@@ -243,8 +246,63 @@ def _no_pinned_memory_without_accelerator() -> Iterator[None]:
         yield
         return
     original = IntermediatesCache.pin_memory
-    IntermediatesCache.pin_memory = lambda self, batch_index, input_names=None: None  # type: ignore[method-assign,assignment]
+    IntermediatesCache.pin_memory = lambda self, batch_index, input_names=None: None  # type: ignore[method-assign]
     try:
         yield
     finally:
         IntermediatesCache.pin_memory = original  # type: ignore[method-assign]
+
+
+@dataclass(frozen=True)
+class Request:
+    """What ``portico model quantize`` was asked to do."""
+
+    model: str
+    method: str
+    scheme: str
+    output: Path
+    calibration: Path | None = None
+    samples: int = 128
+    max_seq_length: int = 512
+
+
+def quantize(request: Request, settings: EngineSettings) -> Path:
+    """Check everything that can be checked cheaply, then quantize. Raises EngineError."""
+    method, scheme = check_choice(request.method, request.scheme)
+    if request.samples < 1 or request.max_seq_length < 8:
+        raise ConfigurationError("--samples must be at least 1 and --max-seq-length at least 8.")
+    samples = (
+        calibration.load(request.calibration)
+        if request.calibration is not None
+        else calibration.bundled(calibration.CALIBRATION)
+    )
+    if request.output.exists() and any(request.output.iterdir()):
+        raise ConfigurationError(f"output directory {request.output} exists and is not empty.")
+    require_extra()
+    checkpoint = model.prepare(settings.model_copy(update={"model": request.model}))
+    config = _config(checkpoint.source)
+    check_model(config, checkpoint.source)
+    plan = Plan(
+        method=method,
+        scheme=scheme,
+        group_size=choose_group_size(config),
+        samples=min(request.samples, len(samples)),
+        max_seq_length=request.max_seq_length,
+    )
+    try:
+        run(plan, checkpoint.source, samples, request.output)
+    except EngineError:
+        raise
+    except Exception as exc:  # llm-compressor and torch raise many unrelated types
+        raise ModelError(f"quantization failed: {type(exc).__name__}: {exc}") from exc
+    return request.output
+
+
+def _config(source: str) -> dict[str, Any]:
+    path = Path(source)
+    if path.is_dir():
+        return read_config(path)
+    from transformers import AutoConfig
+
+    config: dict[str, Any] = AutoConfig.from_pretrained(source).to_dict()
+    return config
