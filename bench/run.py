@@ -6,6 +6,9 @@
   process in interleaved rounds, and writes bench/results/gateway_overhead.{md,json,png}.
 - ``cache`` and ``engine``: on the real vLLM CPU engine, started once for both
   (see real.py); write bench/results/{cache,engine}.{md,json,png}.
+- ``quantization``: the bundled model against its GPTQ W4A8 quantization
+  (``portico model compare``, see quantization.py); writes
+  bench/results/quantization.{md,json,png}.
 
 See bench/README.md.
 """
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import plot
+import quantization
 import real
 import report
 from fake_upstream import STREAM_CHUNKS
@@ -48,7 +52,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 TARGETS = (DIRECT, GW_AIOHTTP, GW_HTTPX, MINIMAL)
 API_KEY = "bench-key"
-SCENARIOS = ("overhead", *real.SCENARIOS)
+SCENARIOS = ("overhead", *real.SCENARIOS, "quantization")
 
 
 def _scenarios(value: str) -> list[str]:
@@ -83,6 +87,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (numbers useless)")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     real.add_arguments(parser)
+    quantization.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.requests, args.requests_c1 = 2, 200, 100
@@ -290,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     real_scenarios = set(args.scenarios) & set(real.SCENARIOS)
     if real_scenarios:
         failed |= real.run(args, real_scenarios, console)
+    if "quantization" in args.scenarios:
+        failed |= quantization.run(args, console)
     return failed
 
 
