@@ -168,8 +168,8 @@ def run(plan: Plan, source: str, samples: list[str], output: Path) -> float:
     began = time.monotonic()
     _log(f"loading {source}")
     tokenizer = AutoTokenizer.from_pretrained(source)
-    # Calibrate in float32 on CPU: AVX2 CPUs have no fast bf16 maths (GPTQ took
-    # 8.5 min in bf16 against ~2 in float32 for the bundled model).
+    # Calibrate in float32 on CPU: for the bundled model on a 2-core CPU, GPTQ
+    # took 8.5 min in bf16 against ~2 min in float32 (and AVX2 has no bf16 maths).
     on_cpu = not torch.accelerator.is_available()
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32 if on_cpu else "auto")
     dataset = _tokenized(tokenizer, samples[: plan.samples], plan.max_seq_length)

@@ -139,6 +139,13 @@ def test_w4a16_checkpoint_gets_the_right_vllm_flags_where_it_can_run(awq_w4a16: 
     validate(EngineSettings(model=str(awq_w4a16)), checkpoint, avx512, "cpu")
 
 
+def test_real_w4a16_checkpoint_is_refused_for_an_avx2_only_cpu(awq_w4a16: Path) -> None:
+    checkpoint = from_config(str(awq_w4a16), awq_w4a16.name, read_config(awq_w4a16))
+    avx2 = hardware.Hardware("cpu", frozenset({"avx", "avx2", "fma"}), has_nvidia_device=False)
+    with pytest.raises(ConfigurationError, match=r"W4A16 .*no AVX-512.*W4A8"):
+        validate(EngineSettings(model=str(awq_w4a16)), checkpoint, avx2, "cpu")
+
+
 @pytest.mark.skipif(hardware.detect().has_avx512, reason="this CPU can serve W4A16")
 def test_serving_w4a16_on_this_avx2_cpu_is_refused_before_vllm_starts(awq_w4a16: Path) -> None:
     began = time.monotonic()
