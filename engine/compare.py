@@ -18,8 +18,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import httpx
+
 from engine import calibration, launcher, measure, model
-from engine.errors import ConfigurationError
+from engine.errors import ConfigurationError, StartupError
 from engine.settings import EngineSettings
 
 CONCURRENCY = (1, 8)
@@ -76,7 +78,11 @@ def measure_model(
         report.perplexity_by = "transformers (CPU, float32)"
         return report
     began = time.monotonic()
-    process = launcher.start(engine_settings, command)
+    try:
+        process = launcher.start(engine_settings, command)
+    except StartupError as exc:
+        report.refused = f"the engine did not start: {str(exc).splitlines()[0]}"
+        return report
     try:
         report.start_s = time.monotonic() - began
         url = engine_settings.base_url
@@ -89,6 +95,10 @@ def measure_model(
                 measure.speed(url, name, concurrency, requests[concurrency], max_tokens=32)
             )
         report.memory_bytes = measure.tree_pss_bytes(process.pid)
+    except httpx.HTTPError as exc:
+        # Keep what was measured and the other models' rows: an engine that fails
+        # on its first request is a finding of the comparison, not a crash of it.
+        report.refused = f"the engine failed while measured: {type(exc).__name__}: {exc}"
     finally:
         process.stop(settings.shutdown_timeout_s)
     return report
