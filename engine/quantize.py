@@ -290,7 +290,10 @@ def quantize(request: Request, settings: EngineSettings) -> Path:
         max_seq_length=request.max_seq_length,
     )
     try:
-        run(plan, checkpoint.source, samples, request.output)
+        # llm-compressor logs to stdout (loguru, set up when it is imported); stdout
+        # is reserved for the command's result, the checkpoint's path.
+        with contextlib.redirect_stdout(sys.stderr):
+            run(plan, checkpoint.source, samples, request.output)
     except EngineError:
         raise
     except Exception as exc:  # llm-compressor and torch raise many unrelated types
