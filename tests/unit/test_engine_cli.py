@@ -142,3 +142,43 @@ def test_contradictory_quantization_exits_2_before_anything_starts(
     assert code == 2
     assert "has no quantization_config" in captured.err
     assert captured.out == ""
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--method", "gptq", "--scheme", "W8A8"], "scheme 'W8A8' is not supported"),
+        (["--method", "rtn", "--scheme", "W4A8"], "quantization method 'rtn' is not supported"),
+        (
+            ["--method", "awq", "--scheme", "W4A8", "--calibration", "/nonexistent/c.jsonl"],
+            "calibration file /nonexistent/c.jsonl does not exist",
+        ),
+    ],
+)
+def test_model_quantize_refuses_with_one_line_and_exit_code_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    code = main(["model", "quantize", *extra, "--output", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("portico: error: ")
+    assert message in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_quantize_refuses_a_non_llama_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "gpt2"
+    model.mkdir()
+    config = {"architectures": ["GPT2LMHeadModel"], "hidden_size": 768, "intermediate_size": 3072}
+    (model / "config.json").write_text(json.dumps(config))
+    argv = ["model", "quantize", "--model", str(model), "--method", "gptq", "--scheme", "W4A16"]
+    assert main([*argv, "--output", str(tmp_path / "out")]) == 2
+    assert "is a GPT2LMHeadModel" in capsys.readouterr().err
+
+
+def test_model_compare_takes_a_base_and_several_quantized_models() -> None:
+    args = build_parser().parse_args(["model", "compare", "bundled", "/q1", "/q2", "--out", "x"])
+    assert (args.base, args.quantized, args.out) == ("bundled", ["/q1", "/q2"], Path("x"))

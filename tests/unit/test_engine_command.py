@@ -276,3 +276,15 @@ def test_compressed_tensors_w4a8_on_cpu_without_avx512_is_accepted() -> None:
 def test_tensor_parallelism_on_cpu_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="tensor_parallel_size > 1 needs GPUs"):
         validate(_settings(tensor_parallel_size=2), FULL_PRECISION, AVX512_CPU, "cpu")
+
+
+def test_w4a16_checkpoint_on_cpu_gets_bfloat16_activations_by_default() -> None:
+    # cpu_gemm_wna16 is "not implemented for 'Float'": float32 would die at the first request.
+    argv = build_command(_settings(), W4A16_CT, "cpu").argv
+    assert _flag_value(argv, "--dtype") == "bfloat16"
+    assert _flag_value(build_command(_settings(), W4A8_CT, "cpu").argv, "--dtype") == "float32"
+
+
+def test_w4a16_checkpoint_with_float32_on_cpu_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match=r"takes bfloat16/float16 activations"):
+        validate(_settings(dtype="float32"), W4A16_CT, AVX512_CPU, "cpu")
