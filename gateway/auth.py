@@ -10,6 +10,7 @@ keys cannot be brute-forced.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import time
@@ -109,6 +110,11 @@ class Authenticator:
         self._ip_limit = settings.rate_limits.auth_failures_per_ip
         self._fallback: OrderedDict[str, tuple[KeyRecord, float]] = OrderedDict()
         self._suspects: OrderedDict[str, float] = OrderedDict()
+        # Lookups in flight, by key id: a burst on one key is one Redis GET, not
+        # hundreds queued behind the connection pool (whose wait counts against
+        # the Redis timeout). Only concurrent callers share an answer, so a
+        # revocation is seen by the next request that starts after it.
+        self._inflight: dict[str, asyncio.Task[KeyRecord | None]] = {}
 
     async def authenticate(self, presented: str | None, client_ip: str) -> Principal:
         if presented is None:
@@ -138,9 +144,23 @@ class Authenticator:
             raise AuthenticationFailed("This API key has been revoked or has expired.")
         return _from_record(record)
 
+    async def _fetch(self, key_id: str) -> KeyRecord | None:
+        task = self._inflight.get(key_id)
+        if task is None:
+            task = asyncio.ensure_future(self._store.get(key_id))
+            self._inflight[key_id] = task
+            task.add_done_callback(lambda t: self._settled(key_id, t))
+        # Shielded: a client that disconnects must not cancel the others' lookup.
+        return await asyncio.shield(task)
+
+    def _settled(self, key_id: str, task: asyncio.Task[KeyRecord | None]) -> None:
+        self._inflight.pop(key_id, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have gone away
+
     async def _lookup(self, key_id: str) -> KeyRecord | None:
         try:
-            record = await self._store.get(key_id)
+            record = await self._fetch(key_id)
         except RedisUnavailable as exc:
             cached = self._fallback.get(key_id)
             if self._policy == "open" and cached and time.monotonic() - cached[1] < _FALLBACK_TTL_S:

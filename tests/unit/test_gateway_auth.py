@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 
 from gateway.auth import ANONYMOUS, Authenticator, Principal, presented_key
-from gateway.errors import AuthenticationFailed, RateLimited
+from gateway.errors import AuthenticationFailed, BackendUnavailable, RateLimited
 from gateway.jwt_verifier import JWTVerifier
 from gateway.keys import KeyHasher, KeyRecord, KeySpec, MemoryKeyStore
 from gateway.metrics import Metrics
 from gateway.ratelimit import MemoryLimiter
+from gateway.redis_guard import RedisUnavailable
 from gateway.settings import GatewaySettings
 
 FIRST = "pk-test-first-4f1c9a"
@@ -208,6 +209,70 @@ def test_keys_are_found_by_digest_and_no_raw_secret_is_kept() -> None:
     held = repr(vars(auth))
     assert FIRST not in held
     assert SECOND not in held
+
+
+class GatedStore(MemoryKeyStore):
+    """Lookups wait at a gate, so a test can hold many of them in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets = 0
+        self.gate = asyncio.Event()
+        self.failure: Exception | None = None
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        self.gets += 1
+        await self.gate.wait()
+        if self.failure is not None:
+            raise self.failure
+        return await super().get(key_id)
+
+
+def _gated() -> tuple[Authenticator, GatedStore, str]:
+    config = GatewaySettings(api_keys=[FIRST], rate_limits={"auth_failures_per_ip": 999})
+    hasher, store = KeyHasher(None), GatedStore()
+    auth = Authenticator(
+        config, hasher, store, JWTVerifier(config.jwt), MemoryLimiter(60), Metrics()
+    )
+    return auth, store, _stored_key(store, hasher)
+
+
+def test_concurrent_lookups_of_one_key_share_one_store_call_that_no_caller_can_cancel() -> None:
+    auth, store, secret = _gated()
+
+    async def scenario() -> None:
+        callers = [asyncio.create_task(auth.authenticate(secret, "10.0.0.1")) for _ in range(50)]
+        await asyncio.sleep(0.01)
+        callers[0].cancel()  # the caller that started the lookup goes away
+        await asyncio.sleep(0)
+        store.gate.set()
+        done = await asyncio.gather(*callers[1:])
+        assert store.gets == 1
+        assert {p.kind for p in done} == {"key"}
+        # Only concurrent callers share: the next request asks the store again,
+        # so a revocation is seen as soon as it is written.
+        await auth.authenticate(secret, "10.0.0.1")
+        assert store.gets == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_shared_lookup_fails_every_waiter_and_the_next_one_retries() -> None:
+    auth, store, secret = _gated()
+
+    async def scenario() -> None:
+        store.failure = RedisUnavailable("timeout")
+        callers = [asyncio.create_task(auth.authenticate(secret, "10.0.0.1")) for _ in range(5)]
+        await asyncio.sleep(0.01)
+        store.gate.set()
+        outcomes = await asyncio.gather(*callers, return_exceptions=True)
+        assert store.gets == 1
+        assert all(isinstance(o, BackendUnavailable) for o in outcomes), outcomes
+        store.failure = None
+        assert (await auth.authenticate(secret, "10.0.0.1")).kind == "key"
+        assert store.gets == 2
+
+    asyncio.run(scenario())
 
 
 SECRET_NAMES = {"presented", "secret", "token", "digest", "given", "wanted", "api_key", "key"}
