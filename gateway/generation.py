@@ -191,7 +191,10 @@ class GenerationService:
             content = await lease.node.engine.read(upstream)
             failed = False
         except GatewayError:
-            await admission.settle(admission.reserved)  # unknown work done: keep it charged
+            # The client gets an error, not the answer: charged its prompt, as a broken
+            # stream is charged what it relayed. Holding the whole reservation would
+            # shrink the client's tpm for a window over the engine's failure.
+            await admission.settle(estimate_prompt_tokens(call.request))
             raise
         finally:
             await upstream.aclose()

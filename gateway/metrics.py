@@ -14,6 +14,7 @@ of any worker sees the whole process group.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -59,6 +60,12 @@ class Metrics:
         self.in_flight = Gauge(
             "portico_requests_in_flight",
             "Requests being handled (streams count until their last chunk).",
+            registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.asyncio_tasks = Gauge(
+            "portico_asyncio_tasks",
+            "Tasks alive on the event loop when scraped (requests, streams, the gateway's own "
+            "loops): flat under steady load, back to its idle value after load; growth is a leak.",
             registry=r, multiprocess_mode="livesum",
         )  # fmt: skip
         self.ttft = Histogram(
@@ -194,6 +201,8 @@ class Metrics:
                 self.upstream_requests.remove(url, outcome)
 
     def render(self) -> bytes:
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing to count
+            self.asyncio_tasks.set(len(asyncio.all_tasks()))
         if self._multiprocess_dir is None:
             return generate_latest(self.registry)
         merged = CollectorRegistry()

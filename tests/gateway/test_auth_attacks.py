@@ -18,13 +18,12 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from tests.gateway.fake_engine import MODEL, FakeEngine, recording
+from tests.gateway.jwt_tokens import JWKSHost, forge, hmac_signer, rsa_signing_key
 from tests.gateway.servers import serving
-from tests.unit.test_gateway_jwt_verifier import JWKSHost, SigningKey, _forge, _hmac_with
 
 KEY = "pk-test-attacks-tenant-a-0123456789"
 OTHER_KEY = "pk-test-attacks-tenant-b-0123456789"
@@ -37,12 +36,8 @@ ENGINE_BOUND = {"/v1/completions", "/v1/chat/completions"}
 DROP = object()  # a claim value meaning "leave this claim out"
 
 
-def _rsa(kid: str) -> SigningKey:
-    return SigningKey(rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS256", kid)
-
-
-IDP = _rsa("idp-1")  # the identity provider's key, published at the JWKS URL
-ATTACKER = _rsa("idp-1")  # the attacker's own key, claiming the provider's kid
+IDP = rsa_signing_key("idp-1")  # the identity provider's key, published at the JWKS URL
+ATTACKER = rsa_signing_key("idp-1")  # the attacker's own key, claiming the provider's kid
 
 
 @dataclass
@@ -108,7 +103,7 @@ def _complete(client: httpx.Client, credential: str, **body: Any) -> httpx.Respo
 
 
 def _unsigned(alg: str) -> str:
-    return _forge({"alg": alg, "typ": "JWT"}, _claims(), lambda _: b"")
+    return forge({"alg": alg, "typ": "JWT"}, _claims(), lambda _: b"")
 
 
 def _bad_tokens() -> list[Any]:
@@ -117,11 +112,11 @@ def _bad_tokens() -> list[Any]:
     cases = {
         **{f"alg-{alg}": _unsigned(alg) for alg in ("none", "None", "NONE", "nOnE")},
         "alg-none-with-a-real-signature": _unsigned("none") + genuine_signature,
-        "hs256-signed-with-the-jwks-key-pem": _forge(
-            {"alg": "HS256", "kid": IDP.kid}, _claims(), _hmac_with(IDP.public_pem.encode())
+        "hs256-signed-with-the-jwks-key-pem": forge(
+            {"alg": "HS256", "kid": IDP.kid}, _claims(), hmac_signer(IDP.public_pem.encode())
         ),
-        "hs256-signed-with-the-jwk-json": _forge(
-            {"alg": "HS256"}, _claims(), _hmac_with(json.dumps(IDP.jwk()).encode())
+        "hs256-signed-with-the-jwk-json": forge(
+            {"alg": "HS256"}, _claims(), hmac_signer(json.dumps(IDP.jwk()).encode())
         ),
         "rs256-by-another-key-claiming-the-kid": ATTACKER.sign(_claims()),
         "rs512-by-the-right-key": jwt.encode(
@@ -140,8 +135,8 @@ def _bad_tokens() -> list[Any]:
         "aud-list-without-ours": _hs256(aud=["a", "b"]),
         "iss-wrong": _hs256(iss="https://attacker.test"),
         "iss-missing": _hs256(iss=DROP),
-        "kid-a-list": _forge({"alg": "RS256", "kid": ["idp-1"]}, _claims(), lambda _: b"sig"),
-        "kid-an-object": _forge({"alg": "RS256", "kid": {"$ne": ""}}, _claims(), lambda _: b"s"),
+        "kid-a-list": forge({"alg": "RS256", "kid": ["idp-1"]}, _claims(), lambda _: b"sig"),
+        "kid-an-object": forge({"alg": "RS256", "kid": {"$ne": ""}}, _claims(), lambda _: b"s"),
     }
     return [pytest.param(token, id=name) for name, token in cases.items()]
 

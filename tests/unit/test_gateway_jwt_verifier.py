@@ -5,14 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
-import hashlib
-import hmac
 import json
 import time
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -22,16 +18,21 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from jwt.algorithms import RSAAlgorithm
 from pydantic import ValidationError
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
 
 from gateway.errors import AuthenticationFailed
 from gateway.jwt_verifier import JWTClaims, JWTSettings, JWTVerifier, looks_like_jwt
 from tests.conftest import free_port
+from tests.gateway.jwt_tokens import (
+    JWKSHost,
+    PrivateKey,
+    SigningKey,
+    b64url,
+    forge,
+    hmac_signer,
+    rsa_signing_key,
+)
 from tests.gateway.servers import serving
 
 pytestmark = pytest.mark.anyio
@@ -39,54 +40,20 @@ pytestmark = pytest.mark.anyio
 SECRET = "portico-test-hs256-secret-7c1f0e9a2b4d"
 DROP = object()  # a claim value meaning "leave this claim out"
 
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-
-
-@dataclass(frozen=True)
-class SigningKey:
-    private: PrivateKey
-    alg: str
-    kid: str
-
-    @property
-    def public_pem(self) -> str:
-        return (
-            self.private.public_key()
-            .public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            .decode()
-        )
-
-    def jwk(self) -> dict[str, Any]:
-        public = self.private.public_key()
-        if isinstance(public, rsa.RSAPublicKey):
-            return {**RSAAlgorithm.to_jwk(public, as_dict=True), "kid": self.kid}
-        return {**ECAlgorithm.to_jwk(public, as_dict=True), "kid": self.kid}
-
-    def sign(self, payload: dict[str, Any], **headers: Any) -> str:
-        return jwt.encode(
-            payload, self.private, algorithm=self.alg, headers={"kid": self.kid, **headers}
-        )
-
-
-def _rsa(kid: str) -> SigningKey:
-    return SigningKey(rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS256", kid)
-
 
 @pytest.fixture(scope="module")
 def rsa_key() -> SigningKey:
-    return _rsa("rsa-1")
+    return rsa_signing_key("rsa-1")
 
 
 @pytest.fixture(scope="module")
 def rotated_key() -> SigningKey:
-    return _rsa("rsa-2")
+    return rsa_signing_key("rsa-2")
 
 
 @pytest.fixture(scope="module")
 def attacker_key() -> SigningKey:
-    return _rsa("attacker")
+    return rsa_signing_key("attacker")
 
 
 @pytest.fixture(scope="module")
@@ -108,20 +75,6 @@ def _hs256(payload: dict[str, Any] | None = None, secret: str = SECRET, **header
     return jwt.encode(payload or _payload(), secret, algorithm="HS256", headers=headers or None)
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _forge(header: dict[str, Any], payload: dict[str, Any], sign: Callable[[bytes], bytes]) -> str:
-    """A token assembled by hand, as an attacker would, bypassing PyJWT's own guards."""
-    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(payload).encode())}"
-    return f"{signing_input}.{_b64(sign(signing_input.encode()))}"
-
-
-def _hmac_with(secret: bytes) -> Callable[[bytes], bytes]:
-    return lambda data: hmac.new(secret, data, hashlib.sha256).digest()
-
-
 def _verifier(client: httpx.AsyncClient | None = None, **settings: Any) -> JWTVerifier:
     return JWTVerifier(JWTSettings(**settings), client)
 
@@ -135,38 +88,6 @@ async def _refusal(verifier: JWTVerifier, token: str) -> str:
     # Parts long enough to be unambiguous (a short one like "a" is in any sentence).
     assert all(part not in info.value.message for part in token.split(".") if len(part) >= 8)
     return info.value.message
-
-
-class JWKSHost:
-    """JWKS documents served over real HTTP; tests change them and count fetches per path."""
-
-    def __init__(self) -> None:
-        self.base_url = ""
-        self.app = Starlette(routes=[Route("/{name}", self._serve)])
-        self.reset()
-
-    def reset(self) -> None:
-        self.documents: dict[str, Any] = {}
-        self.fetches: Counter[str] = Counter()
-        self.status = 200
-        self.delay_s = 0.0
-
-    def url(self, name: str = "jwks.json") -> str:
-        return f"{self.base_url}/{name}"
-
-    def publish(self, *keys: SigningKey, name: str = "jwks.json") -> None:
-        self.documents[name] = {"keys": [key.jwk() for key in keys]}
-
-    async def _serve(self, request: Request) -> Response:
-        name = request.path_params["name"]
-        self.fetches[name] += 1
-        await asyncio.sleep(self.delay_s)
-        document = self.documents.get(name)
-        if self.status != 200 or document is None:
-            return PlainTextResponse("unavailable", status_code=self.status)
-        if isinstance(document, str):
-            return Response(document, media_type="application/json")
-        return JSONResponse(document)
 
 
 @pytest.fixture(scope="module")
@@ -367,7 +288,7 @@ async def test_hs256_token_signed_with_another_secret_is_refused() -> None:
 @pytest.mark.parametrize("config", ["secret", "public_key"])
 async def test_unsigned_alg_none_token_is_refused(config: str, rsa_key: SigningKey) -> None:
     verifier = _verifier(**{config: SECRET if config == "secret" else rsa_key.public_pem})
-    token = _forge({"alg": "none", "typ": "JWT"}, _payload(), lambda _: b"")
+    token = forge({"alg": "none", "typ": "JWT"}, _payload(), lambda _: b"")
     assert token.endswith(".")
     assert "algorithm is not accepted" in await _refusal(verifier, token)
 
@@ -398,10 +319,10 @@ async def test_hs256_token_signed_with_the_public_key_pem_is_refused(
         settings["secret"] = SECRET
     verifier = _verifier(**settings)
     header = {"alg": "HS256", "typ": "JWT"}
-    forged = _forge(header, _payload(), _hmac_with(rsa_key.public_pem.encode()))
+    forged = forge(header, _payload(), hmac_signer(rsa_key.public_pem.encode()))
     await _refusal(verifier, forged)
     if with_secret:  # the forging code itself is sound: with the real secret it verifies
-        genuine = _forge(header, _payload(), _hmac_with(SECRET.encode()))
+        genuine = forge(header, _payload(), hmac_signer(SECRET.encode()))
         assert (await verifier.verify(genuine)).subject == "tenant-a"
 
 
@@ -437,7 +358,7 @@ async def test_token_signed_by_another_rsa_key_is_refused(
 
 @pytest.mark.parametrize(
     "token",
-    ["", "abc", "a.b.c", ".....", "bm90IGpzb24.e30.c2ln", f"{_b64(b'[' * 100_000)}.e30.c2ln"],
+    ["", "abc", "a.b.c", ".....", "bm90IGpzb24.e30.c2ln", f"{b64url(b'[' * 100_000)}.e30.c2ln"],
     ids=lambda token: token[:24],
 )
 async def test_malformed_token_is_refused(token: str) -> None:
@@ -445,7 +366,7 @@ async def test_malformed_token_is_refused(token: str) -> None:
 
 
 async def test_token_header_without_alg_is_refused() -> None:
-    token = _forge({"typ": "JWT"}, _payload(), _hmac_with(SECRET.encode()))
+    token = forge({"typ": "JWT"}, _payload(), hmac_signer(SECRET.encode()))
     assert "algorithm is not accepted" in await _refusal(_verifier(secret=SECRET), token)
 
 
@@ -530,7 +451,7 @@ async def test_symmetric_private_and_foreign_jwks_entries_are_skipped(
     private_jwk = {**RSAAlgorithm.to_jwk(attacker_key.private, as_dict=True), "kid": "private"}
     jwks.documents["jwks.json"] = {
         "keys": [
-            {"kty": "oct", "kid": "sym", "k": _b64(oct_secret)},
+            {"kty": "oct", "kid": "sym", "k": b64url(oct_secret)},
             private_jwk,
             {**rsa_key.jwk(), "kid": "rs512", "alg": "RS512"},
             {**rsa_key.jwk(), "kid": "enc", "use": "enc"},
@@ -541,7 +462,7 @@ async def test_symmetric_private_and_foreign_jwks_entries_are_skipped(
     }
     verifier = _verifier(client, jwks_url=jwks.url())
     assert (await verifier.verify(rsa_key.sign(_payload()))).subject == "tenant-a"
-    hs = _forge({"alg": "HS256", "kid": "sym"}, _payload(), _hmac_with(oct_secret))
+    hs = forge({"alg": "HS256", "kid": "sym"}, _payload(), hmac_signer(oct_secret))
     assert "no shared secret configured" in await _refusal(verifier, hs)
     for kid, signer in [("private", attacker_key), ("rs512", rsa_key), ("enc", rsa_key)]:
         token = jwt.encode(_payload(), signer.private, algorithm="RS256", headers={"kid": kid})
@@ -663,7 +584,7 @@ async def test_jwks_kid_miss_falls_back_to_the_configured_public_key(
 
 
 def test_looks_like_jwt_accepts_signed_and_unsigned_tokens(rsa_key: SigningKey) -> None:
-    unsigned = _forge({"alg": "none"}, _payload(), lambda _: b"")
+    unsigned = forge({"alg": "none"}, _payload(), lambda _: b"")
     assert looks_like_jwt(_hs256())
     assert looks_like_jwt(rsa_key.sign(_payload()))
     assert looks_like_jwt(unsigned)
@@ -674,14 +595,14 @@ def test_looks_like_jwt_accepts_signed_and_unsigned_tokens(rsa_key: SigningKey) 
     [
         "pk-test-first-4f1c9a",
         "sk-abc.def",
-        f"{_b64(b'not json')}.e30.c2ln",
-        f"{_b64(json.dumps({'typ': 'JWT'}).encode())}.e30.c2ln",
-        f"{_b64(json.dumps(['alg']).encode())}.e30.c2ln",
+        f"{b64url(b'not json')}.e30.c2ln",
+        f"{b64url(json.dumps({'typ': 'JWT'}).encode())}.e30.c2ln",
+        f"{b64url(json.dumps(['alg']).encode())}.e30.c2ln",
         "eyJhbGciOiJIUzI1NiJ9.e30.c2ln.extra",
         "eyJhbGciOiJIUzI1NiJ9..c2ln",
         "a.e30.c2ln",
         "eyJhbGciOiJIUzI1NiJ9.e30.c2l+",
-        f"{_b64(b'[' * 100_000)}.e30.c2ln",
+        f"{b64url(b'[' * 100_000)}.e30.c2ln",
     ],
     ids=lambda token: token[:24],
 )
