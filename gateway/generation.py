@@ -22,7 +22,7 @@ from gateway.catalog import ModelCatalog
 from gateway.errors import GatewayError, InvalidRequest, PermissionDenied
 from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, GenerationRequest, parse
-from gateway.quota import Admission, QuotaService, estimate_prompt_tokens
+from gateway.quota import Admission, QuotaService, batch_size, estimate_prompt_tokens
 from gateway.redaction import Redactor
 from gateway.replay import StreamAssembler, entry_from_body, replay_body, replay_stream
 from gateway.routing import Lease, Router, affinity_key
@@ -254,7 +254,7 @@ class GenerationService:
         caps.append(("n", request.n, limits.max_n, ""))
         if isinstance(request, CompletionRequest):
             caps.append(("best_of", request.best_of, limits.max_n, ""))
-            caps.append(("prompt", _batch_size(request.prompt), limits.max_prompts, " prompts"))
+            caps.append(("prompt", batch_size(request.prompt), limits.max_prompts, " prompts"))
         caps.append(("stop", len(stop), limits.max_stop, " sequences"))
         longest = max((len(s) for s in stop), default=0)
         caps.append(("stop", longest, limits.max_stop_chars, " characters per sequence"))
@@ -265,13 +265,6 @@ class GenerationService:
                     param=param,
                     code="limit_exceeded",
                 )
-
-
-def _batch_size(prompt: str | list[str] | list[int] | list[list[int]]) -> int:
-    """How many prompts a completions request holds (one token array is one prompt)."""
-    if isinstance(prompt, str) or not prompt or isinstance(prompt[0], int):
-        return 1
-    return len(prompt)
 
 
 def _with_stream_usage(body: bytes) -> bytes:

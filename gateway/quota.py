@@ -49,13 +49,23 @@ def estimate_prompt_tokens(request: GenerationRequest) -> int:
     return total
 
 
+def batch_size(prompt: str | list[str] | list[int] | list[list[int]]) -> int:
+    """How many prompts a completions request holds (one token array is one prompt)."""
+    if isinstance(prompt, str) or not prompt or isinstance(prompt[0], int):
+        return 1
+    return len(prompt)
+
+
 def completion_allowance(request: GenerationRequest, default: int) -> int:
+    """Completion tokens the request may generate: per choice, per prompt of a batch."""
     limit = request.max_tokens
     if isinstance(request, ChatCompletionRequest) and request.max_completion_tokens:
         limit = request.max_completion_tokens
     choices = request.n or 1
-    if isinstance(request, CompletionRequest) and request.best_of:
-        choices = max(choices, request.best_of)
+    if isinstance(request, CompletionRequest):
+        if request.best_of:
+            choices = max(choices, request.best_of)
+        choices *= batch_size(request.prompt)
     return (limit or default) * choices
 
 

@@ -67,7 +67,8 @@ def _abort(writer: asyncio.StreamWriter) -> None:
 
 
 class FaultProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, port: int) -> None:
+        self.port = port  # where it listens, on 127.0.0.1
         self._target = (target_host, target_port)
         self._fault: Fault | None = None
         self._lock = threading.Lock()
@@ -184,8 +185,8 @@ class FaultProxy:
 @contextmanager
 def fault_proxy(target_host: str, target_port: int) -> Iterator[tuple[FaultProxy, int]]:
     """A FaultProxy on a free port of 127.0.0.1, in its own thread and event loop."""
-    proxy = FaultProxy(target_host, target_port)
     port = free_port()
+    proxy = FaultProxy(target_host, target_port, port)
     loop = asyncio.new_event_loop()
     started = threading.Event()
     stop: asyncio.Future[None] | None = None
