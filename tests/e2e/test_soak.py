@@ -55,6 +55,6 @@ def test_soak_counts_every_request_through_a_redis_and_an_engine_restart(
     assert outcomes["real"]["200"] > 0
     events = [name for _, name in report["events"]]
     assert events == ["redis restart", "engine restart", "engine back"], events
-    assert report["real_ok_after_restart"] == 5
+    assert report["real_recovery_s"] is not None
     assert (tmp_path / "soak.md").exists()
     assert (tmp_path / "soak.png").stat().st_size > 0
