@@ -1,13 +1,20 @@
-"""What a request reserves in its tpm window before it is forwarded."""
+"""What a request reserves in its tpm window before it is forwarded, and how it is
+settled."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
+from gateway.auth import Principal
+from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
-from gateway.quota import batch_size, completion_allowance
+from gateway.quota import QuotaService, batch_size, completion_allowance
+from gateway.ratelimit import Decision, MemoryLimiter, Window
+from gateway.redis_guard import RedisUnavailable
+from gateway.settings import RateLimitSettings
 
 DEFAULT = 512
 
@@ -54,3 +61,39 @@ def test_chat_allowance_prefers_max_completion_tokens() -> None:
 )
 def test_batch_size(prompt: Any, size: int) -> None:
     assert batch_size(prompt) == size
+
+
+class LostAnswerLimiter(MemoryLimiter):
+    """Redis ran the call but its answer was lost (a stalled connection, a timeout):
+    the reservation is recorded, and the caller sees RedisUnavailable."""
+
+    def __init__(self) -> None:
+        super().__init__(60)
+        self.lose_answers = True
+
+    async def acquire(self, windows: list[Window], reservation: str) -> Decision:
+        decision = await super().acquire(windows, reservation)
+        if self.lose_answers:
+            raise RedisUnavailable("TimeoutError")
+        return decision
+
+    def costs(self, window: Window) -> list[int]:
+        return [cost for _, cost in self._logs.get((window.name, window.subject), {}).values()]
+
+
+def test_an_admission_that_failed_open_still_settles_its_reservation() -> None:
+    limiter = LostAnswerLimiter()
+    quota = QuotaService(limiter, RateLimitSettings(), "open", Metrics())
+    principal = Principal(id="key_a", kind="key", rpm=100, tpm=10_000)
+    request = _completion(max_tokens=1000)
+
+    async def scenario() -> None:
+        admission = await quota.admit(principal, request)  # failed open: admitted
+        tpm = Window("tpm", "key_a", 10_000, 0)
+        assert limiter.costs(tpm)[0] >= 1000  # the lost call did reserve
+        await admission.settle(12)
+        assert limiter.costs(tpm) == [12]  # settled, not held for a window
+        # The key's usage is left alone: whether its budget was charged is unknown.
+        assert await limiter.usage("key_a") == 0
+
+    asyncio.run(scenario())
