@@ -2,9 +2,10 @@
 
 It sits between the gateway and an engine (or Redis) and forwards bytes both
 ways until a fault is armed. A fault hits the next ``shots`` connections whose
-client sends a request starting with ``match`` (by default an OpenAI generation
-call, so the gateway's health probes pass through untouched), after
-``after_bytes`` bytes of the answer have been relayed:
+client sends a request containing ``match`` (by default an OpenAI generation
+call, so the gateway's health probes pass through untouched; for Redis, a
+command or a word of a Lua script), after ``after_bytes`` bytes of the answer
+have been relayed:
 
 - ``stall``: relay nothing more, keep both sockets open (a hung engine);
 - ``half_close``: send FIN to the client, keep reading it, keep the engine side
@@ -93,7 +94,7 @@ class FaultProxy:
         """The armed fault if this request is one it hits (uses up one shot)."""
         with self._lock:
             fault = self._fault
-            if fault is None or fault.shots <= 0 or not request_start.startswith(fault.match):
+            if fault is None or fault.shots <= 0 or fault.match not in request_start:
                 return None
             fault.shots -= 1
             return fault
