@@ -385,7 +385,7 @@ def _plot(report: Report, path: Path) -> None:
         for at, name in report.events:
             ax.axvline(at, color="grey", linestyle="--")
             ax.annotate(name, (at, ax.get_ylim()[1]), fontsize=7, va="top")
-    axes[2].set_xlabel("seconds into the load")
+    axes[2].set_xlabel("seconds from the start of the warm-up")
     fig.suptitle(f"Gateway process during the soak ({report.sent:,} requests)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

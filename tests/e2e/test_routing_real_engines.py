@@ -241,6 +241,10 @@ def test_two_real_engines_one_killed_mid_load_loses_no_unstarted_request_and_is_
         assert metric(url, "portico_streams_broken_total") == 2  # b's two streams
         assert metric(url, "portico_engine_healthy") == 1
         assert httpx.get(url + "/readyz", timeout=5).status_code == 200  # a covers the model
+        # Nothing leaked: the scrape is the one request in flight, no engine slot held.
+        assert metric(url, "portico_requests_in_flight") == 1
+        assert metric(url, "portico_engine_in_flight") == 0
+        assert a.metric("vllm:num_requests_running") == 0
 
         b.start()  # the restarted engine is taken back without touching the gateway
         deadline = time.monotonic() + 30

@@ -98,6 +98,13 @@ def _assert_fast(answers: list[tuple[httpx.Response, float]], settings: GatewayS
     assert statistics.median(latencies) < settings.redis.timeout_s, latencies
 
 
+def _assert_idle(gateway: httpx.Client) -> None:
+    """Nothing leaked by the fault: the scrape is the one request in flight, and no
+    engine slot is held."""
+    assert _metric(gateway, "portico_requests_in_flight") == 1
+    assert _metric(gateway, "portico_engine_in_flight") == 0
+
+
 def _metric(gateway: httpx.Client, sample: str) -> float:
     return metric(str(gateway.base_url).rstrip("/"), sample)
 
@@ -131,6 +138,7 @@ def test_policy_open_admits_while_redis_hangs_and_limits_return_after(
 
         assert [r.status_code for r, _ in during] == [200] * 16
         _assert_fast(during, settings)
+        _assert_idle(gateway)
         assert _metric(gateway, "portico_redis_fail_open_total") > 0
         assert _metric(gateway, "portico_redis_errors_total") > 0
 
@@ -166,6 +174,7 @@ def test_policy_closed_answers_503_while_redis_hangs_and_200_after(
             _assert_error(response, 503, "backend_unavailable")
             assert int(response.headers["retry-after"]) >= 1
         _assert_fast(during, settings)
+        _assert_idle(gateway)
 
         # Refused fast while the breaker is open, admitted once it lets a call through.
         statuses = []
@@ -196,6 +205,7 @@ def test_redis_killed_and_restarted_is_survived_without_a_500(
         # Keys seen in the last minute keep working; an unknown one cannot be checked.
         assert [r.status_code for r, _ in during] == [200] * 12
         _assert_fast(during, settings)
+        _assert_idle(gateway)
         _assert_error(unseen, 503, "backend_unavailable")
 
         _wait_for_breaker(settings)
