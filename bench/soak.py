@@ -38,8 +38,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,6 +142,10 @@ class RedisProcess:
         self.stop()
         self.start()
 
+    def close(self) -> None:
+        self.stop()
+        self._log.close()
+
 
 def _gateway_stats(pid: int, url: str, done: int, started: float) -> Sample:
     proc = psutil.Process(pid)
@@ -154,8 +160,6 @@ def _gateway_stats(pid: int, url: str, done: int, started: float) -> Sample:
 
 
 def _metric(url: str, name: str) -> float:
-    import urllib.request
-
     with urllib.request.urlopen(url + "/metrics", timeout=10) as answer:  # noqa: S310
         text = answer.read().decode()
     total = 0.0
@@ -259,8 +263,8 @@ async def _load(
     fast_workers: int,
     real_workers: int,
     total: int,
-    on_progress: Any,
-    faults: list[tuple[float, str, Any]],
+    on_progress: Callable[[int], object],
+    faults: list[tuple[float, str, Callable[[], None]]],
     report: Report,
     started: float,
 ) -> None:
@@ -540,7 +544,7 @@ def main() -> int:
         gateway.stop()
         engine.stop()
         fast.stop()
-        redis_proc.stop()
+        redis_proc.close()
     for name, ok in report.checks.items():
         console.print(f"{'pass' if ok else 'FAIL'}  {name}")
     console.print(f"wrote {args.out / 'soak.md'}")
@@ -560,8 +564,6 @@ async def _real_after(driver: Driver, within_s: float = 60.0) -> float | None:
 
 
 def _create_key(gateway: str, spec: dict[str, Any]) -> str:
-    import urllib.request
-
     request = urllib.request.Request(  # noqa: S310 (http on 127.0.0.1)
         gateway + "/admin/keys",
         data=json.dumps(spec).encode(),
