@@ -12,10 +12,12 @@ The timeout is meant to measure *Redis*, not this process's own queue. Under a
 burst the event loop itself lags (hundreds of requests waiting for the CPU),
 and a plain wall-clock timeout then fires for answers Redis gave in time,
 opens the breaker and, with the fail-open policy, admits requests beyond their
-limits. So a ``LoopLag`` monitor measures how late the loop runs, and a call
-whose deadline passes while the loop was lagging gets a fresh ``timeout_s`` plus that lag from
-the moment it runs again (up to 5 s in all). A dead or frozen Redis on a calm
-loop still fails within ``timeout_s``.
+limits. So a call whose deadline passes while the loop was lagging *during the
+call* (its own wake-up came late, or the ``LoopLag`` monitor saw the loop stall
+since the call began) gets a fresh ``timeout_s`` plus that lag from the moment
+it runs again (up to 5 s in all). A lag that ended before the call began does
+not count: a dead or frozen Redis on a loop that is calm now fails within
+``timeout_s``, even right after a busy moment.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -35,7 +38,7 @@ from gateway.settings import RedisSettings
 T = TypeVar("T")
 _log = logging.getLogger("portico.redis")
 _TICK_S = 0.01
-_LAG_MEMORY_S = 1.0
+_TICKS_KEPT = 500  # ~5 s of ticks on a calm loop (_MAX_LAG_EXTENSION_S)
 _MAX_LAG_EXTENSION_S = 5.0
 
 
@@ -44,14 +47,19 @@ class RedisUnavailable(Exception):
 
 
 class LoopLag:
-    """How late the event loop has been running lately (seconds)."""
+    """How late the event loop has run (seconds), tick by tick."""
 
     def __init__(self) -> None:
-        self._worst = 0.0
-        self._worst_at = 0.0
+        self._ticks: deque[tuple[float, float]] = deque(maxlen=_TICKS_KEPT)  # (woke at, lag)
 
-    def recent(self) -> float:
-        return self._worst if time.monotonic() - self._worst_at < _LAG_MEMORY_S else 0.0
+    def since(self, moment: float) -> float:
+        """The worst lag of the wake-ups after ``moment`` (a ``time.monotonic()`` value)."""
+        worst = 0.0
+        for woke, lag in reversed(self._ticks):
+            if woke < moment:
+                break
+            worst = max(worst, lag)
+        return worst
 
     async def run(self) -> None:
         """Sleep in short ticks and record how much later than asked each wake-up is."""
@@ -59,9 +67,7 @@ class LoopLag:
             before = time.monotonic()
             await asyncio.sleep(_TICK_S)
             now = time.monotonic()
-            lag = now - before - _TICK_S
-            if lag >= self.recent():
-                self._worst, self._worst_at = lag, now
+            self._ticks.append((now, now - before - _TICK_S))
 
 
 class RedisGuard:
@@ -90,7 +96,7 @@ class RedisGuard:
         return result
 
     async def _within_deadline(self, operation: Callable[[Redis], Awaitable[T]]) -> T:
-        started = time.monotonic()
+        started = waiting_since = time.monotonic()
         deadline = started + self._settings.timeout_s
         task = asyncio.ensure_future(operation(self.redis))
         try:
@@ -98,12 +104,15 @@ class RedisGuard:
                 done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
                 if done:
                     return task.result()
-                # Woken past the deadline on a lagging loop: the answer may sit
-                # unread in the socket, waiting for the loop like everything else.
-                # Give it a fresh timeout from now, within an overall bound.
-                lag, now = self._lag.recent(), time.monotonic()
+                # Woken past the deadline on a loop that lagged during this call: the
+                # answer may sit unread in the socket, waiting for the loop like
+                # everything else. Give it a fresh timeout from now, within a bound.
+                now = time.monotonic()
+                lag = max(now - deadline, self._lag.since(waiting_since))
                 if lag < self._settings.timeout_s / 2 or now >= started + _MAX_LAG_EXTENSION_S:
                     raise TimeoutError
+                # The next extension needs a lag after this one: one stall, one extension.
+                waiting_since = now
                 deadline = min(started + _MAX_LAG_EXTENSION_S, now + self._settings.timeout_s + lag)
         finally:
             if not task.done():
