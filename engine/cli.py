@@ -29,7 +29,7 @@ from typing import Any
 
 import pydantic
 
-from engine import launcher, loadtest, model, quantize
+from engine import launcher, loadtest, loadtest_report, model, quantize
 from engine.errors import EngineError
 from engine.process import ManagedProcess, stop_requests, supervise
 from engine.settings import EngineSettings
@@ -194,7 +194,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         ignore_eos=args.ignore_eos,
     )
     try:
-        return loadtest.run(config, Path(args.out))
+        return loadtest_report.run(config, Path(args.out))
     except KeyboardInterrupt:
         print("portico: bench interrupted", file=sys.stderr)
         return 130

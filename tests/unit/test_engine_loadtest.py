@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from engine import loadtest
+from engine import loadtest, loadtest_report
 from engine.cli import build_parser, main
 from engine.loadtest import BenchConfig, BenchError, Chunk, Level, Sample
 
@@ -164,7 +164,7 @@ def test_slo_answer_is_the_highest_level_under_the_target_without_errors() -> No
 
 def test_conclusions_state_the_sizing_answer() -> None:
     results = [_level(1, 10, 200), _level(4, 35, 400)]
-    lines = loadtest.conclusions(results, _config(concurrency=(1, 4), ttft_slo_ms=300))
+    lines = loadtest_report.conclusions(results, _config(concurrency=(1, 4), ttft_slo_ms=300))
     assert lines[0].startswith("Most tokens/s: concurrency 4")
     assert "TTFT p99 <= 300 ms up to concurrency 1" in lines[1]
 
@@ -287,7 +287,7 @@ def test_connection_refused_is_one_clear_error() -> None:
 def test_reports_are_written(tmp_path: Path) -> None:
     config = _config(concurrency=(1, 4), ttft_slo_ms=300)
     results = [_level(1, 10, 200), _level(4, 35, 400)]
-    notes = loadtest.write_reports(results, config, tmp_path)
+    notes = loadtest_report.write_reports(results, config, tmp_path)
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["best_tokens_per_s_concurrency"] == 4
     assert report["within_ttft_slo_concurrency"] == 1
@@ -307,7 +307,7 @@ def test_failed_requests_are_counted_by_status_reported_and_exit_one(
             return httpx.Response(429, json={"error": {"message": "slow down"}})
         return httpx.Response(200, content=_stream(2))
 
-    code = loadtest.run(_config(), tmp_path, transport=httpx.MockTransport(handler))
+    code = loadtest_report.run(_config(), tmp_path, transport=httpx.MockTransport(handler))
     assert code == 1
     levels = json.loads((tmp_path / "bench.json").read_text())["levels"]
     assert [level["errors"] for level in levels] == [{"429": 2}, {"429": 2}]
