@@ -128,15 +128,34 @@ async def _one(
 HEADERS = {"authorization": "Bearer bench-key", "content-type": "application/json"}
 
 
-def _body(point: Point) -> bytes:
-    return json.dumps(
-        {
+class Bodies:
+    """A distinct request body each time: ``temperature`` 0 makes answers cacheable, and
+    the request number in the message makes every one a cache miss (looked up, not
+    found, forwarded, stored), the costliest path through the gateway."""
+
+    def __init__(self, point: Point) -> None:
+        body = {
             "model": "bench-model",
-            "messages": [{"role": "user", "content": "Say hello."}],
+            "messages": [{"role": "user", "content": "Say hello. #NUMBER"}],
             "max_tokens": 16,
+            "temperature": 0,
             "stream": point.stream,
         }
-    ).encode()
+        self._head, self._tail = json.dumps(body).encode().split(b"NUMBER")
+        self._prefix = f"{point.index}-{point.round}-".encode()
+        self._count = 0
+
+    def next(self) -> bytes:
+        self._count += 1
+        return b"".join((self._head, self._prefix, str(self._count).encode(), self._tail))
+
+
+class _WarmupBodies(Bodies):
+    """Warm-up requests are numbered apart, so measured ones never hit their entries."""
+
+    def __init__(self, point: Point) -> None:
+        super().__init__(point)
+        self._prefix = b"warmup-" + self._prefix
 
 
 def _record(samples: Samples | None, elapsed: int, first: int | None, error: str | None) -> None:
@@ -153,25 +172,25 @@ def _record(samples: Samples | None, elapsed: int, first: int | None, error: str
 async def _closed_loop(
     session: aiohttp.ClientSession, point: Point, count: int, samples: Samples | None
 ) -> None:
-    body = _body(point)
+    bodies = Bodies(point) if samples is not None else _WarmupBodies(point)
     remaining = count
 
     async def worker() -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            _record(samples, *await _one(session, point, body, HEADERS))
+            _record(samples, *await _one(session, point, bodies.next(), HEADERS))
 
     await asyncio.gather(*(worker() for _ in range(point.concurrency)))
 
 
 async def _open_loop(session: aiohttp.ClientSession, point: Point, samples: Samples) -> None:
-    body = _body(point)
+    bodies = Bodies(point)
     interval_ns = int(1e9 / point.rate)
     start = time.perf_counter_ns()
     tasks: list[asyncio.Task[None]] = []
 
-    async def one(due: int) -> None:
+    async def one(due: int, body: bytes) -> None:
         _record(samples, *await _one(session, point, body, HEADERS, started=due))
 
     for i in range(point.requests):
@@ -179,7 +198,7 @@ async def _open_loop(session: aiohttp.ClientSession, point: Point, samples: Samp
         delay = (due - time.perf_counter_ns()) / 1e9
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(due)))
+        tasks.append(asyncio.create_task(one(due, bodies.next())))
     await asyncio.gather(*tasks)
 
 

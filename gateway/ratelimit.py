@@ -16,13 +16,16 @@ Redis layout per window (all with a TTL of one window, refreshed on use):
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from gateway.redis_guard import RedisGuard
 
@@ -143,6 +146,28 @@ def _decision(windows: list[Window], refused: int, pairs: list[tuple[int, float]
     return Decision(False, states, refused_by=failed.name, retry_after_s=retry)
 
 
+class LuaScript:
+    """A Lua script run by its SHA1 (EVALSHA): the text (1-2 KB) is sent only when the
+    server does not have it yet (after a restart or SCRIPT FLUSH), through EVAL, which
+    also caches it. Sending the text on every call cost measurable CPU per request."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+    async def run(self, redis: Redis, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        try:
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await redis.eval(self.text, len(keys), *keys, *args)
+
+
+# By SHA1 they are what MONITOR and SLOWLOG show (EVALSHA <sha>) and what tests match.
+ACQUIRE_SCRIPT = LuaScript(_ACQUIRE)
+SETTLE_SCRIPT = LuaScript(_SETTLE)
+CHARGE_SCRIPT = LuaScript(_CHARGE)
+
+
 class RedisLimiter:
     def __init__(self, guard: RedisGuard, prefix: str, window_s: float) -> None:
         self._guard = guard
@@ -160,7 +185,7 @@ class RedisLimiter:
             args += [w.limit, w.cost]
 
         async def run(redis: Redis) -> list[int]:
-            result: list[int] = await redis.eval(_ACQUIRE, len(keys), *keys, *args)
+            result: list[int] = await ACQUIRE_SCRIPT.run(redis, keys, args)
             return result
 
         out = await self._guard.call(run)
@@ -171,7 +196,7 @@ class RedisLimiter:
         _, h, t = self._keys(window)
 
         async def run(redis: Redis) -> None:
-            await redis.eval(_SETTLE, 2, h, t, reservation, cost)
+            await SETTLE_SCRIPT.run(redis, [h, t], [reservation, cost])
 
         await self._guard.call(run)
 
@@ -188,7 +213,9 @@ class RedisLimiter:
         key = f"{self._prefix}:usage:{key_id}"
 
         async def run(redis: Redis) -> bool:
-            allowed = await redis.eval(_CHARGE, 1, key, -1 if budget is None else budget, tokens)
+            allowed = await CHARGE_SCRIPT.run(
+                redis, [key], [-1 if budget is None else budget, tokens]
+            )
             return bool(allowed)
 
         return await self._guard.call(run)

@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from gateway.app import create_app
+from gateway.ratelimit import ACQUIRE_SCRIPT, SETTLE_SCRIPT
 from gateway.settings import GatewaySettings
 from tests.gateway.fake_engine import MODEL, USAGE, FakeEngine
 from tests.gateway.faultproxy import Action, FaultProxy, fault_proxy
@@ -118,23 +119,25 @@ def _assert_consistent(setup: Setup, requests: int) -> None:
     assert set(token_costs.values()) <= {USAGE["total_tokens"]}, token_costs
 
 
-# (action, bytes of the reply relayed before it, what the faulted command contains)
-FAULTS: list[tuple[Action, int, bytes]] = [
-    ("stall", 0, b"GET"),  # the key lookup
-    ("reset", 0, b"GET"),
-    ("half_close", 4, b"GET"),  # part of the reply
-    ("stall", 0, b"ZRANGEBYSCORE"),  # the limiter's admission script
-    ("reset", 0, b"ZRANGEBYSCORE"),
-    ("half_close", 0, b"ZRANGEBYSCORE"),
-    ("stall", 0, b"redis.call('HGET'"),  # the settlement script
-    ("reset", 0, b"redis.call('HGET'"),
+ADMISSION = ACQUIRE_SCRIPT.sha.encode()  # EVALSHA <sha>: the scripts travel by SHA
+SETTLEMENT = SETTLE_SCRIPT.sha.encode()
+# (action, bytes of the reply relayed before it, what the faulted command contains, id)
+FAULTS: list[tuple[Action, int, bytes, str]] = [
+    ("stall", 0, b"GET", "key-lookup"),
+    ("reset", 0, b"GET", "key-lookup"),
+    ("half_close", 4, b"GET", "key-lookup"),  # part of the reply
+    ("stall", 0, ADMISSION, "admission"),
+    ("reset", 0, ADMISSION, "admission"),
+    ("half_close", 0, ADMISSION, "admission"),
+    ("stall", 0, SETTLEMENT, "settlement"),
+    ("reset", 0, SETTLEMENT, "settlement"),
 ]
 
 
 @pytest.mark.parametrize(
     ("action", "after_bytes", "match"),
-    FAULTS,
-    ids=[f"{a}-{n}-on-{m.decode().split('(')[-1].strip(chr(39))}" for a, n, m in FAULTS],
+    [f[:3] for f in FAULTS],
+    ids=[f"{a}-after-{n}-bytes-on-the-{what}" for a, n, _, what in FAULTS],
 )
 def test_a_broken_redis_connection_costs_one_connection_not_a_request(
     setup: Setup, action: Action, after_bytes: int, match: bytes
@@ -153,4 +156,4 @@ def test_a_broken_redis_connection_costs_one_connection_not_a_request(
     assert after == [200] * 5
     _assert_consistent(setup, requests=7)
     failed_open = metric(str(setup.gateway.base_url).rstrip("/"), "portico_redis_fail_open_total")
-    print(f"{action} on {match!r}: 200 in {elapsed * 1000:.0f} ms; failed open {failed_open}")
+    print(f"{action} on {match[:12]!r}: 200 in {elapsed * 1000:.0f} ms; failed open {failed_open}")
