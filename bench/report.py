@@ -299,9 +299,12 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], rows: Sequence[Row
         f"{config['rounds']} interleaved rounds: each round runs every concurrency, and at each "
         f"concurrency every target in a rotated order, so slow drift of the machine hits all "
         f"targets alike. Per point: {config['warmup']} warm-up requests (not measured), then "
-        f"the measured ones; the counts below are totals over rounds. The gateway runs with its "
-        f"default settings (including one JSON access-log line per request at INFO, written to "
-        f"a file) under `uvicorn --factory --no-access-log --log-level warning`.",
+        f"the measured ones; the counts below are totals over rounds. Each request body is "
+        f"distinct, with `temperature: 0`. The gateways run with every feature on: API-key "
+        f"auth, rate limits (rpm and tpm, high enough never to refuse) and the response cache "
+        f"in Redis on 127.0.0.1:6379 (each request is a cache miss: looked up, forwarded, "
+        f"stored), metrics, and one JSON access-log line per request at INFO, written to a "
+        f"file; under `uvicorn --factory --no-access-log --log-level warning`.",
         "",
         "## Key number: target CPU per request (ms, = CPU seconds per 1000 requests)",
         "",
