@@ -256,12 +256,13 @@ def test_engine_connection_broken_before_the_answer(
 ) -> None:
     body = {
         "model": MODEL,
-        # A one-word answer cut at the newline, but a reservation as large as the
-        # streams' (max_tokens), so a leaked one would show.
+        # A reservation as large as the streams' (max_tokens), so a leaked one would
+        # show, but an answer cut at its first space or newline: a token or two, so
+        # the unfaulted requests answer well within first_byte_s on a busy CPU too.
         "prompt": f"[{uuid.uuid4().hex}]\nQ: What colour is the sky on a clear day? "
         "Answer in one word.\nA:",
         "max_tokens": STREAM_MAX_TOKENS,
-        "stop": ["\n"],
+        "stop": ["\n", " "],
         "temperature": 0,
     }
     before = chaos.token_entries(redis_client)

@@ -191,11 +191,25 @@ async def _stream(client: openai.AsyncOpenAI, started: asyncio.Event, topic: str
     return "done"
 
 
-async def _complete(client: openai.AsyncOpenAI, prompt: str) -> int:
+async def _complete(client: openai.AsyncOpenAI, prompt: str, long: bool = False) -> int:
+    """A non-stream completion; ``long``: 200 tokens whatever the model says, so it is
+    surely still running a few seconds later."""
+    extra = {"ignore_eos": True} if long else None
     answer = await client.completions.create(
-        model=MODEL, prompt=prompt, max_tokens=24, temperature=0
-    )
+        model=MODEL, prompt=prompt, max_tokens=200 if long else 24, temperature=0,
+        extra_body=extra,
+    )  # fmt: skip
     return answer.usage.completion_tokens if answer.usage else 0
+
+
+async def _running_at_least(engine: Engine, count: int, timeout_s: float) -> None:
+    """Wait until ``engine`` runs ``count`` requests (polled: it is another process)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(engine.metric, "vllm:num_requests_running") >= count:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{engine.url} never ran {count} requests at once")
 
 
 def test_two_real_engines_one_killed_mid_load_loses_no_unstarted_request_and_is_taken_back(
@@ -222,8 +236,12 @@ def test_two_real_engines_one_killed_mid_load_loses_no_unstarted_request_and_is_
             async with asyncio.timeout(120):
                 await asyncio.gather(*(s.wait() for s in started))
             assert b.metric("vllm:num_requests_running") >= 1  # b is mid-generation
-            pending = [asyncio.create_task(_complete(sdk, f"Count to {i}.")) for i in range(6)]
-            await asyncio.sleep(0.5)
+            pending = [
+                asyncio.create_task(_complete(sdk, f"Count to {i}.", long=True)) for i in range(6)
+            ]
+            # Kill b only once non-stream requests run on it too (beyond its 2 streams):
+            # those must then be retried on a, whatever the timing of this machine.
+            await _running_at_least(b, 3, timeout_s=60)
             b.kill()  # mid-load: two streams and some non-stream requests are on it
             after_kill = [_complete(sdk, f"Name a colour {i}.") for i in range(6)]
             async with asyncio.timeout(300):
