@@ -53,7 +53,7 @@ class Stats:
 @dataclass(eq=False)
 class _Pair:
     client: asyncio.StreamWriter
-    engine: asyncio.StreamWriter
+    upstream: asyncio.StreamWriter  # an engine, or Redis
     fault: Fault | None = None
     relayed: int = 0  # answer bytes relayed since the fault took this connection
     closed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -103,16 +103,16 @@ class FaultProxy:
         self.stats.connections += 1
         self.stats.open += 1
         try:
-            engine_reader, engine_writer = await asyncio.open_connection(*self._target)
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
         except OSError:
             _abort(writer)
             self.stats.open -= 1
             return
-        pair = _Pair(writer, engine_writer)
+        pair = _Pair(writer, upstream_writer)
         self._pairs.add(pair)
         tasks = [
             asyncio.create_task(self._requests(reader, pair)),
-            asyncio.create_task(self._answers(engine_reader, pair)),
+            asyncio.create_task(self._answers(upstream_reader, pair)),
         ]
         await pair.closed.wait()
         for task in tasks:
@@ -126,11 +126,11 @@ class FaultProxy:
     def close_all(self) -> None:
         for pair in list(self._pairs):
             _abort(pair.client)
-            _abort(pair.engine)
+            _abort(pair.upstream)
             pair.closed.set()
 
     async def _requests(self, reader: asyncio.StreamReader, pair: _Pair) -> None:
-        """Client to engine. A fault attaches when a matching request starts; the
+        """Client to upstream. A fault attaches when a matching request starts; the
         client closing its side ends the connection (both sockets)."""
         try:
             while data := await reader.read(_CHUNK):
@@ -138,18 +138,18 @@ class FaultProxy:
                     pair.fault = fault
                     self.stats.faulted += 1
                     self.stats.faulted_open += 1
-                if not pair.engine.is_closing():
-                    pair.engine.write(data)
-                    await pair.engine.drain()
+                if not pair.upstream.is_closing():
+                    pair.upstream.write(data)
+                    await pair.upstream.drain()
         except (ConnectionError, OSError):
             pass
         finally:
-            pair.engine.close()
+            pair.upstream.close()
             pair.client.close()
             pair.closed.set()
 
     async def _answers(self, reader: asyncio.StreamReader, pair: _Pair) -> None:
-        """Engine to client, applying the fault once ``after_bytes`` have gone by."""
+        """Upstream to client, applying the fault once ``after_bytes`` have gone by."""
         try:
             while data := await reader.read(_CHUNK):
                 fault = pair.fault
@@ -166,8 +166,8 @@ class FaultProxy:
                 await pair.client.drain()
         except (ConnectionError, OSError):
             pass
-        # The engine closed (or the fault struck): a plain close ends the client side too,
-        # unless the fault keeps it open on purpose.
+        # The upstream closed before any fault struck: close the client side too, unless
+        # a stall or half-close is still armed on this connection (it keeps it open).
         if pair.fault is None or pair.fault.action == "reset":
             pair.client.close()
             pair.closed.set()
@@ -175,7 +175,7 @@ class FaultProxy:
     async def _strike(self, action: Action, pair: _Pair) -> None:
         if action == "reset":
             _abort(pair.client)
-            _abort(pair.engine)
+            _abort(pair.upstream)
             pair.closed.set()
         elif action == "half_close" and pair.client.can_write_eof():
             pair.client.write_eof()
