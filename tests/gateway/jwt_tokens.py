@@ -9,7 +9,8 @@ import hashlib
 import hmac
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+
+from tests.gateway.servers import serving
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -101,3 +104,12 @@ class JWKSHost:
         if isinstance(document, str):
             return Response(document, media_type="application/json")
         return JSONResponse(document)
+
+
+@contextmanager
+def hosted_jwks() -> Iterator[JWKSHost]:
+    """A JWKSHost served on a real socket until the block ends."""
+    host = JWKSHost()
+    with serving(host.app) as base_url:
+        host.base_url = base_url
+        yield host

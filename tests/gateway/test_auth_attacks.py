@@ -22,7 +22,7 @@ import pytest
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from tests.gateway.fake_engine import MODEL, FakeEngine, recording
-from tests.gateway.jwt_tokens import JWKSHost, forge, hmac_signer, rsa_signing_key
+from tests.gateway.jwt_tokens import JWKSHost, forge, hmac_signer, hosted_jwks, rsa_signing_key
 from tests.gateway.servers import serving
 
 KEY = "pk-test-attacks-tenant-a-0123456789"
@@ -50,9 +50,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def jwks_host() -> Iterator[JWKSHost]:
-    host = JWKSHost()
-    with serving(host.app) as base_url:
-        host.base_url = base_url
+    with hosted_jwks() as host:
         yield host
 
 

@@ -31,9 +31,9 @@ from tests.gateway.jwt_tokens import (
     b64url,
     forge,
     hmac_signer,
+    hosted_jwks,
     rsa_signing_key,
 )
-from tests.gateway.servers import serving
 
 pytestmark = pytest.mark.anyio
 
@@ -92,9 +92,7 @@ async def _refusal(verifier: JWTVerifier, token: str) -> str:
 
 @pytest.fixture(scope="module")
 def jwks_server() -> Iterator[JWKSHost]:
-    host = JWKSHost()
-    with serving(host.app) as base_url:
-        host.base_url = base_url
+    with hosted_jwks() as host:
         yield host
 
 
