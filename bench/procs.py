@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -102,3 +103,58 @@ class Service:
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+REPO = Path(__file__).resolve().parent.parent
+# The launcher forwards SIGTERM and gives vLLM 30 s before it kills it.
+ENGINE_STOP_S = 45.0
+
+
+def fake_upstream_service(log_path: Path, stream_gap_ms: float = 0.0) -> Service:
+    """bench/fake_upstream.py: an OpenAI-compatible upstream that answers at once."""
+    port = free_port()
+    argv = [sys.executable, str(REPO / "bench" / "fake_upstream.py"), "--port", str(port)]
+    argv += ["--stream-gap-ms", str(stream_gap_ms)]
+    return Service("fake-upstream", argv, port, "/health", log_path)
+
+
+def engine_service(
+    name: str,
+    log_path: Path,
+    flags: Sequence[str],
+    ready_timeout_s: float,
+    env: Mapping[str, str] | None = None,
+) -> Service:
+    """A vLLM engine as a user starts one: ``portico engine serve`` with ``flags``."""
+    port = free_port()
+    return Service(
+        name=name,
+        argv=[sys.executable, "-m", "engine", "engine", "serve", "--port", str(port), *flags],
+        port=port,
+        ready_path="/health",
+        log_path=log_path,
+        env=dict(env or {}),
+        cwd=REPO,
+        ready_timeout_s=ready_timeout_s,
+        stop_timeout_s=ENGINE_STOP_S,
+    )
+
+
+def gateway_service(name: str, log_path: Path, env: Mapping[str, str], workers: int = 1) -> Service:
+    """A gateway as in production: ``uvicorn --factory`` (one worker), or
+    ``portico gateway serve --workers N``, configured by ``env`` alone."""
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", "--factory", "gateway.app:create_app"]
+    argv += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
+    if workers > 1:  # the CLI sets up shared metrics, then execs uvicorn
+        argv = [sys.executable, "-m", "engine", "gateway", "serve", "--port", str(port)]
+        argv += ["--workers", str(workers)]
+    return Service(
+        name=name,
+        argv=argv,
+        port=port,
+        ready_path="/readyz",
+        log_path=log_path,
+        env=dict(env),
+        cwd=REPO,
+    )

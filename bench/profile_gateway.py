@@ -29,8 +29,9 @@ import uuid
 from pathlib import Path
 
 import uvicorn
-from procs import Service, free_port
-from run import features_env, forget
+from procs import fake_upstream_service, free_port
+from real import delete_namespace
+from run import features_env
 
 BENCH = Path(__file__).resolve().parent
 
@@ -42,14 +43,8 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=40)
     args = parser.parse_args()
     prefix = f"bench-profile-{uuid.uuid4().hex[:8]}"
-    upstream_port, port = free_port(), free_port()
-    upstream = Service(
-        name="fake-upstream",
-        argv=[sys.executable, str(BENCH / "fake_upstream.py"), "--port", str(upstream_port)],
-        port=upstream_port,
-        ready_path="/health",
-        log_path=BENCH / "results" / "logs" / "profile-upstream.log",
-    )
+    port = free_port()
+    upstream = fake_upstream_service(BENCH / "results" / "logs" / "profile-upstream.log")
     upstream.start()
     upstream.wait_ready()
     os.environ.update({"PORTICO_ENGINE_URL": upstream.base_url, **features_env(prefix)})
@@ -89,7 +84,7 @@ def main() -> None:
         profile.runcall(server.run)
     finally:
         upstream.stop()
-        forget(prefix)
+        delete_namespace(prefix)
     for order in ("tottime", "cumulative"):
         out = io.StringIO()
         pstats.Stats(profile, stream=out).sort_stats(order).print_stats(args.top)

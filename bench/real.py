@@ -28,7 +28,7 @@ import real_report
 import redis
 from engine_load import engine_prompt
 from machine import describe
-from procs import Service, free_port
+from procs import Service, engine_service, gateway_service
 from real_report import DIRECT, GATEWAY
 from rich.console import Console
 from rich.progress import (
@@ -172,37 +172,18 @@ def _first_model(base_url: str, deadline: float) -> str:
 @contextmanager
 def real_stack(args: argparse.Namespace, log_dir: Path, console: Console) -> Iterator[Stack]:
     """The engine and one gateway, ready; on the way out both stopped, Redis keys deleted."""
-    py = sys.executable
     redis_version = _redis_version()
     prefix = f"bench-{secrets.token_hex(4)}"
-    engine_port, gateway_port = free_port(), free_port()
-    engine = Service(
-        name="engine",
-        argv=[py, "-m", "engine", "engine", "serve", "--port", str(engine_port), *ENGINE_FLAGS],
-        port=engine_port,
-        ready_path="/health",
-        log_path=log_dir / "engine.log",
-        cwd=REPO,
-        ready_timeout_s=args.engine_startup_timeout,
-        stop_timeout_s=45.0,  # the launcher forwards SIGTERM and gives vLLM 30 s
+    engine = engine_service(
+        "engine", log_dir / "engine.log", ENGINE_FLAGS, args.engine_startup_timeout
     )
-    gateway = Service(
-        name="gateway",
-        argv=[
-            *(py, "-m", "uvicorn", "--factory", "gateway.app:create_app"),
-            *("--port", str(gateway_port), "--no-access-log", "--log-level", "warning"),
-        ],
-        port=gateway_port,
-        ready_path="/readyz",
-        log_path=log_dir / "gateway-real.log",
-        env={
-            "PORTICO_ENGINE_URL": engine.base_url,
-            "PORTICO_REDIS_URL": REDIS_URL,
-            "PORTICO_REDIS__PREFIX": prefix,
-            "PORTICO_API_KEYS": API_KEY,
-        },
-        cwd=REPO,
-    )
+    env = {
+        "PORTICO_ENGINE_URL": engine.base_url,
+        "PORTICO_REDIS_URL": REDIS_URL,
+        "PORTICO_REDIS__PREFIX": prefix,
+        "PORTICO_API_KEYS": API_KEY,
+    }
+    gateway = gateway_service("gateway", log_dir / "gateway-real.log", env)
 
     def cleanup_redis() -> None:
         try:

@@ -16,7 +16,6 @@ import json
 import os
 import secrets
 import statistics
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from typing import Any
 import real_plot
 import routing_report
 from machine import describe
-from procs import Service, free_port
+from procs import Service, engine_service, gateway_service
 from prometheus_client.parser import text_string_to_metric_families
 from real import API_KEY, ENGINE_FLAGS, EXTRA_PACKAGES, REPO, _first_model, drive
 from real_report import write
@@ -110,49 +109,22 @@ def engine_flags(kv_blocks: int) -> tuple[str, ...]:
 
 
 def _engine(name: str, log_dir: Path, timeout_s: float, kv_blocks: int) -> Service:
-    port = free_port()
-    return Service(
-        name=f"engine-{name}",
-        argv=[
-            sys.executable,
-            "-m",
-            "engine",
-            "engine",
-            "serve",
-            "--port",
-            str(port),
-            *engine_flags(kv_blocks),
-        ],
-        port=port,
-        ready_path="/health",
-        log_path=log_dir / f"routing-engine-{name}.log",
-        env=ENGINE_ENVS[name],
-        cwd=REPO,
-        ready_timeout_s=timeout_s,
-        stop_timeout_s=45.0,  # the launcher forwards SIGTERM and gives vLLM 30 s
+    log = log_dir / f"routing-engine-{name}.log"
+    return engine_service(
+        f"engine-{name}", log, engine_flags(kv_blocks), timeout_s, ENGINE_ENVS[name]
     )
 
 
 def _gateway(strategy: str, engines: list[Service], log_dir: Path) -> Service:
-    port = free_port()
-    return Service(
-        name=f"gateway-{strategy}",
-        argv=[
-            *(sys.executable, "-m", "uvicorn", "--factory", "gateway.app:create_app"),
-            *("--port", str(port), "--no-access-log", "--log-level", "warning"),
-        ],
-        port=port,
-        ready_path="/readyz",
-        log_path=log_dir / f"routing-gateway-{strategy}.log",
-        env={
-            "PORTICO_ENGINES": ",".join(e.base_url for e in engines),
-            "PORTICO_API_KEYS": API_KEY,
-            "PORTICO_ROUTING__STRATEGY": strategy,
-            # Repeated questions must reach an engine: only its prefix cache is compared.
-            "PORTICO_CACHE__MODE": "off",
-        },
-        cwd=REPO,
-    )
+    env = {
+        "PORTICO_ENGINES": ",".join(e.base_url for e in engines),
+        "PORTICO_API_KEYS": API_KEY,
+        "PORTICO_ROUTING__STRATEGY": strategy,
+        # Repeated questions must reach an engine: only its prefix cache is compared.
+        "PORTICO_CACHE__MODE": "off",
+    }
+    log = log_dir / f"routing-gateway-{strategy}.log"
+    return gateway_service(f"gateway-{strategy}", log, env)
 
 
 @contextmanager

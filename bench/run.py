@@ -33,12 +33,11 @@ from typing import Any
 import plot
 import quantization
 import real
-import redis
 import report
 import routing
 from fake_upstream import STREAM_CHUNKS
 from machine import describe
-from procs import Service, free_port
+from procs import Service, fake_upstream_service, free_port, gateway_service
 from report import GW_2W, GW_AIOHTTP, GW_HTTPX, MINIMAL
 from rich.console import Console
 from rich.progress import (
@@ -112,31 +111,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-REDIS_URL = "redis://127.0.0.1:6379/0"  # `make bench` makes sure it answers
-
-
 def features_env(prefix: str) -> dict[str, str]:
     """Every feature on, as the issue's targets ask: API-key auth, rate limits and the
     response cache in Redis (limits high enough never to refuse; each request misses
     the cache, is forwarded, and is stored), metrics, the access log."""
     return {
         "PORTICO_API_KEYS": API_KEY,
-        "PORTICO_REDIS_URL": REDIS_URL,
+        "PORTICO_REDIS_URL": real.REDIS_URL,
         "PORTICO_REDIS__PREFIX": prefix,
         "PORTICO_RATE_LIMITS__DEFAULT_RPM": "1000000000",
         "PORTICO_RATE_LIMITS__DEFAULT_TPM": "1000000000000",
     }
-
-
-def forget(prefix: str) -> None:
-    """Delete what the run wrote to Redis (cache entries, limiter windows)."""
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        batch = list(client.scan_iter(f"{prefix}:*", count=1000))
-        for start in range(0, len(batch), 1000):
-            client.delete(*batch[start : start + 1000])
-    finally:
-        client.close()
 
 
 def build_services(
@@ -144,40 +129,15 @@ def build_services(
 ) -> tuple[Service, dict[str, Service]]:
     """The fake upstream and the proxies in front of it (direct is the upstream itself)."""
     py = sys.executable
-    upstream_port = free_port()
-    upstream = Service(
-        name="fake-upstream",
-        argv=[
-            *(py, str(BENCH / "fake_upstream.py"), "--port", str(upstream_port)),
-            *("--stream-gap-ms", str(stream_gap_ms)),
-        ],
-        port=upstream_port,
-        ready_path="/health",
-        log_path=log_dir / "fake-upstream.log",
-    )
+    upstream = fake_upstream_service(log_dir / "fake-upstream.log", stream_gap_ms)
 
     def gateway(name: str, transport: str, workers: int = 1) -> Service:
-        port = free_port()
-        argv = [
-            *(py, "-m", "uvicorn", "--factory", "gateway.app:create_app"),
-            *("--port", str(port), "--no-access-log", "--log-level", "warning"),
-        ]
-        if workers > 1:  # as a user runs it: the CLI sets up shared metrics, then execs uvicorn
-            argv = [py, "-m", "engine", "gateway", "serve", "--port", str(port)]
-            argv += ["--workers", str(workers)]
-        return Service(
-            name=name,
-            argv=argv,
-            port=port,
-            ready_path="/readyz",
-            log_path=log_dir / f"{name}.log",
-            env={
-                "PORTICO_UPSTREAM_TRANSPORT": transport,
-                "PORTICO_ENGINE_URL": upstream.base_url,
-                **features_env(f"{prefix}-{name}"),
-            },
-            cwd=REPO,
-        )
+        env = {
+            "PORTICO_UPSTREAM_TRANSPORT": transport,
+            "PORTICO_ENGINE_URL": upstream.base_url,
+            **features_env(f"{prefix}-{name}"),
+        }
+        return gateway_service(name, log_dir / f"{name}.log", env, workers)
 
     minimal_port = free_port()
     proxies = {
@@ -379,7 +339,7 @@ def run_overhead(args: argparse.Namespace, console: Console) -> int:
             )
             points = drive(plan, log_dir, console)
     finally:
-        forget(prefix)
+        real.delete_namespace(prefix)
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     config = {
         **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

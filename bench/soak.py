@@ -51,7 +51,7 @@ import psutil
 import redis
 from fake_upstream import MODEL as FAST_MODEL
 from machine import describe
-from procs import Service, free_port
+from procs import engine_service, fake_upstream_service, free_port, gateway_service
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -76,7 +76,6 @@ FAST_MIX = {
 REAL_MIX = {"real": 40, "real-hit": 20, "real-stream": 25, "real-abort": 15}
 HOT = [f"Frequently asked question number {i}?" for i in range(20)]
 ENGINE_FLAGS = ("--enforce-eager", "--max-model-len", "2048")
-GATEWAY_FLAGS = ("--no-access-log", "--log-level", "warning")
 
 
 @dataclass
@@ -407,50 +406,15 @@ def main() -> int:
     args = parser.parse_args()
     console = Console(stderr=True)
     workdir = Path(tempfile.mkdtemp(prefix="portico-soak-"))
-    py = sys.executable
     redis_proc = RedisProcess(workdir)
-    fast = Service(
-        name="fast-upstream",
-        argv=[py, str(BENCH / "fake_upstream.py"), "--port", "{port}", "--stream-gap-ms", "2"],
-        port=free_port(),
-        ready_path="/health",
-        log_path=workdir / "fast.log",
-    )
-    fast.argv = [a.replace("{port}", str(fast.port)) for a in fast.argv]
-    engine_port = free_port()
-    engine = Service(
-        name="engine",
-        argv=[py, "-m", "engine", "engine", "serve", "--port", str(engine_port), *ENGINE_FLAGS],
-        port=engine_port,
-        ready_path="/health",
-        log_path=workdir / "engine.log",
-        cwd=REPO,
-        ready_timeout_s=900,
-        stop_timeout_s=45,
-    )
-    gateway_port = free_port()
-    gateway = Service(
-        name="gateway",
-        argv=[
-            py,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "gateway.app:create_app",
-            *GATEWAY_FLAGS,
-            "--port",
-            str(gateway_port),
-        ],
-        port=gateway_port,
-        ready_path="/readyz",
-        log_path=workdir / "gateway.log",
-        cwd=REPO,
-        env={
-            "PORTICO_ENGINES": f"{fast.base_url},{engine.base_url}",
-            "PORTICO_REDIS_URL": redis_proc.url,
-            "PORTICO_ADMIN_TOKEN": ADMIN,
-        },
-    )
+    fast = fake_upstream_service(workdir / "fast.log", stream_gap_ms=2)
+    engine = engine_service("engine", workdir / "engine.log", ENGINE_FLAGS, 900)
+    env = {
+        "PORTICO_ENGINES": f"{fast.base_url},{engine.base_url}",
+        "PORTICO_REDIS_URL": redis_proc.url,
+        "PORTICO_ADMIN_TOKEN": ADMIN,
+    }
+    gateway = gateway_service("gateway", workdir / "gateway.log", env)
     report = Report(requests=args.requests)
     try:
         console.print(f"starting redis, the engine and the gateway (logs in {workdir})")
