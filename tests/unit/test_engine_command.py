@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from engine.checkpoint import Checkpoint
 from engine.command import (
+    BUNDLED_CHAT_TEMPLATE,
     VLLM_SERVER_MODULE,
     build_command,
     resolve_device,
@@ -288,3 +290,59 @@ def test_w4a16_checkpoint_on_cpu_gets_bfloat16_activations_by_default() -> None:
 def test_w4a16_checkpoint_with_float32_on_cpu_is_refused() -> None:
     with pytest.raises(ConfigurationError, match=r"takes bfloat16/float16 activations"):
         validate(_settings(dtype="float32"), W4A16_CT, AVX512_CPU, "cpu")
+
+
+# --- tool calling and the chat template -------------------------------------------
+
+
+def test_bundled_model_gets_the_hermes_parser_and_porticos_template_by_default() -> None:
+    argv = build_command(_settings(), FULL_PRECISION, "cpu").argv
+    assert "--enable-auto-tool-choice" in argv
+    assert _flag_value(argv, "--tool-call-parser") == "hermes"
+    template = _flag_value(argv, "--chat-template")
+    assert template == str(BUNDLED_CHAT_TEMPLATE)
+    assert Path(template).is_file()
+
+
+@pytest.mark.parametrize("model", ["/models/plain", "org/model"])
+def test_other_models_get_no_parser_and_keep_their_own_template(model: str) -> None:
+    argv = build_command(_settings(model=model), FULL_PRECISION, "cpu").argv
+    for flag in ("--enable-auto-tool-choice", "--tool-call-parser", "--chat-template"):
+        assert flag not in argv
+
+
+def test_none_turns_the_parser_and_the_template_off_for_the_bundled_model() -> None:
+    settings = _settings(tool_call_parser="none", chat_template="none")
+    argv = build_command(settings, FULL_PRECISION, "cpu").argv
+    for flag in ("--enable-auto-tool-choice", "--tool-call-parser", "--chat-template"):
+        assert flag not in argv
+
+
+def test_explicit_parser_and_template_file_are_passed_for_any_model(tmp_path: Path) -> None:
+    template = tmp_path / "chat.jinja"
+    template.write_text("{{ messages[0].content }}")
+    settings = _settings(
+        model="org/model", tool_call_parser="llama3_json", chat_template=str(template)
+    )
+    argv = build_command(settings, UNKNOWN_CONFIG, "cpu").argv
+    assert "--enable-auto-tool-choice" in argv
+    assert _flag_value(argv, "--tool-call-parser") == "llama3_json"
+    assert _flag_value(argv, "--chat-template") == str(template.resolve())
+
+
+def test_template_text_is_passed_as_is() -> None:
+    text = "{% for m in messages %}{{ m.content }}{% endfor %}"
+    argv = build_command(_settings(chat_template=text), FULL_PRECISION, "cpu").argv
+    assert _flag_value(argv, "--chat-template") == text
+
+
+def test_template_flags_come_before_extra_args() -> None:
+    argv = build_command(_settings(extra_args=["--seed", "1"]), FULL_PRECISION, "cpu").argv
+    assert argv[-2:] == ["--seed", "1"]
+    assert argv.index("--chat-template") < argv.index("--seed")
+
+
+def test_missing_chat_template_file_is_refused_before_vllm_starts(tmp_path: Path) -> None:
+    settings = _settings(chat_template=str(tmp_path / "missing.jinja"))
+    with pytest.raises(ConfigurationError, match=r"missing\.jinja: no such file"):
+        validate(settings, FULL_PRECISION, AVX2_CPU, "cpu")

@@ -57,3 +57,25 @@ def test_out_of_range_values_are_refused(field: str, value: object) -> None:
 def test_unknown_fields_are_refused() -> None:
     with pytest.raises(pydantic.ValidationError, match="not_a_setting"):
         EngineSettings(not_a_setting=1)  # type: ignore[call-arg]
+
+
+def test_tool_parser_and_chat_template_default_to_auto() -> None:
+    settings = EngineSettings()
+    assert settings.tool_call_parser == "auto"
+    assert settings.chat_template == "auto"
+
+
+def test_tool_parser_and_chat_template_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PORTICO_ENGINE_TOOL_CALL_PARSER", "none")
+    monkeypatch.setenv("PORTICO_ENGINE_CHAT_TEMPLATE", "/etc/portico/chat.jinja")
+    settings = EngineSettings()
+    assert settings.tool_call_parser == "none"
+    assert settings.chat_template == "/etc/portico/chat.jinja"
+
+
+@pytest.mark.parametrize("field", ["tool_call_parser", "chat_template"])
+def test_blank_tool_parser_or_chat_template_is_refused(field: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match="must not be blank"):
+        EngineSettings(**{field: " "})

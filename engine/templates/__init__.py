@@ -1,0 +1,1 @@
+"""Chat templates Portico ships for models whose own template lacks something (read as data)."""
