@@ -53,6 +53,10 @@ class ModelCatalog:
             code="model_not_found",
         )
 
+    def context_length(self, model: str) -> int | None:
+        """The model's context length as its engines reported it (vLLM's ``max_model_len``)."""
+        return self._pool.context_length(model)
+
     def known(self, model: str) -> bool:
         """Whether an engine in rotation serves ``model`` (also bounds metric labels)."""
         return bool(self._pool.candidates(model))

@@ -7,11 +7,18 @@ resolves to the addresses of its ready pods, so engines that scale, restart or
 move are found without reconfiguring the gateway: the names are resolved again
 every ``dns_refresh_s``. A failed resolution keeps the addresses last seen (a
 DNS hiccup must not empty the pool; dead pods are caught by health checks).
+
+Every engine also gets a name for metric labels and logs that never carries its
+address: ``engine-<i>`` for the i-th entry, ``engine-<i>-<hash of the address>``
+for each address of a DNS entry. Names stay the same across restarts and
+replicas, so dashboards do not break, and a metrics scrape does not map the
+cluster's network.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import logging
 import socket
@@ -88,19 +95,29 @@ class Discovery:
     def dynamic(self) -> bool:
         return any(s.dynamic for s in self.sources)
 
-    def static_urls(self) -> list[str]:
-        """The URLs known without resolving anything (fixed entries only)."""
-        return list(dict.fromkeys(s.url() for s in self.sources if not s.dynamic))
+    def static_urls(self) -> dict[str, str]:
+        """The engines known without resolving anything (fixed entries only): URL -> name."""
+        named: dict[str, str] = {}
+        for index, source in enumerate(self.sources):
+            if not source.dynamic:
+                named.setdefault(source.url(), f"engine-{index}")
+        return named
 
-    async def urls(self) -> list[str]:
-        """Every engine URL now, in configuration order, without duplicates."""
-        urls: list[str] = []
-        for source in self.sources:
+    async def urls(self) -> dict[str, str]:
+        """Every engine now, URL -> name, in configuration order, without duplicates."""
+        named: dict[str, str] = {}
+        for index, source in enumerate(self.sources):
             if not source.dynamic or _is_address(source.host):
-                urls.append(source.url())
+                named.setdefault(source.url(), f"engine-{index}")
                 continue
-            urls.extend(source.url(a) for a in await self._resolve(source))
-        return list(dict.fromkeys(urls))
+            for address in await self._resolve(source):
+                named.setdefault(source.url(address), self.name_of(index, address))
+        return named
+
+    @staticmethod
+    def name_of(index: int, address: str) -> str:
+        """The name of one address of the ``index``-th entry (a DNS name)."""
+        return f"engine-{index}-{hashlib.blake2b(address.encode(), digest_size=4).hexdigest()}"
 
     async def _resolve(self, source: EngineSource) -> list[str]:
         try:

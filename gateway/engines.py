@@ -1,13 +1,19 @@
 """The engines behind the gateway: what each serves, how busy it is, whether it is healthy.
 
-Health is judged two ways. Actively, a background task asks every engine's
+Health is judged from signals the engine owns, never from what one request's
+body or length can provoke. Actively, a background task asks every engine's
 ``/health`` each ``health_interval_s`` (and its ``/v1/models`` while its model
-list is unknown). Passively, every request's outcome is reported back: a
-connection failure, a timeout or a 5xx other than 503 counts as a failure. After
-``breaker_failures`` consecutive failures an engine's circuit opens and it gets
-no traffic; once ``breaker_reset_s`` has passed, the next active check is the
-half-open probe, and one success puts the engine back. An engine's own 503 means
-"my queue is full", not "I am broken", so it does not count against the circuit.
+list is unknown). Passively, a connection the engine refuses or drops before
+answering counts as a failure at once. A request that ends in a timeout, a 5xx or
+a stream cut mid-answer only makes the engine *suspect*: its ``/health`` is asked
+right away, and only a failed answer counts. A tenant can make its own requests
+run long (a large ``max_tokens``) or make vLLM fail them (a body that trips an
+engine bug); if those counted, three such requests would take an engine out of
+rotation for every tenant. After ``breaker_failures`` consecutive failures an
+engine's circuit opens and it gets no traffic; once ``breaker_reset_s`` has
+passed, the next active check is the half-open probe, and one success puts the
+engine back. An engine's own 503 means "my queue is full", not "I am broken", so
+it does not count against the circuit.
 
 All state here is a fixed amount per engine: memory stays bounded whatever the
 traffic. Engines come from ``gateway.discovery``: fixed URLs, or DNS names
@@ -19,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from gateway.discovery import Discovery
@@ -68,12 +74,14 @@ class EngineNode:
     def __init__(self, engine: Engine, routing: RoutingSettings, metrics: Metrics) -> None:
         self.engine = engine
         self.url = engine.base_url
+        self.name = engine.name
         self.models: dict[str, dict[str, Any]] = {}  # id -> the engine's model entry
         self.in_flight = 0
         self.breaker = Breaker(routing.breaker_failures, routing.breaker_reset_s)
-        self._in_flight_gauge = metrics.engine_in_flight.labels(self.url)
-        self._healthy_gauge = metrics.engine_healthy.labels(self.url)
+        self._in_flight_gauge = metrics.engine_in_flight.labels(self.name)
+        self._healthy_gauge = metrics.engine_healthy.labels(self.name)
         self._healthy_gauge.set(1)
+        self._verifying: asyncio.Task[None] | None = None  # the suspect check running
 
     @property
     def available(self) -> bool:
@@ -101,6 +109,23 @@ class EngineNode:
             _log.warning("engine %s taken out of rotation", self.url)
         if not self.breaker.closed:
             self._healthy_gauge.set(0)
+
+    def suspect(self) -> None:
+        """A request failed in a way its own body or length could have caused: ask the
+        engine's /health now (one check at a time) and count a failure only if that
+        fails. Called from request paths, which must not wait for it."""
+        if self._verifying is None or self._verifying.done():
+            self._verifying = asyncio.get_running_loop().create_task(self.check())
+
+    def stop(self) -> None:
+        """Cancel a suspect check still running (the lifespan's end)."""
+        if self._verifying is not None:
+            self._verifying.cancel()
+
+    def context_length(self, model: str) -> int | None:
+        """The ``max_model_len`` this engine reported for ``model``, if any."""
+        value = self.models.get(model, {}).get("max_model_len")
+        return value if isinstance(value, int) and value > 0 else None
 
     async def fetch_models(self) -> None:
         """Read the engine's /v1/models; any failure counts against its breaker."""
@@ -156,21 +181,22 @@ class EnginePool:
         """Resolve the DNS entries again: new addresses join, vanished ones leave."""
         self._set_urls(await self._discovery.urls())
 
-    def _set_urls(self, urls: Sequence[str]) -> None:
+    def _set_urls(self, named: Mapping[str, str]) -> None:
+        """Make the pool the engines of ``named`` (URL -> name)."""
         current = {n.url: n for n in self.nodes}
         nodes = [
             current.get(url)
-            or EngineNode(Engine(self._transport, url, self._timeouts, self._metrics),
+            or EngineNode(Engine(self._transport, url, name, self._timeouts, self._metrics),
                           self._routing, self._metrics)
-            for url in urls
+            for url, name in named.items()
         ]  # fmt: skip
-        for gone in current.keys() - {n.url for n in nodes}:
+        for gone in current.keys() - named.keys():
             # Requests already on it hold their lease on the node object and finish.
-            _log.warning("engine %s left the pool (no longer resolved)", gone)
-            self._metrics.forget_engine(gone)
+            _log.warning("engine %s (%s) left the pool", current[gone].name, gone)
+            self._metrics.forget_engine(current[gone].name)
         for node in nodes:
-            if node.url not in current and current:
-                _log.warning("engine %s joined the pool", node.url)
+            if node.url not in current:
+                _log.info("engine %s is %s", node.name, node.url)
         self.nodes = nodes
 
     def candidates(self, model: str) -> list[EngineNode]:
@@ -180,6 +206,15 @@ class EnginePool:
     def ever_served(self, model: str | None = None) -> bool:
         """Whether any engine, in rotation or not, listed ``model`` (or any model)."""
         return any(n.models and (model is None or n.serves(model)) for n in self.nodes)
+
+    def context_length(self, model: str) -> int | None:
+        """The smallest context length any engine reported for ``model``, if any did."""
+        lengths = [n for node in self.nodes if (n := node.context_length(model)) is not None]
+        return min(lengths, default=None)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
     def outstanding(self) -> int:
         return sum(n.in_flight for n in self.nodes)

@@ -14,7 +14,7 @@
     ├── UpstreamError               problems reaching or hearing from an engine
     │   ├── EngineUnavailable       503 (connect refused/reset, no healthy engine, queue full)
     │   │   └── EngineBusy          503 the engine's own 503 (its queue is full), Retry-After
-    │   ├── EngineTimeout           504 (no response headers in time)
+    │   ├── EngineTimeout           504 (no headers in time; a stream that stalled)
     │   └── EngineRejected          the engine's own 4xx/5xx, status and message passed through
     └── InternalError               500, message never carries details
 
@@ -89,7 +89,9 @@ class PermissionDenied(GatewayError):
 
 
 class RateLimited(GatewayError):
-    """429; ``retry_after_s`` (whole seconds, at least 1) also goes into Retry-After."""
+    """429; ``retry_after_s`` (whole seconds, at least 1) also goes into Retry-After.
+    None: waiting cannot help (a spent budget, a request larger than the limit), so the
+    answer says ``x-should-retry: false`` and the OpenAI SDK fails at once."""
 
     status_code = 429
     error_type = "rate_limit_exceeded"
@@ -98,15 +100,17 @@ class RateLimited(GatewayError):
     def __init__(
         self,
         message: str,
-        retry_after_s: int,
+        retry_after_s: int | None,
         *,
         code: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        retry_after_s = max(1, retry_after_s)
-        super().__init__(
-            message, code=code, headers={**(headers or {}), "retry-after": str(retry_after_s)}
+        advice = (
+            {"x-should-retry": "false"}
+            if retry_after_s is None
+            else {"retry-after": str(max(1, retry_after_s))}
         )
+        super().__init__(message, code=code, headers={**(headers or {}), **advice})
         if code == "insufficient_quota":
             self.error_type = "insufficient_quota"
 
@@ -138,9 +142,16 @@ class EngineBusy(EngineUnavailable):
 
 
 class EngineTimeout(UpstreamError):
+    """``stream`` False: a non-streamed answer took longer than ``generation_s``; the
+    engine may have generated all of it (vLLM sends its headers only at the end)."""
+
     status_code = 504
     error_type = "timeout"
     code = "engine_timeout"
+
+    def __init__(self, message: str, *, stream: bool = True) -> None:
+        super().__init__(message)
+        self.stream = stream
 
 
 class EngineRejected(UpstreamError):
@@ -149,7 +160,7 @@ class EngineRejected(UpstreamError):
     def __init__(
         self, status_code: int, message: str, error_type: str, param: str | None, code: Any
     ) -> None:
-        super().__init__(message, param=param, code=None if code is None else str(code))
+        super().__init__(message, param=param, code=code if isinstance(code, str) else None)
         self.status_code = status_code
         self.error_type = error_type
 

@@ -7,6 +7,7 @@ so it is usable and testable without ASGI.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from dataclasses import dataclass, replace
@@ -19,10 +20,28 @@ from gateway.auth import Principal
 from gateway.cache import Flight, ResponseCache
 from gateway.cache_key import CachePlan, is_deterministic
 from gateway.catalog import ModelCatalog
-from gateway.errors import GatewayError, InvalidRequest, PermissionDenied
+from gateway.errors import (
+    EngineRejected,
+    EngineTimeout,
+    GatewayError,
+    InvalidRequest,
+    PermissionDenied,
+)
 from gateway.metrics import Metrics
-from gateway.protocol import ChatCompletionRequest, CompletionRequest, GenerationRequest, parse
-from gateway.quota import Admission, QuotaService, batch_size, estimate_prompt_tokens
+from gateway.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    GenerationRequest,
+    parse,
+    with_fields,
+)
+from gateway.quota import (
+    Admission,
+    QuotaService,
+    batch_size,
+    estimate_prompt_tokens,
+    output_limit,
+)
 from gateway.redaction import Redactor
 from gateway.replay import StreamAssembler, entry_from_body, replay_body, replay_stream
 from gateway.routing import Lease, Router, affinity_key
@@ -57,6 +76,11 @@ class Call:
         options = self.request.stream_options
         return bool(options and options.include_usage)
 
+    @property
+    def wants_running_usage(self) -> bool:
+        options = self.request.stream_options
+        return bool(options and options.continuous_usage_stats)
+
 
 class GenerationService:
     def __init__(
@@ -69,9 +93,13 @@ class GenerationService:
         cache: ResponseCache,
         metrics: Metrics,
         redactor: Redactor | None = None,
+        default_max_tokens: int | None = None,
+        isolate_prefix_cache: bool = True,
     ) -> None:
         self._router = router
         self._redactor = redactor  # None: redaction off, bodies pass untouched
+        self._default_max_tokens = default_max_tokens
+        self._isolate = isolate_prefix_cache
         self._prefix_chars = routing.affinity_prefix_chars
         self._catalog = catalog
         self._limits = limits
@@ -91,6 +119,7 @@ class GenerationService:
         return request
 
     async def respond(self, call: Call) -> Response:
+        call = self._bounded(call)
         if self._redactor is not None:
             call = self._redact(call, self._redactor)
         plan = self._plan(call)
@@ -108,13 +137,31 @@ class GenerationService:
         self._metrics.cache_results.labels(result).inc()
         telemetry.current().cache = result
         try:
-            admission = await self._quota.admit(call.principal, call.request)
-            response = await self._forward(call, admission, plan, leader)
+            prompt = estimate_prompt_tokens(call.request)
+            admission = await self._quota.admit(call.principal, call.request, prompt)
+            response = await self._forward(call, admission, plan, leader, prompt)
         except BaseException:
             self._release(plan, leader)
             raise
         response.headers["x-cache"] = result
         return response
+
+    def _bounded(self, call: Call) -> Call:
+        """The call with ``max_tokens`` set when the client left it out (or null): the
+        engine would otherwise generate up to the model's context, past what was
+        reserved and past the key's cap. Appended to the client's bytes, which the
+        engine (and the cache key) then read; the parsed request gets it too."""
+        if output_limit(call.request) is not None:
+            return call
+        cap = self._output_cap(call.request, call.principal)
+        context = self._catalog.context_length(call.request.model)
+        limit = min(cap, self._default_max_tokens or cap, context or cap)
+        request = call.request.model_copy(update={"max_tokens": limit})
+        return replace(call, body=with_fields(call.body, {"max_tokens": limit}), request=request)
+
+    def _output_cap(self, request: GenerationRequest, principal: Principal) -> int:
+        cap = self._limits.max_tokens
+        return min(cap, principal.max_tokens) if principal.max_tokens else cap
 
     def _redact(self, call: Call, redactor: Redactor) -> Call:
         """The call with PII in its prompt text replaced, before the cache key, routing
@@ -142,7 +189,7 @@ class GenerationService:
     async def _hit(self, call: Call, entry: dict[str, Any]) -> Response:
         self._metrics.cache_results.labels("hit").inc()
         telemetry.current().cache = "hit"
-        admission = await self._quota.admit(call.principal, call.request, tokens=False)
+        admission = await self._quota.admit(call.principal, call.request, None)
         headers = {**admission.headers, "x-cache": "hit"}
         if call.request.stream:
             events = replay_stream(entry, call.chat, call.wants_usage)
@@ -167,25 +214,28 @@ class GenerationService:
             self._release(plan, leader, entry)
 
     async def _forward(
-        self, call: Call, admission: Admission, plan: CachePlan, leader: Flight | None
+        self,
+        call: Call,
+        admission: Admission,
+        plan: CachePlan,
+        leader: Flight | None,
+        prompt: int,
     ) -> Response:
-        """Send the client's bytes (plus a usage request on streams); relay; settle."""
+        """Send the client's bytes (plus the gateway's own fields); relay; settle."""
         # vLLM uses x-request-id as its internal request id, which must be unique;
         # a client may reuse its own id, so the engine gets it with a fresh suffix.
         upstream_id = f"{call.request_id}-{secrets.token_hex(4)}"
         headers = {"content-type": "application/json", "x-request-id": upstream_id}
-        body = call.body
-        if call.request.stream and not call.wants_usage:
-            body = _with_stream_usage(body)
+        body = with_fields(call.body, self._engine_fields(call))
         key = affinity_key(call.request, call.session, self._prefix_chars)
         try:
             upstream, lease = await self._router.open(call.request, key, call.route, body, headers)
-        except GatewayError:
-            await admission.settle(0)  # the engine did no work: give the reservation back
+        except GatewayError as exc:
+            await admission.settle(_failure_charge(exc, prompt, admission.reserved))
             raise
         media_type = upstream.headers.get("content-type", "application/json")
         if call.request.stream:
-            return self._relay(call, admission, plan, leader, (upstream, lease), media_type)
+            return self._relay(call, admission, plan, leader, (upstream, lease), prompt)
         failed = True
         try:
             content = await lease.node.engine.read(upstream)
@@ -194,11 +244,11 @@ class GenerationService:
             # The client gets an error, not the answer: charged its prompt, as a broken
             # stream is charged what it relayed. Holding the whole reservation would
             # shrink the client's tpm for a window over the engine's failure.
-            await admission.settle(estimate_prompt_tokens(call.request))
+            await admission.settle(prompt)
             raise
         finally:
             await upstream.aclose()
-            lease.release(failed=failed)
+            lease.release(suspect=failed)
         usage = _usage(content)
         telemetry.current().add_usage(usage)
         total = usage.get("total_tokens") if usage else None
@@ -210,6 +260,20 @@ class GenerationService:
             headers=admission.headers,
         )  # fmt: skip
 
+    def _engine_fields(self, call: Call) -> dict[str, Any]:
+        """What the gateway adds to the client's body. On streams: usage on every event
+        and at the end, so a stream is charged the engine's own count however it ends.
+        With prefix-cache isolation: vLLM's ``cache_salt``, derived from the principal
+        (and the client's own salt, which then only subdivides its own cache)."""
+        fields: dict[str, Any] = {}
+        if call.request.stream:
+            fields["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
+        if self._isolate:
+            own = (call.request.model_extra or {}).get("cache_salt")
+            seed = f"{call.principal.id}\0{own if isinstance(own, str) else ''}"
+            fields["cache_salt"] = hashlib.sha256(seed.encode()).hexdigest()
+        return fields
+
     def _relay(
         self,
         call: Call,
@@ -217,13 +281,16 @@ class GenerationService:
         plan: CachePlan,
         leader: Flight | None,
         opened: tuple[Any, Lease],
-        media_type: str,
+        prompt: int,
     ) -> Response:
         upstream, lease = opened
-        prompt = estimate_prompt_tokens(call.request)
+        media_type = upstream.headers.get("content-type", "text/event-stream")
         recorder = StreamAssembler(call.chat) if plan.write and plan.key else None
-        tap = UsageTap(strip_usage=not call.wants_usage, recorder=recorder)
-
+        tap = UsageTap(
+            strip_usage=not call.wants_usage,
+            strip_running_usage=not call.wants_running_usage,
+            recorder=recorder,
+        )
         ended = False
 
         async def on_end(tap: UsageTap) -> None:
@@ -231,11 +298,11 @@ class GenerationService:
             if ended:
                 return
             ended = True
-            # A stream the engine broke counts against it; a client leaving does not.
-            lease.release(failed=tap.error is not None)
+            # A stream the engine broke makes it suspect; a client leaving does not.
+            lease.release(suspect=tap.error is not None)
             telemetry.current().add_usage(tap.usage)
             try:
-                await admission.settle(tap.total_tokens() or prompt + tap.content_events)
+                await admission.settle(tap.charge(prompt))
             finally:
                 entry = tap.recorder.entry() if tap.recorder is not None else None
                 await self._finish(plan, leader, entry)
@@ -267,13 +334,17 @@ class GenerationService:
                 )
 
 
-def _with_stream_usage(body: bytes) -> bytes:
-    """The body with ``stream_options.include_usage`` on, so streams can be charged.
-    The only case where the engine does not receive the client's bytes unchanged."""
-    payload = json.loads(body)
-    options = payload.get("stream_options") or {}
-    payload["stream_options"] = {**options, "include_usage": True}
-    return json.dumps(payload).encode()
+def _failure_charge(exc: GatewayError, prompt: int, reserved: int) -> int:
+    """What a request the engine did not answer is charged. Refused before any work
+    (no engine, a full queue, a refused connection, the engine's own 4xx): nothing.
+    A non-streamed answer past ``generation_s``: the reservation, since vLLM may have
+    generated all of it and only the last byte was missing. Any other failure after
+    the engine accepted the request: its prompt, which the engine did read."""
+    if isinstance(exc, EngineTimeout):
+        return prompt if exc.stream else reserved
+    if isinstance(exc, EngineRejected) and exc.status_code >= 500:
+        return prompt
+    return 0
 
 
 def _usage(content: bytes) -> dict[str, Any] | None:

@@ -2,8 +2,9 @@
 
 Labels are bounded by construction: ``route`` is a route template (or
 "unmatched"), ``model`` is a model the engine reported (or "none"),
-``engine`` is an engine URL (configured, or one address of a DNS entry; series
-of addresses DNS stops listing are removed), ``status_class`` is 1xx..5xx, ``kind``
+``engine`` is an engine's name (``engine-<i>``, or ``engine-<i>-<hash>`` for one
+address of a DNS entry, never the address itself; series of addresses DNS stops
+listing are removed), ``status_class`` is 1xx..5xx, ``kind``
 and ``result`` are closed sets. Never a key, a prompt or a user id.
 
 With several uvicorn workers (``PROMETHEUS_MULTIPROC_DIR`` set, which
@@ -185,7 +186,7 @@ class Metrics:
             if record.completion_tokens and record.completion_tokens > 1:
                 self.tpot.labels(model).observe((elapsed - ttft) / (record.completion_tokens - 1))
 
-    def forget_engine(self, url: str) -> None:
+    def forget_engine(self, name: str) -> None:
         """Drop an engine's series once discovery no longer lists it (pods come and go;
         their addresses must not pile up as label values)."""
         if self._multiprocess_dir is not None:
@@ -195,10 +196,10 @@ class Metrics:
             self.engine_retries, self.engine_queue_wait, self.streams_broken,
         ):  # fmt: skip
             with contextlib.suppress(KeyError):
-                family.remove(url)
+                family.remove(name)
         for outcome in _UPSTREAM_OUTCOMES:
             with contextlib.suppress(KeyError):
-                self.upstream_requests.remove(url, outcome)
+                self.upstream_requests.remove(name, outcome)
 
     def render(self) -> bytes:
         with contextlib.suppress(RuntimeError):  # no running loop: nothing to count

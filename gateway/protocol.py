@@ -1,16 +1,21 @@
 """OpenAI wire models for the requests the gateway accepts.
 
-The base is permissive (``extra="allow"``): vLLM's own fields (``top_k``,
-``guided_json``, ``chat_template_kwargs``, ...) pass through. The gateway only
-types the fields it checks or reads; the engine receives the client's original
-bytes, not a re-serialisation of these models.
+The base is permissive (``extra="allow"``): vLLM's own sampling fields
+(``top_k``, ``structured_outputs``, ``chat_template_kwargs``, ...) pass through.
+The few vLLM fields that would let one tenant steer the engine beyond its own
+answer (how output is batched and so counted, its place in the engine's queue,
+engine internals) are refused by name: :data:`ENGINE_CONTROL_FIELDS`. The
+gateway only types the fields it checks or reads; the engine receives the
+client's original bytes plus the gateway's own fields appended (see
+``gateway.generation``), never a re-serialisation of these models.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.errors import InvalidRequest
 
@@ -23,15 +28,31 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveInt = Annotated[int, Field(ge=1)]
 
 
+# vLLM request fields a tenant may not set: each changes something beyond its own
+# answer. stream_interval batches tokens per SSE event (what a stream's charge
+# used to be counted by); priority reorders the engine's queue against other
+# tenants; the transfer parameters and vllm_xargs reach engine internals and
+# plugins; chat_template runs a client-supplied Jinja template on the engine.
+ENGINE_CONTROL_FIELDS = (
+    "stream_interval",
+    "priority",
+    "kv_transfer_params",
+    "ec_transfer_params",
+    "vllm_xargs",
+    "chat_template",
+)
+
+
 class StreamOptions(OpenAIModel):
     include_usage: bool | None = None
+    continuous_usage_stats: bool | None = None
 
 
 class SamplingRequest(OpenAIModel):
     """Fields shared by both generation routes."""
 
     model: str = Field(min_length=1)
-    stream: bool = False
+    stream: bool = False  # null (which the OpenAI spec allows) is read as false
     stream_options: StreamOptions | None = None
     max_tokens: PositiveInt | None = None
     n: PositiveInt | None = None
@@ -42,6 +63,11 @@ class SamplingRequest(OpenAIModel):
     seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None  # vLLM's range
     stop: str | list[str] | None = None
     user: str | None = None
+
+    @field_validator("stream", mode="before")
+    @classmethod
+    def _null_stream(cls, value: object) -> object:
+        return False if value is None else value
 
 
 class CompletionRequest(SamplingRequest):
@@ -78,7 +104,7 @@ def _is_type_tag(part: str | int) -> bool:
 def parse(model: type[GenerationRequest], body: bytes) -> GenerationRequest:
     """Validate a request body; the first problem becomes a 400 naming its field."""
     try:
-        return model.model_validate_json(body)
+        request = model.model_validate_json(body)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         loc = [str(part) for part in first["loc"] if not _is_type_tag(part)]
@@ -89,3 +115,26 @@ def parse(model: type[GenerationRequest], body: bytes) -> GenerationRequest:
         param = ".".join(loc) or None
         # The message names the field and the rule, never echoes the input.
         raise InvalidRequest(f"Invalid value for '{param}': {first['msg']}.", param=param) from exc
+    extra = request.model_extra or {}
+    for name in ENGINE_CONTROL_FIELDS:
+        if extra.get(name) is not None:
+            raise InvalidRequest(
+                f"'{name}' may not be set by clients of this gateway.",
+                param=name,
+                code="unsupported_parameter",
+            )
+    return request
+
+
+def with_fields(body: bytes, fields: dict[str, Any]) -> bytes:
+    """A validated JSON object ``body`` with ``fields`` appended as members. Parsers
+    keep the last of duplicate names (Python's json, pydantic), so these win over the
+    client's own. Appending costs one copy of the body, not a parse and a re-dump."""
+    if not fields:
+        return body
+    head = body.rstrip()
+    if not head.endswith(b"}"):
+        raise ValueError("not a JSON object")
+    members = json.dumps(fields, separators=(",", ":"))[1:]  # '"a":1}'
+    opened = head[:-1].rstrip()
+    return opened + (members.encode() if opened.endswith(b"{") else b"," + members.encode())

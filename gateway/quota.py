@@ -2,12 +2,13 @@
 
 A request reserves 1 in its ``rpm`` window and an *estimate* in its ``tpm``
 window and token budget: prompt tokens estimated from the body, plus the
-completion tokens it may generate (``max_tokens`` x ``n``, or
-``completion_reserve_tokens`` when unset). When the answer ends, the
-reservation is settled to the engine's real ``usage`` (or, for a stream the
-client aborted, to what was relayed). Reserving the maximum first is what
-makes the limit hold under concurrency: parallel requests cannot all pass a
-check that only looks at past usage.
+completion tokens it may generate (``max_tokens`` x ``n``; the gateway sets
+``max_tokens`` on every request that leaves it out, so this is always a real
+bound on what the engine generates). When the answer ends, the reservation is
+settled to the engine's real ``usage`` (or, for a stream that ended early, to
+the engine's running count up to its last event). Reserving the maximum first
+is what makes the limit hold under concurrency: parallel requests cannot all
+pass a check that only looks at past usage.
 """
 
 from __future__ import annotations
@@ -56,11 +57,17 @@ def batch_size(prompt: str | list[str] | list[int] | list[list[int]]) -> int:
     return len(prompt)
 
 
+def output_limit(request: GenerationRequest) -> int | None:
+    """The completion tokens per choice the engine will allow (vLLM's rule: a chat
+    request's max_completion_tokens wins over its max_tokens); None when unset."""
+    if isinstance(request, ChatCompletionRequest) and request.max_completion_tokens:
+        return request.max_completion_tokens
+    return request.max_tokens
+
+
 def completion_allowance(request: GenerationRequest, default: int) -> int:
     """Completion tokens the request may generate: per choice, per prompt of a batch."""
-    limit = request.max_tokens
-    if isinstance(request, ChatCompletionRequest) and request.max_completion_tokens:
-        limit = request.max_completion_tokens
+    limit = output_limit(request)
     choices = request.n or 1
     if isinstance(request, CompletionRequest):
         if request.best_of:
@@ -119,31 +126,43 @@ class Admission:
 
 class QuotaService:
     def __init__(
-        self, limiter: Limiter, settings: RateLimitSettings, policy: str, metrics: Metrics
+        self,
+        limiter: Limiter,
+        settings: RateLimitSettings,
+        max_tokens: int,
+        policy: str,
+        metrics: Metrics,
     ) -> None:
         self._limiter = limiter
         self._settings = settings
+        self._max_tokens = max_tokens  # what the engine may generate when max_tokens is unset
         self._policy = policy
         self._metrics = metrics
 
     async def admit(
-        self, principal: Principal, request: GenerationRequest, tokens: bool = True
+        self, principal: Principal, request: GenerationRequest, prompt: int | None
     ) -> Admission:
-        """Reserve the request's share; ``tokens=False`` (a cache hit) counts the
-        request against rpm but spends no tokens: the engine does no work."""
+        """Reserve the request's share (``prompt``: its estimated prompt tokens). None:
+        a cache hit, counted against rpm but spending no tokens, as the engine does no
+        work (its tpm window is only read, for the x-ratelimit headers)."""
         reserve = 0
-        if tokens:
-            reserve = estimate_prompt_tokens(request) + completion_allowance(
-                request, self._settings.completion_reserve_tokens
-            )
+        if prompt is not None:
+            reserve = prompt + completion_allowance(request, self._max_tokens)
         rpm = principal.rpm or self._settings.default_rpm
         tpm = principal.tpm or self._settings.default_tpm
+        if tpm and reserve > tpm:
+            self._metrics.ratelimit_rejections.labels("tpm").inc()
+            raise RateLimited(  # no wait can help: the SDK is told not to retry
+                f"This request alone may use {reserve} tokens, more than this key's limit "
+                f"of {tpm} tokens per minute; lower max_tokens or shorten the prompt.",
+                None,
+            )
         # The model is one the engine serves (checked before admission): bounded keys.
         subject = f"{principal.id}:{request.model}" if self._settings.per_model else principal.id
         windows = []
         if rpm:
             windows.append(Window("rpm", subject, rpm, 1))
-        tpm_window = Window("tpm", subject, tpm, reserve) if tpm and tokens else None
+        tpm_window = Window("tpm", subject, tpm, reserve) if tpm else None
         if tpm_window is not None:
             windows.append(tpm_window)
         admission = Admission(self._limiter, principal, reserve, uuid.uuid4().hex, tpm_window)
@@ -152,7 +171,7 @@ class QuotaService:
                 decision = await self._limiter.acquire(windows, admission.reservation)
                 admission.headers = rate_limit_headers(decision)
                 if not decision.admitted:
-                    self._refuse(decision, reserve)
+                    self._refuse(decision)
             await self._charge_budget(admission)
         except RedisUnavailable as exc:
             if self._policy == "closed":
@@ -167,14 +186,12 @@ class QuotaService:
             return Admission(self._limiter, principal, reserve, admission.reservation, tpm_window)
         return admission
 
-    def _refuse(self, decision: Decision, reserve: int) -> None:
+    def _refuse(self, decision: Decision) -> None:
         kind = decision.refused_by or "rpm"
         self._metrics.ratelimit_rejections.labels(kind).inc()
         state = decision.states[kind]
         unit = "requests" if kind == "rpm" else "tokens"
         message = f"Rate limit reached: {state.limit} {unit} per minute."
-        if kind == "tpm" and reserve > state.limit:
-            message += f" This request alone may use {reserve} tokens; lower max_tokens."
         raise RateLimited(message, decision.retry_after_s, headers=rate_limit_headers(decision))
 
     async def _charge_budget(self, admission: Admission) -> None:
@@ -190,10 +207,10 @@ class QuotaService:
             if admission.tpm is not None:
                 await self._limiter.settle(admission.tpm, admission.reservation, 0)
             self._metrics.ratelimit_rejections.labels("budget").inc()
-            # x-should-retry tells the OpenAI SDK not to retry: a budget does not refill.
+            # No Retry-After but x-should-retry: false: a budget does not refill.
             raise RateLimited(
                 "This key's token budget is spent.",
-                3600,
+                None,
                 code="insufficient_quota",
-                headers={**admission.headers, "x-should-retry": "false"},
+                headers=admission.headers,
             )

@@ -98,17 +98,21 @@ for i = 1, n do
   end
   waits[i] = wait
 end
+-- A window with cost 0 (a cache hit's tokens) is only read: never refused, never recorded.
 local refused = 0
 for i = 1, n do
-  if totals[i] + tonumber(ARGV[2+2*i]) > tonumber(ARGV[1+2*i]) then refused = i break end
+  local cost = tonumber(ARGV[2+2*i])
+  if cost > 0 and totals[i] + cost > tonumber(ARGV[1+2*i]) then refused = i break end
 end
 if refused == 0 then
   for i = 1, n do
     local z, h, t, cost = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i], tonumber(ARGV[2+2*i])
-    redis.call('ZADD', z, now, id)
-    redis.call('HSET', h, id, cost)
-    totals[i] = redis.call('INCRBY', t, cost)
-    redis.call('PEXPIRE', z, win) redis.call('PEXPIRE', h, win) redis.call('PEXPIRE', t, win)
+    if cost > 0 then
+      redis.call('ZADD', z, now, id)
+      redis.call('HSET', h, id, cost)
+      totals[i] = redis.call('INCRBY', t, cost)
+      redis.call('PEXPIRE', z, win) redis.call('PEXPIRE', h, win) redis.call('PEXPIRE', t, win)
+    end
     if waits[i] == 0 then waits[i] = win end
   end
 end
@@ -262,12 +266,16 @@ class MemoryLimiter:
             self._wait(log, t + w.cost - w.limit, now)
             for log, t, w in zip(logs, totals, windows, strict=True)
         ]
-        refused = next((i + 1 for i, w in enumerate(windows) if totals[i] + w.cost > w.limit), 0)
+        refused = next(
+            (i + 1 for i, w in enumerate(windows) if w.cost > 0 and totals[i] + w.cost > w.limit),
+            0,
+        )
         if refused == 0:
             for i, (log, w) in enumerate(zip(logs, windows, strict=True)):
-                log[reservation] = (now, w.cost)
-                self._logs[(w.name, w.subject)] = log
-                totals[i] += w.cost
+                if w.cost > 0:  # cost 0 (a cache hit's tokens) is only read
+                    log[reservation] = (now, w.cost)
+                    self._logs[(w.name, w.subject)] = log
+                    totals[i] += w.cost
                 waits[i] = waits[i] or self._window
         pairs = [(t, wait * 1000) for t, wait in zip(totals, waits, strict=True)]
         return _decision(windows, refused, pairs)

@@ -88,6 +88,7 @@ def _routing(
     pool = EnginePool(transport, discovery, settings.upstream, settings.routing, metrics)
     checker = asyncio.create_task(pool.check_forever(), name="portico-engine-health")
     stack.callback(checker.cancel)
+    stack.callback(pool.stop)
     drain = Drain(settings.drain_grace_s, pool.outstanding)
     stack.callback(drain.install())
     return pool, Router(pool, settings.routing, metrics), drain
@@ -118,7 +119,9 @@ def lifespan_for(
             pool, router, drain = _routing(settings, metrics, transport, stack)
             catalog = ModelCatalog(pool, settings.models_refresh_s)
             policy = settings.redis.failure_policy
-            quota = QuotaService(limiter, settings.rate_limits, policy, metrics)
+            quota = QuotaService(
+                limiter, settings.rate_limits, settings.limits.max_tokens, policy, metrics
+            )
             app.state.resources = Resources(
                 settings=settings,
                 metrics=metrics,
@@ -139,6 +142,8 @@ def lifespan_for(
                     ResponseCache(cache_store, settings.cache, metrics),
                     metrics,
                     _redactor(settings),
+                    settings.rate_limits.default_max_tokens,
+                    settings.isolate_prefix_cache,
                 ),
             )
             yield

@@ -17,6 +17,10 @@ then gets 503 with Retry-After, never a hang. 429 stays the client's own limits.
 
 Retries: only before anything was sent to the client, only after a connection
 failure or an engine 503, on another engine, at most ``retries`` times.
+
+Health: a refused or dropped connection counts against the engine's breaker; a
+timeout or a 5xx only makes it suspect (see ``gateway.engines``), because a
+tenant's own request can cause either.
 """
 
 from __future__ import annotations
@@ -44,13 +48,15 @@ class Lease:
         self._held = True
         node.acquire()
 
-    def release(self, failed: bool = False) -> None:
+    def release(self, suspect: bool = False) -> None:
+        """Give the slot back; ``suspect``: the answer failed in a way that may be the
+        engine's fault (its /health decides)."""
         if not self._held:
             return
         self._held = False
         self.node.release()
-        if failed:
-            self.node.failed()
+        if suspect:
+            self.node.suspect()
         if self._pool.waiting:
             self._wake()
 
@@ -126,7 +132,7 @@ class Router:
             # below awaits between the choice and the lease.
             node = self._pick(model, key, tried)
             if node is not None:
-                self._metrics.engine_queue_wait.labels(node.url).observe(0.0)
+                self._metrics.engine_queue_wait.labels(node.name).observe(0.0)
                 return Lease(self._pool, node)
         deadline = started + self._settings.queue_wait_s
         async with self._pool.freed:
@@ -136,7 +142,7 @@ class Router:
                     node = self._pick(model, key, tried)
                     if node is not None:
                         waited = time.monotonic() - started
-                        self._metrics.engine_queue_wait.labels(node.url).observe(waited)
+                        self._metrics.engine_queue_wait.labels(node.name).observe(waited)
                         return Lease(self._pool, node)
                     if not queued:
                         if self._pool.waiting >= self._settings.queue_size:
@@ -176,7 +182,7 @@ class Router:
         while True:
             lease = await self.acquire(request.model, key, tried)
             try:
-                response = await lease.node.engine.open(path, body, headers)
+                response = await lease.node.engine.open(path, body, headers, request.stream)
             except UpstreamError as exc:
                 retry = _settle_failure(lease, exc)
                 tried.add(lease.node.url)
@@ -186,7 +192,7 @@ class Router:
                     or not self._others(request.model, tried)
                 ):
                     raise
-                self._metrics.engine_retries.labels(lease.node.url).inc()
+                self._metrics.engine_retries.labels(lease.node.name).inc()
                 continue
             lease.node.succeeded()
             return response, lease
@@ -201,9 +207,11 @@ def _settle_failure(lease: Lease, exc: UpstreamError) -> bool:
         lease.release()  # overloaded, not broken: the circuit stays closed
         return True
     if isinstance(exc, EngineUnavailable):
-        lease.release(failed=True)  # refused, reset, dropped before the headers
+        lease.release()
+        lease.node.failed()  # refused, reset, dropped before the headers: the engine's own
         return True
     # A timeout may mean the engine is still working on it: never resent. A 4xx is
-    # the request's fault, so it says nothing about the engine's health.
-    lease.release(failed=isinstance(exc, EngineTimeout) or exc.status_code >= 500)
+    # the request's fault, so it says nothing about the engine's health; a timeout
+    # or a 5xx may be too (a long answer, a body that trips the engine): /health decides.
+    lease.release(suspect=isinstance(exc, EngineTimeout) or exc.status_code >= 500)
     return False

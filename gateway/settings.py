@@ -22,8 +22,14 @@ class UpstreamTimeouts(BaseModel):
 
     connect_s: float = Field(3.0, gt=0, description="TCP connect to an engine.")
     first_byte_s: float = Field(
-        60.0, gt=0, description="Wait for the response headers (the engine queues, prefills)."
-    )
+        60.0, gt=0,
+        description="Streams: wait for the response headers (the engine queues, prefills).",
+    )  # fmt: skip
+    generation_s: float = Field(
+        600.0, gt=0,
+        description="Non-streamed requests: wait for the whole answer (vLLM sends its headers "
+        "only when generation ends, so this bounds the generation, not the first byte).",
+    )  # fmt: skip
     stream_idle_s: float = Field(
         60.0, gt=0, description="Max gap between two chunks of a response body."
     )
@@ -90,12 +96,13 @@ class RateLimitSettings(BaseModel):
         False,
         description="Count rpm/tpm per (principal, model) pair instead of per principal.",
     )
-    completion_reserve_tokens: int = Field(
-        512,
-        gt=0,
-        description="Completion tokens reserved when a request sets no max_tokens "
-        "(settled to the real count when the answer ends).",
-    )
+    default_max_tokens: int | None = Field(
+        None, gt=0,
+        description="max_tokens the gateway sets on a request that sets neither max_tokens nor "
+        "max_completion_tokens, so the engine never generates more than was reserved; capped "
+        "by the key's max_tokens, PORTICO_LIMITS__MAX_TOKENS and the model's context length. "
+        "Unset: that cap.",
+    )  # fmt: skip
     auth_failures_per_ip: int = Field(
         20, gt=0, description="Failed authentications per client IP per window before 429."
     )
@@ -228,6 +235,12 @@ class GatewaySettings(BaseSettings):
         "aiohttp",
         description="HTTP client to engines: aiohttp (used directly) or httpx. aiohttp costs "
         "the gateway much less CPU per request (measured in bench/).",
+    )
+    isolate_prefix_cache: bool = Field(
+        True,
+        description="Give every principal its own vLLM prefix cache (the gateway sets vLLM's "
+        "cache_salt per principal), so no tenant can learn from timing whether another "
+        "tenant's prompt is cached. False shares cached prefixes across tenants.",
     )
     models_refresh_s: float = Field(
         10.0, gt=0, description="How long the engine's model list is trusted before re-reading."

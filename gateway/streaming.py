@@ -5,16 +5,22 @@ and client disconnect (Starlette cancels the body task; ``RelayResponse``
 closes the upstream after that, so vLLM sees the connection drop and aborts
 the request instead of generating tokens nobody reads).
 
-``UsageTap`` watches the SSE events as they pass: it picks up the engine's
-``usage`` chunk (which the gateway asks for on every stream, to charge it),
-drops that chunk when the client did not ask for it, and counts the content
-events so an aborted stream can still be charged for what it received.
+``UsageTap`` watches the SSE events as they pass. The gateway asks the engine
+for ``stream_options: {include_usage, continuous_usage_stats}`` on every stream,
+so every event carries the engine's running count of the tokens it generated
+(per choice) and the last one carries the total. The tap keeps the latest
+counts, so a stream that ends early (the client left, the engine broke) is
+charged what the engine had generated up to the last event relayed, however
+many tokens each event carried (vLLM's ``stream_interval`` batches many into
+one). It removes what the client did not ask for: the per-event usage, and the
+final usage chunk.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -36,15 +42,28 @@ def sse_error(exc: UpstreamError) -> bytes:
     return b"data: " + json.dumps(exc.body()).encode() + b"\n\n"
 
 
+# An event's usage object (one nesting level: *_tokens_details), with its comma.
+_USAGE_FIELD = re.compile(rb',"usage":(?:null|\{(?:[^{}]|\{[^{}]*\})*\})')
+_TOTAL = re.compile(rb'"total_tokens":(\d+)')
+_INDEX = re.compile(rb'"index":(\d+)')
+
+
 class UsageTap:
     """Splits the byte stream into SSE events and inspects the ones that matter."""
 
-    def __init__(self, strip_usage: bool, recorder: StreamAssembler | None = None) -> None:
-        self._strip = strip_usage
+    def __init__(
+        self,
+        strip_usage: bool,
+        strip_running_usage: bool = True,
+        recorder: StreamAssembler | None = None,
+    ) -> None:
+        self._strip = strip_usage  # the final usage chunk
+        self._strip_running = strip_running_usage  # the usage on every other event
         self.recorder = recorder  # set when the answer may be cached
         self._buffer = b""
         self.usage: dict[str, object] | None = None
         self.content_events = 0
+        self._running: dict[int, int] = {}  # choice index -> its latest total_tokens
         self.error: UpstreamError | None = None  # set when the engine broke the stream
 
     def feed(self, chunk: bytes) -> bytes:
@@ -66,13 +85,19 @@ class UsageTap:
             if done:
                 self.recorder.add(b"[DONE]")
         if b'"usage"' not in ready:
-            return ready  # the common case: no JSON parsing on the hot path
+            return ready  # an engine that sends no usage: no parsing on the hot path
         return b"".join(self._inspect(event) for event in ready.split(b"\n\n")[:-1])
 
-    def total_tokens(self) -> int | None:
-        """The engine's count from the usage chunk, if the stream got that far."""
+    def charge(self, prompt_estimate: int) -> int:
+        """Tokens to charge: the engine's final total; else (the stream ended early)
+        the latest running totals, summed over choices; else, from an engine that
+        sends no running usage, the prompt estimate plus one token per event."""
         total = None if self.usage is None else self.usage.get("total_tokens")
-        return total if isinstance(total, int) else None
+        if isinstance(total, int):
+            return total
+        if self._running:
+            return sum(self._running.values())
+        return prompt_estimate + self.content_events
 
     def flush(self) -> bytes:
         rest, self._buffer = self._buffer, b""
@@ -82,16 +107,40 @@ class UsageTap:
         raw = event + b"\n\n"
         if b'"usage"' not in event or not event.startswith(b"data: {"):
             return raw
+        if b'"choices":[]' not in event:
+            # vLLM's compact JSON: a content event's running usage, found without parsing.
+            field = _USAGE_FIELD.search(event)
+            if field is not None:
+                return self._running_usage(event, field)
         try:
             payload = json.loads(event[len(b"data: ") :])
         except ValueError:
             return raw
         usage = payload.get("usage") if isinstance(payload, dict) else None
-        if isinstance(usage, dict) and isinstance(usage.get("total_tokens"), int):
-            self.usage = usage
-            if self._strip and not payload.get("choices"):
-                return b""
-        return raw
+        if not isinstance(usage, dict) or not isinstance(usage.get("total_tokens"), int):
+            return raw
+        choices = payload.get("choices")
+        if not choices:
+            self.usage = usage  # the final usage chunk
+            return b"" if self._strip else raw
+        # Running usage from an engine that does not write compact JSON.
+        index = choices[0].get("index", 0) if isinstance(choices[0], dict) else 0
+        self._running[index if isinstance(index, int) else 0] = usage["total_tokens"]
+        if not self._strip_running:
+            return raw
+        del payload["usage"]
+        return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+    def _running_usage(self, event: bytes, field: re.Match[bytes]) -> bytes:
+        """A content event with the engine's running count: note it (per choice, as
+        vLLM counts per choice) and, unless the client asked for it, remove it."""
+        total = _TOTAL.search(field.group())
+        index = _INDEX.search(event, 0, field.start())  # the choice's index comes first
+        if total is not None:
+            self._running[int(index.group(1)) if index else 0] = int(total.group(1))
+        if not self._strip_running:
+            return event + b"\n\n"
+        return event[: field.start()] + event[field.end() :] + b"\n\n"
 
 
 async def _relay(

@@ -179,22 +179,24 @@ class Engine:
         self,
         transport: Transport,
         base_url: str,
+        name: str,
         timeouts: UpstreamTimeouts,
         metrics: Metrics,
     ) -> None:
         self._transport = transport
         self.base_url = base_url.rstrip("/")
+        self.name = name  # metric labels and the access log: never the address
         self._timeouts = timeouts
         self._metrics = metrics
         # Bound once: labels() costs a lock and a dict lookup per call.
         outcomes = metrics.upstream_requests
         self._ok, self._rejected, self._unavailable, self._timeout = (
-            outcomes.labels(self.base_url, o) for o in ("ok", "rejected", "unavailable", "timeout")
+            outcomes.labels(name, o) for o in ("ok", "rejected", "unavailable", "timeout")
         )
 
     async def get_json(self, path: str) -> Any:
         """A short GET (health, model list); any failure is EngineUnavailable."""
-        up = self._metrics.engine_up.labels(self.base_url)
+        up = self._metrics.engine_up.labels(self.name)
         try:
             async with asyncio.timeout(self._timeouts.probe_s):
                 status, content = await self._transport.get(self.base_url + path)
@@ -210,23 +212,33 @@ class Engine:
         except ValueError as exc:
             raise EngineUnavailable(f"Engine answered {path} with malformed JSON.") from exc
 
-    async def open(self, path: str, body: bytes, headers: Mapping[str, str]) -> Answer:
+    async def open(
+        self, path: str, body: bytes, headers: Mapping[str, str], stream: bool = True
+    ) -> Answer:
         """POST and wait for the response headers; error statuses raise.
 
-        The caller owns the returned answer and must ``aclose()`` it.
+        vLLM sends a non-streamed answer's headers only when generation ends, so
+        for ``stream=False`` the wait is bounded by ``generation_s``, not by
+        ``first_byte_s``. The caller owns the returned answer and must ``aclose()`` it.
         """
         record = telemetry.current()
-        record.engine = self.base_url
+        record.engine = self.name
         started = time.perf_counter()
+        limits = self._timeouts
         try:
-            async with asyncio.timeout(self._timeouts.first_byte_s):
+            async with asyncio.timeout(limits.first_byte_s if stream else limits.generation_s):
                 answer = await self._transport.post(self.base_url + path, body, headers)
         except Unreachable as exc:
             self._unavailable.inc()
             raise EngineUnavailable(f"Engine unreachable: {exc}.") from exc
         except (TimeoutError, httpx.TimeoutException) as exc:
             self._timeout.inc()
-            raise EngineTimeout("Engine did not start answering in time.") from exc
+            raise EngineTimeout(
+                "Engine did not start answering in time."
+                if stream
+                else "Engine did not finish the answer in time.",
+                stream=stream,
+            ) from exc
         except _BROKEN as exc:
             self._unavailable.inc()
             raise EngineUnavailable(f"Engine unreachable: {type(exc).__name__}.") from exc
@@ -243,7 +255,7 @@ class Engine:
 
     def broke(self) -> None:
         """Count a stream this engine broke after its first byte."""
-        self._metrics.streams_broken.labels(self.base_url).inc()
+        self._metrics.streams_broken.labels(self.name).inc()
 
     async def read(self, answer: Answer) -> bytes:
         """The whole body of a non-streamed answer, within the idle limit per chunk."""
@@ -293,11 +305,15 @@ def _engine_error_fields(raw: bytes, status: int) -> tuple[str, str, str | None,
         payload = None
     error = payload.get("error", payload) if isinstance(payload, dict) else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):
-        default_type = "invalid_request_error" if status < 500 else "api_error"
+        code = error.get("code")
         return (
             error["message"],
-            str(error.get("type") or default_type),
+            # OpenAI's type for the status: vLLM names its Python exception class
+            # ("BadRequestError"), which no OpenAI client matches on.
+            "invalid_request_error" if status < 500 else "api_error",
             error.get("param") if isinstance(error.get("param"), str) else None,
-            error.get("code"),
+            # vLLM puts the HTTP status in ``code`` (an int); OpenAI's codes are strings
+            # naming the error, or null. The status is on the response already.
+            code if isinstance(code, str) else None,
         )
     return (f"Engine answered with status {status}.", "api_error", None, None)

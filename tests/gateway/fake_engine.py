@@ -26,14 +26,20 @@ OTHER_MODEL = "fake-model-2"
 USAGE = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
 
 
-def _chunk(text: str, finish: bool = False) -> bytes:
+def _chunk(text: str, finish: bool = False, generated: int | None = None) -> bytes:
+    """One SSE event; ``generated``: the running completion-token count vLLM adds to
+    every event when asked for ``continuous_usage_stats`` (in vLLM's compact JSON)."""
     choice = {"index": 0, "text": text, "finish_reason": "length" if finish else None}
-    payload = {"object": "text_completion", "model": MODEL, "choices": [choice]}
-    return b"data: " + json.dumps(payload).encode() + b"\n\n"
-
-
-async def _health(_: Request) -> Response:
-    return Response(status_code=200)
+    payload: dict[str, Any] = {"object": "text_completion", "model": MODEL, "choices": [choice]}
+    if generated is None:
+        return b"data: " + json.dumps(payload).encode() + b"\n\n"
+    prompt = USAGE["prompt_tokens"]
+    payload["usage"] = {
+        "prompt_tokens": prompt,
+        "total_tokens": prompt + generated,
+        "completion_tokens": generated,
+    }
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
 class FakeEngine:
@@ -43,15 +49,19 @@ class FakeEngine:
         self.name = name
         self.models = models
         self.fail_status: int | None = None  # set: every completion fails with it
+        self.healthy = True  # False: /health answers 503, as vLLM's does when its engine died
         self.received: list[bytes] = []
         self.stream_closed = asyncio.Event()
         self.app = Starlette(
             routes=[
-                Route("/health", _health),
+                Route("/health", self._health),
                 Route("/v1/models", self._models),
                 Route("/v1/completions", self._completions, methods=["POST"]),
             ]
         )
+
+    async def _health(self, _: Request) -> Response:
+        return Response(status_code=200 if self.healthy else 503)
 
     async def _models(self, _: Request) -> Response:
         data = [{"id": name, "object": "model"} for name in self.models]
@@ -80,8 +90,20 @@ class FakeEngine:
             choice = {"index": 0, "text": "ok", "finish_reason": "length"}
             answer = {"id": f"cmpl-{self.name}", "object": "text_completion", "choices": [choice]}
             return JSONResponse({**answer, "usage": USAGE})
-        usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        options = body.get("stream_options") or {}
+        if options.get("continuous_usage_stats") and behaviour == "batched-events":
+            # Like vLLM with --stream-interval 100: every event carries 100 tokens.
+            return StreamingResponse(self._batched(), media_type="text/event-stream")
+        usage = bool(options.get("include_usage"))
         return StreamingResponse(self._stream(behaviour, usage), media_type="text/event-stream")
+
+    async def _batched(self) -> Any:
+        try:
+            for i in range(1, 1000):
+                yield _chunk("word " * 100, generated=100 * i)
+                await asyncio.sleep(0.05)
+        finally:
+            self.stream_closed.set()
 
     async def _stream(self, behaviour: str, usage: bool) -> Any:
         try:

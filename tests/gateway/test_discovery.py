@@ -60,15 +60,26 @@ def test_a_dns_entry_is_every_address_and_a_failed_lookup_keeps_the_last_answer(
         return answer
 
     discovery = Discovery(["http://fixed:1", "dns+http://engines:8000"], 1.0, resolver)
-    assert discovery.static_urls() == ["http://fixed:1"]
+    assert discovery.static_urls() == {"http://fixed:1": "engine-0"}
 
-    async def run() -> list[list[str]]:
+    async def run() -> list[dict[str, str]]:
         return [await discovery.urls() for _ in range(3)]
 
     first, during_failure, after = asyncio.run(run())
-    assert first == ["http://fixed:1", "http://10.0.0.2:8000", "http://10.0.0.1:8000"]
+    assert list(first) == ["http://fixed:1", "http://10.0.0.2:8000", "http://10.0.0.1:8000"]
     assert during_failure == first
-    assert after == ["http://fixed:1", "http://10.0.0.3:8000"]
+    assert list(after) == ["http://fixed:1", "http://10.0.0.3:8000"]
+    # Names for metrics and logs: stable per address, and never the address itself.
+    assert first["http://fixed:1"] == "engine-0"
+    assert first["http://10.0.0.1:8000"] == after_name(first, "10.0.0.1")
+    assert all(name.startswith("engine-1-") for url, name in first.items() if "10.0" in url)
+    assert all("10.0" not in name for name in [*first.values(), *after.values()])
+
+
+def after_name(named: dict[str, str], address: str) -> str:
+    name = named[f"http://{address}:8000"]
+    assert name == Discovery.name_of(1, address)
+    return name
 
 
 def test_a_lookup_that_hangs_is_cut_at_the_timeout() -> None:
@@ -77,7 +88,7 @@ def test_a_lookup_that_hangs_is_cut_at_the_timeout() -> None:
         return ["10.0.0.1"]
 
     discovery = Discovery(["dns+http://engines:8000"], 0.05, resolver)
-    assert asyncio.run(asyncio.wait_for(discovery.urls(), 2)) == []
+    assert asyncio.run(asyncio.wait_for(discovery.urls(), 2)) == {}
 
 
 @pytest.fixture
@@ -123,9 +134,10 @@ def test_pool_adds_resolved_engines_and_drops_vanished_ones_with_their_metrics(
     both, one, scrape_both, scrape_one = asyncio.run(run())
     assert both == [url_a, url_b]
     assert one == [url_a]
-    assert f'engine="{url_b}"' in scrape_both
-    assert f'engine="{url_b}"' not in scrape_one  # no label left behind for a gone pod
-    assert f'engine="{url_a}"' in scrape_one
+    name_a, name_b = Discovery.name_of(0, "127.0.0.1"), Discovery.name_of(0, "127.0.0.2")
+    assert f'engine="{name_b}"' in scrape_both
+    assert f'engine="{name_b}"' not in scrape_one  # no label left behind for a gone pod
+    assert f'engine="{name_a}"' in scrape_one
 
 
 def test_gateway_with_a_dns_entry_routes_to_what_the_name_resolves_to(
@@ -148,4 +160,6 @@ def test_gateway_with_a_dns_entry_routes_to_what_the_name_resolves_to(
     assert [a.status_code for a in answers] == [200] * 4
     assert len(engines[0].received) == 4  # a, at 127.0.0.1 (what localhost resolves to)
     assert engines[1].received == []
-    assert f'portico_engine_healthy{{engine="http://127.0.0.1:{port}"}} 1.0' in scrape
+    name = Discovery.name_of(0, "127.0.0.1")
+    assert f'portico_engine_healthy{{engine="{name}"}} 1.0' in scrape
+    assert "127.0.0.1" not in scrape

@@ -159,18 +159,29 @@ def test_fake_engine_answering_503_is_retried_on_the_other_and_stays_in_rotation
     assert answered == {"b"}
 
 
-def test_fake_engine_500_is_not_retried_and_opens_the_circuit(
+def test_fake_engine_500_is_not_retried_and_opens_the_circuit_only_if_health_fails(
     fakes: tuple[list[FakeEngine], list[str]],
 ) -> None:
+    # A 500 may be the request's own doing (a body that trips the engine): the engine
+    # stays in rotation while its /health answers, and leaves when that fails too.
     engines, urls = fakes
     engines[0].fail_status = 500
     with serving(create_app(_settings(urls[:1]))) as url, httpx.Client(base_url=url) as client:
         first = client.post("/v1/completions", json=_body("x"), headers=AUTH)
         assert first.status_code == 500  # passed through, never resent
         assert len(engines[0].received) == 1
+        time.sleep(0.1)
         second = client.post("/v1/completions", json=_body("x"), headers=AUTH)
-        assert second.status_code == 503  # out of rotation
+        assert second.status_code == 500  # still in rotation: /health said so
+        engines[0].healthy = False
+        client.post("/v1/completions", json=_body("x"), headers=AUTH)
+        deadline = time.monotonic() + 2
+        while client.get("/readyz").status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert client.get("/readyz").status_code == 503
+        third = client.post("/v1/completions", json=_body("x"), headers=AUTH)
+        assert third.status_code == 503  # out of rotation
+        assert len(engines[0].received) == 3
 
 
 def test_fake_engine_over_its_cap_requests_wait_bounded_then_503_with_retry_after(

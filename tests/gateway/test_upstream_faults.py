@@ -25,7 +25,7 @@ def _settings(engine_url: str) -> GatewaySettings:
     return GatewaySettings(
         engine_url=engine_url,
         api_keys=[KEY],
-        upstream={"first_byte_s": 1.0, "stream_idle_s": 1.0, "probe_s": 1.0},
+        upstream={"first_byte_s": 1.0, "generation_s": 2.0, "stream_idle_s": 1.0, "probe_s": 1.0},
     )
 
 
@@ -63,10 +63,19 @@ def test_engine_down_is_503_in_openai_shape() -> None:
 
 def test_slow_first_byte_is_504_after_the_configured_wait(gateway: httpx.Client) -> None:
     started = time.monotonic()
-    response = _complete(gateway, "slow-first-byte")
+    response = _complete(gateway, "slow-first-byte", stream=True)
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "engine_timeout"
     assert time.monotonic() - started < 4  # first_byte_s=1, the fake sleeps 5
+
+
+def test_a_non_stream_answer_is_504_after_the_generation_limit(gateway: httpx.Client) -> None:
+    # vLLM sends a non-stream answer's headers only at its end: generation_s bounds it.
+    started = time.monotonic()
+    response = _complete(gateway, "slow-first-byte")
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "engine_timeout"
+    assert 2 <= time.monotonic() - started < 4.5  # generation_s=2, the fake sleeps 5
 
 
 def test_engine_error_status_and_message_pass_through(gateway: httpx.Client) -> None:
@@ -119,14 +128,16 @@ def test_client_disconnect_closes_the_engine_stream(
     assert fake.stream_closed.is_set()
 
 
-def test_body_is_forwarded_byte_for_byte(
+def test_body_is_forwarded_byte_for_byte_with_the_gateways_fields_appended(
     engine: tuple[FakeEngine, str], gateway: httpx.Client
 ) -> None:
     fake, _ = engine
-    raw = b'{"model": "fake-model", "prompt": "hi", "vendor_field": {"a": [1, 2]}}'
+    raw = b'{"model": "fake-model", "prompt": "hi", "vendor_field": {"a": [1, 2]}, "max_tokens": 5}'
     response = gateway.post("/v1/completions", content=raw)
     assert response.status_code == 200
-    assert fake.received[-1] == raw
+    sent = fake.received[-1]
+    assert sent.startswith(raw[:-1] + b",")  # the client's bytes, never re-serialised
+    assert json.loads(sent) == {**json.loads(raw), "cache_salt": json.loads(sent)["cache_salt"]}
 
 
 def test_metrics_count_requests_by_route_model_and_status_class(gateway: httpx.Client) -> None:

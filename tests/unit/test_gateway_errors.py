@@ -71,16 +71,19 @@ def test_headers_reach_the_response() -> None:
     assert response.headers["content-type"] == "application/json"
 
 
-def test_engine_rejected_keeps_the_engine_status_type_and_message() -> None:
-    exc = EngineRejected(422, "max_tokens is too large", "BadRequestError", "max_tokens", 422)
+def test_engine_rejected_keeps_the_engine_status_and_message_and_drops_a_numeric_code() -> None:
+    # vLLM puts the HTTP status in "code" as an int; OpenAI's codes are names or null.
+    exc = EngineRejected(
+        422, "max_tokens is too large", "invalid_request_error", "max_tokens", 422
+    )
     status, body = _rendered(exc)
     assert status == 422
     assert body == {
         "error": {
             "message": "max_tokens is too large",
-            "type": "BadRequestError",
+            "type": "invalid_request_error",
             "param": "max_tokens",
-            "code": "422",
+            "code": None,
         }
     }
     assert isinstance(exc, UpstreamError)

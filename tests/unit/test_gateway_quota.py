@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from gateway.auth import Principal
+from gateway.errors import RateLimited
 from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.quota import QuotaService, batch_size, completion_allowance
@@ -83,12 +84,12 @@ class LostAnswerLimiter(MemoryLimiter):
 
 def test_an_admission_that_failed_open_still_settles_its_reservation() -> None:
     limiter = LostAnswerLimiter()
-    quota = QuotaService(limiter, RateLimitSettings(), "open", Metrics())
+    quota = QuotaService(limiter, RateLimitSettings(), 4096, "open", Metrics())
     principal = Principal(id="key_a", kind="key", rpm=100, tpm=10_000)
     request = _completion(max_tokens=1000)
 
     async def scenario() -> None:
-        admission = await quota.admit(principal, request)  # failed open: admitted
+        admission = await quota.admit(principal, request, 5)  # failed open: admitted
         tpm = Window("tpm", "key_a", 10_000, 0)
         assert limiter.costs(tpm)[0] >= 1000  # the lost call did reserve
         await admission.settle(12)
@@ -97,3 +98,31 @@ def test_an_admission_that_failed_open_still_settles_its_reservation() -> None:
         assert await limiter.usage("key_a") == 0
 
     asyncio.run(scenario())
+
+
+def test_a_request_larger_than_the_tpm_limit_is_told_not_to_retry() -> None:
+    # Waiting cannot help: without x-should-retry: false the OpenAI SDK would wait
+    # out Retry-After twice and then fail anyway.
+    quota = QuotaService(MemoryLimiter(60), RateLimitSettings(), 4096, "open", Metrics())
+    principal = Principal(id="key_b", kind="key", tpm=1000)
+    with pytest.raises(RateLimited) as info:
+        asyncio.run(quota.admit(principal, _completion(max_tokens=2000), 5))
+    assert info.value.headers.get("x-should-retry") == "false"
+    assert "retry-after" not in info.value.headers
+
+
+def test_a_cache_hit_reads_the_tpm_window_without_spending_or_being_refused() -> None:
+    limiter = MemoryLimiter(60)
+    quota = QuotaService(limiter, RateLimitSettings(), 4096, "open", Metrics())
+    principal = Principal(id="key_c", kind="key", rpm=10, tpm=100)
+
+    async def scenario() -> dict[str, str]:
+        full = await quota.admit(principal, _completion(max_tokens=90), 10)  # fills tpm
+        await full.settle(150)  # the engine reported more than was reserved
+        hit = await quota.admit(principal, _completion(max_tokens=90), None)
+        return hit.headers
+
+    headers = asyncio.run(scenario())
+    assert headers["x-ratelimit-limit-tokens"] == "100"
+    assert headers["x-ratelimit-remaining-tokens"] == "0"
+    assert headers["x-ratelimit-remaining-requests"] == "8"
