@@ -142,16 +142,9 @@ class EngineBusy(EngineUnavailable):
 
 
 class EngineTimeout(UpstreamError):
-    """``stream`` False: a non-streamed answer took longer than ``generation_s``; the
-    engine may have generated all of it (vLLM sends its headers only at the end)."""
-
     status_code = 504
     error_type = "timeout"
     code = "engine_timeout"
-
-    def __init__(self, message: str, *, stream: bool = True) -> None:
-        super().__init__(message)
-        self.stream = stream
 
 
 class EngineRejected(UpstreamError):

@@ -236,8 +236,7 @@ class Engine:
             raise EngineTimeout(
                 "Engine did not start answering in time."
                 if stream
-                else "Engine did not finish the answer in time.",
-                stream=stream,
+                else "Engine did not finish the answer in time."
             ) from exc
         except _BROKEN as exc:
             self._unavailable.inc()

@@ -83,6 +83,8 @@ def chaos(stack: Stack, redis_client: redis.Redis) -> Iterator[Chaos]:
             PORTICO_ADMIN_TOKEN=ADMIN,
             PORTICO_REDIS__PREFIX=prefix,
             PORTICO_UPSTREAM__FIRST_BYTE_S=str(FIRST_BYTE_S),
+            # A stall before a non-stream answer's headers is the generation limit.
+            PORTICO_UPSTREAM__GENERATION_S=str(FIRST_BYTE_S),
             PORTICO_UPSTREAM__STREAM_IDLE_S=str(STREAM_IDLE_S),
             PORTICO_LOG_LEVEL="warning",
         )
