@@ -6,9 +6,10 @@ check where the shape alone would catch too much: Luhn for card numbers, mod-97
 for IBANs. Matches become a token naming the kind (``[EMAIL]``, ``[CARD]``, ...);
 the matched value is never kept, logged or counted, only its kind.
 
-Only the text the model reads is touched: a completion's ``prompt`` (a string or
-a list of strings) and each chat message's ``content`` (a string, or the ``text``
-of its ``type: "text"`` parts). Every other field passes through as it came.
+Every string the model reads is redacted, wherever vLLM takes it from (which
+fields and content parts those are is :mod:`gateway.prompt_text`'s concern); a
+content part of a type the gateway does not know is refused. Every other field
+passes through as it came.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
+
+from gateway import prompt_text
 
 Kind = Literal["email", "iban", "card", "ssn", "nino", "phone"]
 # The order they run in: a kind whose text holds digit groups (an IBAN, a card)
@@ -66,6 +69,7 @@ _PHONE = re.compile(
 
 
 _DIGIT = re.compile(r"\d")
+_SHORTEST = len("a@b.io")
 
 
 def _digits(text: str) -> str:
@@ -118,48 +122,30 @@ class Redactor:
 
     def text(self, text: str, counts: Counter[str]) -> str:
         """``text`` with every match replaced; adds one to ``counts[kind]`` per match."""
-        # Cheap screens first (a scan in C each): every kind but e-mail needs a digit,
-        # e-mail needs an @; most prompts then skip most passes.
+        # Cheap screens first, each a scan in C: a body holds many short strings (keys,
+        # names, enum values) and most prompts lack most kinds. Shorter than any match
+        # ("a@b.io"; the other kinds take 9 characters or more): nothing to do. Every
+        # kind but e-mail needs a digit, e-mail an @. A pass runs its substitution only
+        # after a search found the shape.
+        if len(text) < _SHORTEST:
+            return text
         has_at, has_digit = "@" in text, _DIGIT.search(text) is not None
         for kind, pattern, valid in self._checks:
-            if has_at if kind == "email" else has_digit:
+            if (has_at if kind == "email" else has_digit) and pattern.search(text):
                 text = pattern.sub(_replacer(kind, valid, counts), text)
         return text
 
     def body(self, body: bytes, chat: bool) -> tuple[bytes, Counter[str]]:
         """A request body with its prompt text redacted, and the count per kind. The
-        same bytes come back, not re-serialised, when nothing was found."""
+        same bytes come back, not re-serialised, when nothing was found.
+        InvalidRequest (400) when a chat content part is of a type not known to be
+        text or media: text the gateway cannot find is text it cannot redact."""
         payload = json.loads(body)
         counts: Counter[str] = Counter()
-        if chat:
-            for message in payload.get("messages", []):
-                if isinstance(message, dict):
-                    message["content"] = self._content(message.get("content"), counts)
-        elif "prompt" in payload:
-            payload["prompt"] = self._content(payload["prompt"], counts, parts=False)
+        prompt_text.rewrite(payload, chat, lambda text: self.text(text, counts))
         if not counts:
             return body, counts
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode(), counts
-
-    def _content(self, content: Any, counts: Counter[str], parts: bool = True) -> Any:
-        """A prompt or a message's content: a string, or a list of strings (prompts)
-        or of content parts (chat), of which only ``type: "text"`` ones are read."""
-        if isinstance(content, str):
-            return self.text(content, counts)
-        if not isinstance(content, list):
-            return content
-        out = []
-        for item in content:
-            if isinstance(item, str) and not parts:
-                item = self.text(item, counts)
-            elif parts and isinstance(item, dict) and _is_text_part(item):
-                item = {**item, "text": self.text(item["text"], counts)}
-            out.append(item)
-        return out
-
-
-def _is_text_part(part: dict[str, Any]) -> bool:
-    return part.get("type") == "text" and isinstance(part.get("text"), str)
 
 
 def _replacer(

@@ -19,6 +19,7 @@ from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from tests.gateway.fake_engine import MODEL, USAGE, FakeEngine
 from tests.gateway.servers import serving
+from tests.redaction_cases import LEAKS, MEDIA_PARTS, PII, UNKNOWN_PARTS
 
 KEY = "redaction-key"
 AUTH = {"Authorization": f"Bearer {KEY}", "content-type": "application/json"}
@@ -102,19 +103,30 @@ def _post(client: httpx.Client, path: str, body: dict[str, Any]) -> httpx.Respon
     return client.post(path, content=json.dumps(body).encode(), headers=AUTH)
 
 
+def _sent(received: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """The members of what the engine received that the client sent (the gateway may
+    append its own, such as max_tokens when unset)."""
+    return {k: received.get(k) for k in body}
+
+
+def _client_bytes_kept(received: bytes, raw: bytes) -> bool:
+    """The client's bytes, not a re-serialisation: the same up to the closing brace,
+    after which the gateway may append members of its own."""
+    head = raw.rstrip()[:-1].rstrip()
+    return received == raw or (received.startswith(head) and received[len(head) :][:1] == b",")
+
+
 def test_completion_prompt_reaches_the_engine_redacted_other_fields_untouched(
     redacting: httpx.Client, fake: FakeEngine
 ) -> None:
     body = {"model": MODEL, "prompt": [PII_PROMPT, "SSN 123-45-6789"], "max_tokens": 5,
-            "top_k": 3, "user": "jane@example.com", "suffix": "x@example.com"}  # fmt: skip
+            "top_k": 3, "user": "jane@example.com", "stop": ["x@example.com"]}  # fmt: skip
     response = _post(redacting, "/v1/completions", body)
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["text"] == "ok"
     received = json.loads(fake.received[-1])
     assert received["prompt"] == [REDACTED, "SSN [SSN]"]
-    assert {k: v for k, v in received.items() if k != "prompt"} == {
-        k: v for k, v in body.items() if k != "prompt"
-    }
+    assert _sent(received, body) == {**body, "prompt": [REDACTED, "SSN [SSN]"]}
     assert _redactions(redacting) == {"email": 1.0, "phone": 1.0, "card": 1.0, "ssn": 1.0}
 
 
@@ -128,7 +140,7 @@ def test_streamed_completion_is_redacted_and_streams_normally(
     assert "usage" not in response.text  # the usage the gateway asked for is stripped
     received = json.loads(fake.received[-1])
     assert received["prompt"] == REDACTED
-    assert received["stream_options"] == {"include_usage": True}
+    assert received["stream_options"]["include_usage"] is True
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -179,7 +191,8 @@ def test_off_by_default_the_engine_gets_the_clients_bytes(
 ) -> None:
     response = plain.post(path, content=raw, headers=AUTH)
     assert response.status_code == 200, response.text
-    assert fake.received == [raw]
+    assert len(fake.received) == 1
+    assert _client_bytes_kept(fake.received[0], raw)
     assert _redactions(plain) == {}
 
 
@@ -188,4 +201,56 @@ def test_a_body_with_nothing_to_redact_is_forwarded_byte_for_byte(
 ) -> None:
     raw = b'{"prompt":  "released 2024-01-15, v1.2.3, $1,234.56",  "model": "fake-model"}'
     assert redacting.post("/v1/completions", content=raw, headers=AUTH).status_code == 200
-    assert fake.received == [raw]
+    assert len(fake.received) == 1
+    assert _client_bytes_kept(fake.received[0], raw)
+
+
+@pytest.mark.parametrize(("path", "body"), LEAKS.values(), ids=LEAKS.keys())
+def test_every_field_and_part_vllm_renders_reaches_the_engine_redacted(
+    redacting: httpx.Client, fake: FakeEngine, path: str, body: dict[str, Any]
+) -> None:
+    response = _post(redacting, path, body)
+    assert response.status_code == 200, response.text
+    received = fake.received[-1].decode()
+    assert PII not in received
+    expected = json.loads(json.dumps(body).replace(PII, "[EMAIL]"))
+    assert _sent(json.loads(received), expected) == expected
+    assert _redactions(redacting) == {"email": 1.0}
+
+
+def _with_part(part: dict[str, Any]) -> dict[str, Any]:
+    content = [{"type": "text", "text": "Describe this."}, part]
+    return {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": content}]}
+
+
+@pytest.mark.parametrize("part", UNKNOWN_PARTS.values(), ids=UNKNOWN_PARTS.keys())
+def test_with_redaction_on_an_unknown_part_type_is_refused_before_the_engine(
+    redacting: httpx.Client, fake: FakeEngine, part: dict[str, Any]
+) -> None:
+    response = _post(redacting, "/v1/chat/completions", _with_part(part))
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == "messages.0.content.1.type"
+    assert error["code"] == "unsupported_content_part"
+    assert PII not in response.text
+    assert fake.received == []
+
+
+def test_with_redaction_off_an_unknown_part_type_goes_to_the_engine(
+    plain: httpx.Client, fake: FakeEngine
+) -> None:
+    body = _with_part(UNKNOWN_PARTS["file"])
+    assert _post(plain, "/v1/chat/completions", body).status_code == 200
+    assert _sent(json.loads(fake.received[-1]), body) == body
+
+
+def test_known_media_parts_reach_the_engine_untouched(
+    redacting: httpx.Client, fake: FakeEngine
+) -> None:
+    body = _with_part(MEDIA_PARTS["image_url"])
+    body["messages"][0]["content"] += [*MEDIA_PARTS.values(), {"type": "text", "text": PII}]
+    assert _post(redacting, "/v1/chat/completions", body).status_code == 200
+    content = json.loads(fake.received[-1])["messages"][0]["content"]
+    assert content[:-1] == body["messages"][0]["content"][:-1]
+    assert content[-1] == {"type": "text", "text": "[EMAIL]"}

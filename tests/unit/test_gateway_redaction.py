@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 
+from gateway.errors import InvalidRequest
 from gateway.redaction import KINDS, Kind, Redactor, iban_valid, luhn_valid
+from tests.redaction_cases import CHAT, LEAKS, MEDIA_PARTS, PII, UNKNOWN_PARTS
 
 # Each text holds exactly one value of its kind, in a format the docs list.
 POSITIVES: dict[Kind, list[str]] = {
@@ -347,8 +350,7 @@ def test_completion_prompts_string_and_list_are_redacted_other_fields_kept() -> 
     payload = {
         "model": "m",
         "prompt": ["mail a@example.com", "no pii", "call 415-555-2671"],
-        "suffix": "b@example.com",
-        "user": "c@example.com",
+        "user": "c@example.com",  # not read by the model: never turned into prompt text
         "stop": ["d@example.com"],
     }
     out, counts = Redactor().body(json.dumps(payload).encode(), chat=False)
@@ -365,25 +367,75 @@ def test_completion_prompts_string_and_list_are_redacted_other_fields_kept() -> 
     assert Redactor().body(tokens, chat=False) == (tokens, Counter())
 
 
-def test_chat_text_content_and_text_parts_are_redacted_images_and_names_kept() -> None:
+def test_chat_text_content_and_text_parts_are_redacted_images_and_other_fields_kept() -> None:
     image = {"type": "image_url", "image_url": {"url": "https://x.example/a@example.com.png"}}
     payload = {
         "model": "m",
+        "user": "e@example.com",  # not read by the model
         "messages": [
             {"role": "system", "content": "Card 4111-1111-1111-1111."},
-            {"role": "user", "name": "e@example.com", "content": [
-                {"type": "text", "text": "I am 123-45-6789"}, image,
-            ]},
+            {"role": "user", "content": [{"type": "text", "text": "I am 123-45-6789"}, image]},
             {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]},
         ],
-    }  # fmt: skip
+    }
     out, counts = Redactor().body(json.dumps(payload).encode(), chat=True)
-    messages = json.loads(out)["messages"]
+    redacted = json.loads(out)
+    messages = redacted["messages"]
     assert messages[0]["content"] == "Card [CARD]."
     assert messages[1]["content"] == [{"type": "text", "text": "I am [SSN]"}, image]
-    assert messages[1]["name"] == "e@example.com"
-    assert messages[2] == payload["messages"][2]  # type: ignore[index]
+    assert redacted["user"] == "e@example.com"
+    assert messages[2] == payload["messages"][2]
     assert counts == {"card": 1, "ssn": 1}
+
+
+@pytest.mark.parametrize(("route", "body"), LEAKS.values(), ids=LEAKS.keys())
+def test_every_field_and_part_vllm_renders_as_prompt_text_is_redacted(
+    route: str, body: dict[str, Any]
+) -> None:
+    raw = json.dumps(body).encode()
+    out, counts = Redactor().body(raw, chat=route == CHAT)
+    assert PII not in out.decode()
+    assert counts == {"email": 1}
+    # The address became the token and nothing else in the body changed.
+    assert json.loads(out) == json.loads(raw.decode().replace(PII, "[EMAIL]"))
+
+
+def test_a_request_chat_template_is_redacted_too() -> None:
+    # vLLM refuses one unless started with --trust-request-chat-template; when it is,
+    # the template's literal text is prompt text.
+    template = "{{ 'Support: jane@example.com' }}{% for m in messages %}{{ m.content }}{% endfor %}"
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "chat_template": template}  # fmt: skip
+    out, counts = Redactor().body(json.dumps(body).encode(), chat=True)
+    assert json.loads(out)["chat_template"] == template.replace("jane@example.com", "[EMAIL]")
+    assert counts == {"email": 1}
+
+
+def _with_part(part: dict[str, Any]) -> bytes:
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": f"Mail {PII}"}, part]},
+    ]
+    return json.dumps({"model": "m", "messages": messages}).encode()
+
+
+@pytest.mark.parametrize("part", UNKNOWN_PARTS.values(), ids=UNKNOWN_PARTS.keys())
+def test_a_part_type_the_gateway_does_not_know_is_refused_naming_its_field(
+    part: dict[str, Any],
+) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        Redactor().body(_with_part(part), chat=True)
+    assert refused.value.status_code == 400
+    assert refused.value.param == "messages.1.content.1.type"
+    assert PII not in refused.value.message  # names the field, never echoes the input
+
+
+@pytest.mark.parametrize("part", MEDIA_PARTS.values(), ids=MEDIA_PARTS.keys())
+def test_media_parts_pass_untouched_beside_redacted_text(part: dict[str, Any]) -> None:
+    out, counts = Redactor().body(_with_part(part), chat=True)
+    content = json.loads(out)["messages"][1]["content"]
+    assert content == [{"type": "text", "text": "Mail [EMAIL]"}, part]
+    assert counts == {"email": 1}
 
 
 ADVERSARIAL = {
