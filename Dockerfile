@@ -54,7 +54,10 @@ EXPOSE 8080
 # No curl in the slim image: the interpreter does the probe.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('UVICORN_PORT', '8080') + '/healthz', timeout=3)"]
-ENTRYPOINT ["uvicorn", "--factory", "gateway.app:create_app"]
+# --no-proxy-headers in the entrypoint, where pod args cannot drop it: uvicorn would
+# otherwise believe X-Forwarded-For from 127.0.0.1. The gateway reads the header only
+# from the proxies in PORTICO_TRUSTED_PROXIES (docs/deploy.md).
+ENTRYPOINT ["uvicorn", "--factory", "gateway.app:create_app", "--no-proxy-headers"]
 # The gateway writes its own access log (one JSON line per request, no secrets).
 CMD ["--no-access-log"]
 

@@ -71,6 +71,9 @@ def _gateway_argv(host: str, port: int, workers: int) -> list[str]:
         sys.executable, "-m", "uvicorn", "--factory", GATEWAY_FACTORY,
         "--host", host, "--port", str(port), "--workers", str(workers),
         "--no-access-log",  # the gateway logs requests itself, without secrets
+        # uvicorn would believe X-Forwarded-For from 127.0.0.1; the gateway reads it
+        # only from PORTICO_TRUSTED_PROXIES (gateway/proxies.py).
+        "--no-proxy-headers",
     ]  # fmt: skip
 
 

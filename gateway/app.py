@@ -23,6 +23,7 @@ from gateway.errors import (
 )
 from gateway.metrics import Metrics
 from gateway.middleware import RequestContextMiddleware, RequestHeadLimits, request_id
+from gateway.proxies import ForwardedClient
 from gateway.redis_guard import RedisUnavailable
 from gateway.resources import lifespan_for
 from gateway.settings import GatewaySettings
@@ -53,6 +54,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     # Inside the context middleware, so refusals are counted, logged and carry the id.
     app.add_middleware(RequestHeadLimits, limits=settings.limits)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    # Outermost: everything inside sees the client address, not a proxy's (docs/deploy.md).
+    app.add_middleware(ForwardedClient, proxies=settings.trusted_proxies)
     return app
 
 

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.discovery import EngineSource
 from gateway.jwt_verifier import JWTSettings
+from gateway.proxies import TrustedProxies
 from gateway.redaction import KINDS, Kind
 
 
@@ -135,8 +136,10 @@ class RedactionSettings(BaseModel):
     mode: Literal["off", "redact"] = Field(
         "off",
         description="'redact' replaces e-mail addresses, phone, card, SSN, NINO and IBAN "
-        "numbers in prompts and chat messages with [EMAIL], [PHONE], ... before the engine "
-        "(and the cache key) sees them; 'off' leaves request bodies untouched.",
+        "numbers with [EMAIL], [PHONE], ... in every string the model reads (prompts, every "
+        "message field, text content parts, tools, documents, template arguments: "
+        "docs/pii.md) before the engine (and the cache key) sees them, and refuses (400) "
+        "chat content parts of a type it does not know; 'off' leaves request bodies untouched.",
     )
     kinds: Annotated[list[Kind], NoDecode] = Field(
         default_factory=lambda: list(KINDS),
@@ -230,6 +233,13 @@ class GatewaySettings(BaseSettings):
     dev_mode: bool = Field(
         False,
         description="Allows running with no API keys (open gateway). One process, local only.",
+    )
+    trusted_proxies: TrustedProxies = Field(
+        default_factory=list,
+        description="Comma-separated IPs or CIDRs of proxies whose X-Forwarded-For is believed: "
+        "from them, the right-most address that is not a listed proxy is the client (the "
+        "address the per-IP auth-failure limit counts). Empty: the header is ignored and "
+        "the connection's peer is the client.",
     )
     upstream_transport: Literal["aiohttp", "httpx"] = Field(
         "aiohttp",

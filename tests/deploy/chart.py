@@ -84,7 +84,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "prometheusRule": {"enabled": True},
             "grafanaDashboard": {"enabled": True},
         },
-        "gateway": {"autoscaling": {"inFlight": {"enabled": True}}},
+        "gateway": {
+            "autoscaling": {"inFlight": {"enabled": True}},
+            "trustedProxies": "10.244.0.0/16, 10.96.0.10",  # the ingress controller's pods
+        },
         "networkPolicy": {
             "metricsFrom": [
                 {

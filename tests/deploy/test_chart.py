@@ -5,6 +5,7 @@ will run in them (the launcher's flag parser, the gateway's settings and routes)
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import os
 import re
@@ -301,7 +302,24 @@ def test_gateway_drains_before_the_kubelet_kills_it(value_set: str) -> None:
     ]
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > gateway["preStopSleepSeconds"] + drain + shutdown
-    assert container["command"] == ["uvicorn", "--factory", "gateway.app:create_app"]
+    assert container["command"][:3] == ["uvicorn", "--factory", "gateway.app:create_app"]
+
+
+@ALL_SETS
+def test_the_gateway_believes_x_forwarded_for_only_from_the_proxies_named_in_values(
+    value_set: str, clean_env: pytest.MonkeyPatch
+) -> None:
+    r = rendered(value_set)
+    container = r.container("Deployment", "gateway")
+    assert "--no-proxy-headers" in container["command"]  # uvicorn never rewrites the client
+    assert "--forwarded-allow-ips" not in container["args"]
+    trusted = r.get("ConfigMap", f"{FULLNAME}-gateway")["data"]["PORTICO_TRUSTED_PROXIES"]
+    assert trusted == r.values["gateway"]["trustedProxies"]
+    clean_env.setenv("PORTICO_TRUSTED_PROXIES", trusted)
+    expected = [ipaddress.ip_network(item.strip()) for item in trusted.split(",") if item.strip()]
+    assert GatewaySettings(dev_mode=True).trusted_proxies == expected
+    ingress = r.values["ingress"]["enabled"]
+    assert ("gateway.trustedProxies is empty" in r.notes) == (ingress and not trusted)
 
 
 def test_a_grace_period_shorter_than_the_drain_is_refused() -> None:

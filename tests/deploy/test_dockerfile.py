@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -97,10 +98,29 @@ def test_gateway_image_runs_as_the_non_root_user_the_chart_expects() -> None:
 
 def test_gateway_entrypoint_is_the_factory_the_chart_runs() -> None:
     entrypoint = _exec_form(_only("gateway", "ENTRYPOINT"))
-    assert entrypoint == ["uvicorn", "--factory", "gateway.app:create_app"]
+    assert entrypoint == ["uvicorn", "--factory", "gateway.app:create_app", "--no-proxy-headers"]
     assert entrypoint == render().container("Deployment", "gateway")["command"]
     environment = _only("gateway", "ENV")
     assert "WEB_CONCURRENCY=" in environment  # uvicorn's worker count
+
+
+def test_every_gateway_launcher_turns_off_uvicorns_proxy_headers() -> None:
+    """uvicorn believes X-Forwarded-For from 127.0.0.1 unless told not to; the gateway
+    reads it itself, from PORTICO_TRUSTED_PROXIES only (gateway/proxies.py). The flag
+    sits where arguments added later cannot drop it, and nothing turns it back on."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["gateway"]
+    launchers = {
+        "Dockerfile ENTRYPOINT": _exec_form(_only("gateway", "ENTRYPOINT")),
+        "chart command": render().container("Deployment", "gateway")["command"],
+        "portico gateway serve / up": cli._gateway_argv("127.0.0.1", 8080, 2),
+    }
+    for name, argv in launchers.items():
+        assert "--no-proxy-headers" in argv, name
+    everything = [*_exec_form(_only("gateway", "CMD")), *render().container(
+        "Deployment", "gateway")["args"]]  # fmt: skip
+    assert not {"--proxy-headers", "--forwarded-allow-ips"} & set(everything)
+    assert not {"entrypoint", "command"} & set(compose), "compose runs the image's entrypoint"
+    assert "FORWARDED_ALLOW_IPS" not in _only("gateway", "ENV")
 
 
 def test_healthchecks_probe_routes_that_exist() -> None:

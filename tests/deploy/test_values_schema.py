@@ -55,6 +55,9 @@ def test_schema_accepts_every_value_set_the_tests_render(value_set: str) -> None
         ({"redis": {"auth": {"password": "p@ss/word"}}}, "/redis/auth/password"),
         ({"externalRedis": {"url": "http://redis:6379"}}, "/externalRedis/url"),
         ({"ingress": {"enabled": "true"}}, "/ingress/enabled"),
+        ({"gateway": {"trustedProxies": "*"}}, "/gateway/trustedProxies"),
+        ({"gateway": {"trustedProxies": "ingress-nginx.internal"}}, "/gateway/trustedProxies"),
+        ({"gateway": {"forwardedAllowIps": "127.0.0.1"}}, "forwardedAllowIps"),
     ],
 )
 def test_helm_refuses_values_the_schema_rejects(values: dict[str, Any], complaint: str) -> None:

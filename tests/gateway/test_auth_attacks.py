@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,8 +25,10 @@ import pytest
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from tests.conftest import free_port
 from tests.gateway.fake_engine import MODEL, FakeEngine, recording
 from tests.gateway.jwt_tokens import JWKSHost, forge, hmac_signer, hosted_jwks, rsa_signing_key
+from tests.gateway.processes import Child, gateway_env
 from tests.gateway.servers import serving
 
 KEY = "pk-test-attacks-tenant-a-0123456789"
@@ -388,3 +394,89 @@ def test_only_generation_paths_reach_the_engine(gateway: httpx.Client, stack: St
         gateway.request(method, path.format(key_id="key_0"), json=body, headers=headers)
     assert set(stack.engine_saw) <= ENGINE_BOUND
     assert stack.engine_saw
+
+
+# Client addresses behind proxies: the gateway started by the production launcher
+# (`portico gateway serve`, which runs uvicorn), from 127.0.0.1 — a port-forward, a
+# sidecar — and from a proxy named in PORTICO_TRUSTED_PROXIES.
+FAILURES_PER_IP = 5
+
+
+@contextmanager
+def _served_gateway(tmp_path: Path, **settings: str) -> Iterator[str]:
+    engine = FakeEngine()
+    with serving(engine.app) as engine_url:
+        port = free_port()
+        env = gateway_env(
+            PORTICO_ENGINE_URL=engine_url, PORTICO_API_KEYS=KEY, PORTICO_ADMIN_TOKEN=ADMIN,
+            PORTICO_RATE_LIMITS__AUTH_FAILURES_PER_IP=str(FAILURES_PER_IP), **settings,
+        )  # fmt: skip
+        env.pop("FORWARDED_ALLOW_IPS", None)  # uvicorn's own variable: its default applies
+        argv = [sys.executable, "-m", "engine", "gateway", "serve", "--port", str(port)]
+        child = Child(argv, tmp_path / "gateway.log", env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while not _answers(url):
+                assert child.alive(), child.log_tail()
+                assert time.monotonic() < deadline, child.log_tail()
+                time.sleep(0.05)
+            yield url
+        finally:
+            child.stop()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=0.5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _admin(client: httpx.Client, token: str, forwarded: str | None) -> int:
+    headers = {"Authorization": f"Bearer {token}"}
+    if forwarded is not None:
+        headers["X-Forwarded-For"] = forwarded
+    return client.get("/admin/keys", headers=headers).status_code
+
+
+def test_a_forged_x_forwarded_for_never_escapes_the_per_ip_lockout(tmp_path: Path) -> None:
+    """No trusted proxy (the default): the header is ignored, so 200 admin-token guesses
+    from 127.0.0.1, each naming another address, are one address's guesses."""
+    with _served_gateway(tmp_path) as url, httpx.Client(base_url=url, timeout=10) as client:
+        statuses = [_admin(client, f"guess-{i}", f"203.0.113.{i % 250}") for i in range(200)]
+        assert statuses[:FAILURES_PER_IP] == [401] * FAILURES_PER_IP
+        assert set(statuses[FAILURES_PER_IP:]) == {429}
+        assert _admin(client, ADMIN, "198.51.100.1") == 429  # even the right token
+
+
+def test_a_trusted_proxys_forwarded_address_is_the_client(tmp_path: Path) -> None:
+    """Behind a trusted proxy, the right-most address it did not add itself is the
+    client: that client is locked out alone, whatever it prepends to the header."""
+    trusted = "127.0.0.2,10.0.0.0/8"
+    with (
+        _served_gateway(tmp_path, PORTICO_TRUSTED_PROXIES=trusted) as url,
+        httpx.Client(
+            base_url=url, timeout=10, transport=httpx.HTTPTransport(local_address="127.0.0.2")
+        ) as proxy,
+    ):
+        guesser = [f"192.0.2.{i}, 198.51.100.7, 10.1.2.3" for i in range(FAILURES_PER_IP + 3)]
+        statuses = [_admin(proxy, f"guess-{i}", hops) for i, hops in enumerate(guesser)]
+        assert statuses == [401] * FAILURES_PER_IP + [429] * 3
+        assert _admin(proxy, ADMIN, "198.51.100.7") == 429
+        assert _admin(proxy, ADMIN, "198.51.100.8") == 200  # another client of the proxy
+        assert _admin(proxy, ADMIN, None) == 200  # the proxy itself
+
+
+def test_a_server_that_rewrites_the_client_from_the_header_is_reported_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """uvicorn run by hand without --no-proxy-headers (here: its defaults, in-process)
+    believes X-Forwarded-For from 127.0.0.1; the gateway cannot undo that, but says so."""
+    caplog.set_level(logging.WARNING, logger="portico.gateway")
+    config = GatewaySettings(engine_url="http://127.0.0.1:9", api_keys=[KEY])
+    with serving(create_app(config)) as url, httpx.Client(base_url=url, timeout=10) as client:
+        for i in range(3):
+            client.get("/healthz", headers={"X-Forwarded-For": f"203.0.113.{i}"})
+    warnings = [r for r in caplog.records if "--no-proxy-headers" in r.getMessage()]
+    assert len(warnings) == 1
