@@ -93,8 +93,17 @@ def gateways(count: int, env: Mapping[str, str], log_dir: Path) -> Iterator[list
         started: list[tuple[Child, str]] = []
         for i in range(count):
             port = free_port()
+            # As every launcher does: the gateway, not uvicorn, decides which proxies'
+            # X-Forwarded-For it believes (PORTICO_TRUSTED_PROXIES).
             argv = [sys.executable, "-m", "uvicorn", "--factory", "gateway.app:create_app"]
-            argv += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+            argv += [
+                "--no-proxy-headers",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+            ]
             child = Child(argv, log_dir / f"gateway-{i}.log", env)
             stack.callback(child.stop)
             started.append((child, f"http://127.0.0.1:{port}"))
