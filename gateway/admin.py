@@ -1,6 +1,11 @@
 """``/admin``: manage API keys. Authenticated by the admin token from settings
 or by a JWT carrying the ``admin`` permission; an ordinary key gets 403.
 
+The caller is checked before a byte of the body is read: the routes take no FastAPI
+body parameter (FastAPI would read the whole body before ``require_admin`` runs) but
+read and validate it themselves once ``require_admin`` has passed (gateway/body.py).
+gateway/openapi.py documents their bodies from the same models.
+
 Secrets are returned once, by create; every other answer carries only the
 record (id, name, limits, a short hint of the secret), never the secret or its
 digest.
@@ -17,6 +22,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, Field
 
 from gateway.auth import Principal, presented_key
+from gateway.body import parse, read_body
 from gateway.errors import NotFound, PermissionDenied
 from gateway.keys import KeyHasher, KeyRecord, KeySpec, KeyStore
 from gateway.ratelimit import Limiter
@@ -105,8 +111,8 @@ AdminDep = Annotated[KeyAdmin, Depends(require_admin)]
 
 
 @admin.post("/keys", status_code=201)
-async def create_key(spec: KeySpec, keys: AdminDep) -> dict[str, Any]:
-    return await keys.create(spec)
+async def create_key(request: Request, keys: AdminDep) -> dict[str, Any]:
+    return await keys.create(parse(KeySpec, await read_body(request)))
 
 
 @admin.get("/keys")
@@ -120,8 +126,8 @@ async def show_key(key_id: str, keys: AdminDep) -> dict[str, Any]:
 
 
 @admin.patch("/keys/{key_id}")
-async def update_key(key_id: str, update: KeyUpdate, keys: AdminDep) -> dict[str, Any]:
-    return await keys.update(key_id, update)
+async def update_key(key_id: str, request: Request, keys: AdminDep) -> dict[str, Any]:
+    return await keys.update(key_id, parse(KeyUpdate, await read_body(request)))
 
 
 @admin.delete("/keys/{key_id}")

@@ -6,26 +6,22 @@ Only these paths reach an engine; vLLM's other endpoints (/pause,
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import __version__, telemetry
 from gateway.auth import Principal, presented_key
-from gateway.errors import (
-    BackendUnavailable,
-    EngineUnavailable,
-    InvalidRequest,
-    PayloadTooLarge,
-    RequestTimeout,
-)
+from gateway.body import read_body
+from gateway.errors import BackendUnavailable, EngineUnavailable
 from gateway.generation import Call
 from gateway.middleware import request_id
 from gateway.resources import Resources, ResourcesDep
+
+_log = logging.getLogger("portico.gateway")
 
 v1 = APIRouter(prefix="/v1")
 ops = APIRouter()
@@ -46,34 +42,6 @@ async def authenticate(request: Request, resources: ResourcesDep) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
 
 
-async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``limit`` bytes, and with
-    408 unless all of it arrives within ``timeout_s`` (uvicorn has no body-read timeout:
-    a client trickling its body would otherwise hold the request open for ever). Both
-    answers close the connection, so the rest of the body is not read."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    body = bytearray()
-    try:
-        async with asyncio.timeout(timeout_s):
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limit:
-                    raise _too_large(limit)
-    except TimeoutError as exc:
-        message = f"The request body did not arrive within {timeout_s:g} s."
-        raise RequestTimeout(message, headers={"connection": "close"}) from exc
-    except ClientDisconnect as exc:  # nobody reads this answer; a 400 keeps 500s for our faults
-        raise InvalidRequest("The client left before sending the whole body.") from exc
-    return bytes(body)
-
-
-def _too_large(limit: int) -> PayloadTooLarge:
-    message = f"Request body is larger than {limit} bytes."
-    return PayloadTooLarge(message, headers={"connection": "close"})
-
-
 async def _generate(request: Request, path: str) -> Response:
     resources: Resources = request.app.state.resources
     principal = await authenticate(request, resources)
@@ -84,8 +52,7 @@ async def _generate(request: Request, path: str) -> Response:
             code="draining",
             headers={"retry-after": "1", "connection": "close"},
         )
-    limits = resources.settings.limits
-    body = await read_body(request, limits.max_body_bytes, limits.body_read_s)
+    body = await read_body(request)
     parsed = await resources.generation.validate(path, body, principal)
     record = telemetry.current()
     record.model = parsed.model  # a model the engine serves: a bounded metric label
@@ -138,27 +105,38 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-_NOT_READY = {
-    "description": "Draining, or a model the engines serve has no engine in rotation",
-    "content": {"application/json": {"schema": {"type": "object", "required": ["status"]}}},
+_STATUS = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["status"],
+                "properties": {"status": {"enum": ["ready", "unavailable", "draining"]}},
+            }
+        }
+    }
 }
+_NOT_READY = {"description": "Draining, or a model the engines serve has no engine in rotation"}
 
 
-@ops.get("/readyz", responses={503: _NOT_READY})
+@ops.get("/readyz", responses={200: _STATUS, 503: {**_NOT_READY, **_STATUS}})
 async def readyz(resources: ResourcesDep) -> JSONResponse:
     """Ready when every model the engines serve has at least one engine in rotation
-    (judged from the active health checks), and the gateway is not draining."""
+    (judged from the active health checks), and the gateway is not draining. The answer
+    is the status alone: this route needs no credential, so what is served, or missing,
+    goes to the log."""
     if resources.drain.draining:
         return JSONResponse({"status": "draining"}, status_code=503)
     try:
-        listing = await resources.catalog.listing()
+        await resources.catalog.listing()
     except EngineUnavailable as exc:
-        return JSONResponse({"status": "unavailable", "reason": exc.message}, status_code=503)
+        _log.warning("readyz: unavailable: %s", exc.message)
+        return JSONResponse({"status": "unavailable"}, status_code=503)
     ready, uncovered = resources.pool.readiness()
     if not ready:
-        reason = f"no engine in rotation for {uncovered}" if uncovered else "no models"
-        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
-    return JSONResponse({"status": "ready", "models": [m.get("id") for m in listing["data"]]})
+        _log.warning("readyz: unavailable: no engine in rotation for %s", uncovered or "any model")
+        return JSONResponse({"status": "unavailable"}, status_code=503)
+    return JSONResponse({"status": "ready"})
 
 
 @ops.get("/version")

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from gateway import __version__, openapi
 from gateway.admin import admin
 from gateway.api import generation_routes, ops, v1
+from gateway.body import BodyLimits
 from gateway.errors import (
     BackendUnavailable,
     GatewayError,
@@ -52,6 +53,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     openapi.install(app)
     _install_error_handlers(app)
     # Inside the context middleware, so refusals are counted, logged and carry the id.
+    app.add_middleware(BodyLimits, limits=settings.limits, metrics=metrics)
     app.add_middleware(RequestHeadLimits, limits=settings.limits)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     # Outermost: everything inside sees the client address, not a proxy's (docs/deploy.md).

@@ -4,7 +4,10 @@ FastAPI describes the routes it serves itself. The two generation routes are
 plain Starlette routes (why: gateway/api.py), so FastAPI does not see them;
 they are described here, from the same pydantic models that validate their
 bodies, with the error shape every refusal uses and the two ways to present a
-key. Built once, on first request, like FastAPI's own.
+key. The admin routes read their bodies by hand, after the caller check
+(gateway/body.py), so FastAPI does not see those bodies either: they are
+described here from their models too. Built once, on first request, like
+FastAPI's own.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from gateway.admin import KeyUpdate
+from gateway.keys import KeySpec
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
 
 _ERROR: dict[str, Any] = {
@@ -55,7 +60,8 @@ _REFUSALS = {
     "414": "Request target longer than the limit",
     "429": "A rate limit or budget of this caller (Retry-After)",
     "431": "Too many request headers, or too large",
-    "503": "No engine available, queue full or gateway draining (Retry-After)",
+    "503": "No engine available, queue full, gateway draining, or too many request bodies "
+    "being received at once (Retry-After)",
     "504": "The engine did not start answering in time",
 }
 
@@ -107,8 +113,21 @@ _GUARDED: dict[str, tuple[list[dict[str, list[str]]], dict[str, str]]] = {
             "401": "No valid admin token or JWT",
             "403": "A valid credential without the 'admin' permission",
             "429": _AUTH_LOCKOUT,
+            "503": "Key store unavailable (Retry-After)",
         },
     ),
+}
+
+# FastAPI routes that read their body by hand once the caller is checked, and the model
+# that validates it; what reading a body can end with besides a 400.
+_READ_BY_HAND: tuple[tuple[str, str, type[BaseModel]], ...] = (
+    ("/admin/keys", "post", KeySpec),
+    ("/admin/keys/{key_id}", "patch", KeyUpdate),
+)
+_BODY_REFUSALS = {
+    "408": "The body did not arrive within the body-read time",
+    "413": "Body larger than the limit",
+    "503": "Key store unavailable, or too many request bodies being received at once (Retry-After)",
 }
 
 
@@ -159,8 +178,29 @@ def _document_fastapi_errors(paths: dict[str, Any]) -> None:
                 responses["404"] = {"description": "No key with this id", "content": _ERROR_CONTENT}
 
 
+def _add_model(schemas: dict[str, Any], model: type[BaseModel]) -> dict[str, str]:
+    """Put ``model``'s schema (and the models it uses) in ``schemas``; its reference."""
+    body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(body.pop("$defs", {}))
+    schemas[model.__name__] = body
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _document_bodies_read_by_hand(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
+    for path, method, model in _READ_BY_HAND:
+        operation = paths[path][method]
+        reference = _add_model(schemas, model)
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": reference}},
+        }
+        for status, text in _BODY_REFUSALS.items():
+            operation["responses"][status] = {"description": text, "content": _ERROR_CONTENT}
+
+
 def install(app: FastAPI) -> None:
-    """Make ``app.openapi`` (served at /openapi.json) include the generation routes."""
+    """Make ``app.openapi`` (served at /openapi.json) include the generation routes and
+    the bodies the admin routes read by hand."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -170,10 +210,9 @@ def install(app: FastAPI) -> None:
             schemas["Error"] = _ERROR
             components.setdefault("securitySchemes", {}).update(_SECURITY_SCHEMES)
             _document_fastapi_errors(schema["paths"])
+            _document_bodies_read_by_hand(schema["paths"], schemas)
             for path, model, summary in _GENERATION:
-                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                schemas.update(body.pop("$defs", {}))
-                schemas[model.__name__] = body
+                _add_model(schemas, model)
                 schema["paths"][path] = {"post": _operation(model, summary)}
             app.openapi_schema = schema
         return app.openapi_schema

@@ -64,6 +64,18 @@ class Limits(BaseModel):
     max_url_bytes: int = Field(
         8192, gt=0, description="Cap on the request target's size, path and query (414)."
     )
+    max_buffered_body_bytes: int = Field(
+        256 * 1_048_576, gt=0,
+        description="Cap on the request-body bytes one gateway process holds at once, all "
+        "requests together (503 with Retry-After for a body that would go over it). Keep it "
+        "well below the process's memory limit.",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _one_body_fits(self) -> Limits:
+        if self.max_buffered_body_bytes < self.max_body_bytes:
+            raise ValueError("max_buffered_body_bytes must be at least max_body_bytes")
+        return self
 
 
 class RedisSettings(BaseModel):

@@ -6,7 +6,6 @@ real socket; the engine is a fake that records every generation request it gets.
 from __future__ import annotations
 
 import json
-import select
 import socket
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from tests.gateway import rawhttp
 from tests.gateway.fake_engine import MODEL, FakeEngine, recording
 from tests.gateway.servers import serving
 
@@ -236,55 +236,18 @@ def test_a_model_name_is_echoed_only_truncated(stack: Stack, gateway: httpx.Clie
 
 
 def _head(path: str, headers: list[tuple[str, str]], auth: bool = True) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", "host: 127.0.0.1", "content-type: application/json"]
-    lines += [f"authorization: Bearer {KEY}"] if auth else []
-    lines += [f"{name}: {value}" for name, value in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+    lines = [("content-type", "application/json")]
+    lines += [("authorization", f"Bearer {KEY}")] if auth else []
+    return rawhttp.head("POST", path, [*lines, *headers])
 
 
 def _exchange(
     port: int, head: bytes, body: bytes = b"", trickle_s: float | None = None
 ) -> tuple[int, dict[str, str], bytes, float]:
-    """Send ``head`` and ``body`` (one byte per ``trickle_s`` when set, stopping once an
-    answer starts); read the answer until the connection closes or its length is in.
-    Returns status, headers, body and the seconds from the first byte sent."""
-    with socket.create_connection(("127.0.0.1", port), timeout=BOUND_S * 3) as sock:
-        started = time.monotonic()
-        try:
-            sock.sendall(head)
-            for i in range(len(body)):
-                if trickle_s is None:
-                    sock.sendall(body[i:])
-                    break
-                if select.select([sock], [], [], trickle_s)[0]:
-                    break  # the gateway answered: stop sending
-                sock.sendall(body[i : i + 1])
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the gateway closed while we were sending; its answer is still readable
-        data = _read_answer(sock)
-        elapsed = time.monotonic() - started
-    head_bytes, _, payload = data.partition(b"\r\n\r\n")
-    lines = head_bytes.decode("latin-1").split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
-    return int(lines[0].split()[1]), headers, payload, elapsed
-
-
-def _read_answer(sock: socket.socket) -> bytes:
-    data = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        data += chunk
-        head, found, payload = data.partition(b"\r\n\r\n")
-        for line in head.split(b"\r\n") if found else []:
-            name, _, value = line.partition(b":")
-            if name.lower() == b"content-length" and len(payload) >= int(value):
-                return data
-    return data
+    """Status, headers, body and the seconds from the first byte sent (rawhttp.exchange)."""
+    answer = rawhttp.exchange(port, head, body, trickle_s=trickle_s, wait_s=BOUND_S * 3)
+    assert answer.status is not None, "no answer"
+    return answer.status, answer.headers, answer.body, answer.elapsed
 
 
 def _valid_body() -> bytes:
