@@ -124,7 +124,8 @@ class Metrics:
         self.backpressure_rejections = Counter(
             "portico_backpressure_rejections",
             "Requests answered 503 without an engine, by reason: queue_full, queue_timeout, "
-            "no_engine, draining.",
+            "no_engine, draining, request_bodies (the process holds its limit of request "
+            "body bytes).",
             ["reason"], registry=r,
         )  # fmt: skip
         self.ratelimit_rejections = Counter(
