@@ -307,7 +307,7 @@ def run_cache(args: argparse.Namespace, stack: Stack, console: Console) -> int:
         "warmup_prompts": [cache_prompt(i) for i in range(1000, 1004)],
     }
     repeats = args.cache_hit_repeats
-    total = n * (1 + 2 * repeats) + n_stream * (1 + repeats)
+    total = (n + n_stream) * (1 + repeats)
     (point,) = drive(
         job, total, args.out / "logs" / "engine-load-cache.log", console, lambda e: e["label"]
     )

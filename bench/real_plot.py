@@ -18,7 +18,6 @@ COLORS = {
     "hit": "tab:green",
     "stream-miss": "tab:orange",
     "stream-hit": "tab:blue",
-    "stream-hit-of-body": "tab:purple",
 }
 
 

@@ -26,8 +26,7 @@ CACHE_KINDS = {
     "miss": "non-stream, first time: x-cache miss, the engine answers",
     "hit": "non-stream, same request again: x-cache hit, answered from Redis",
     "stream-miss": "streamed, first time (other prompts): miss, relayed from the engine",
-    "stream-hit": "streamed, same request again: hit, replayed as SSE",
-    "stream-hit-of-body": "streamed request whose answer was stored by the non-stream miss",
+    "stream-hit": "streamed, same request again: hit, the recorded events replayed",
 }
 
 
@@ -259,10 +258,10 @@ def cache_markdown(machine: dict[str, Any], config: dict[str, Any], summary: dic
         ", each prompt distinct:",
         "",
         f"- {n} prompts, each sent non-streamed (**miss**: the engine answers), then {again} "
-        "non-streamed (**hit**) and streamed (a **hit** replayed from the entry the "
-        "non-stream miss stored), alternating;",
+        "(**hit**);",
         f"- {n_stream} other prompts sent streamed (**stream miss**, relayed from the engine), "
-        f"then {again} (**stream hit**).",
+        f"then {again} (**stream hit**). A streamed and a non-streamed request are "
+        "different entries (each is the answer as the engine sent it).",
         "",
         "Every answer is checked: `x-cache` must be `miss`/`hit` as expected and a hit's text "
         "must equal the miss's. Times are client-side on loopback (request sent to last byte), "

@@ -1,11 +1,15 @@
 """Which requests may be cached, and under which key.
 
-The key is SHA-256 over the route, the tenant (the principal's id) and a
-canonical JSON form of every body field that can change the output. Fields
-are *excluded* by name (the ones listed below, which only change how or to whom
-an answer is delivered); everything else counts, including fields the
-gateway does not know, so a new sampling parameter can never make two
-different requests share an answer.
+The key is SHA-256 over the route, the tenant (the principal's id), the shape
+of the answer (streamed or not) and a canonical JSON form of every body field
+that can change the output. Fields are *excluded* by name (the ones listed
+below, which only change how or to whom an answer is delivered); everything
+else counts, including fields the gateway does not know, so a new sampling
+parameter can never make two different requests share an answer.
+
+The shape counts because an entry is the answer exactly as the engine sent it
+(a body, or a stream's events; see :mod:`gateway.replay`): one shape is never
+converted into the other, which is where a replay used to lose fields.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-# Delivery-only fields: the same answer serves a streamed and a non-streamed
-# request (replayed in the shape asked for), whoever the end user is.
+# Delivery-only fields, whoever the end user is. ``stream`` is in the key as the
+# shape (parsed: null, absent and false are one shape); ``stream_options`` only says
+# which usage a stream carries, which a replay honours per request.
 IGNORED_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store"})
+Shape = Literal["body", "stream"]
 
 Mode = Literal["deterministic", "all", "off"]
 
@@ -35,10 +41,10 @@ class CachePlan:
 BYPASS = CachePlan(key=None, read=False, write=False, ttl_s=0)
 
 
-def cache_key(route: str, tenant: str, payload: dict[str, Any]) -> str:
+def cache_key(route: str, tenant: str, shape: Shape, payload: dict[str, Any]) -> str:
     relevant = {k: v for k, v in payload.items() if k not in IGNORED_FIELDS}
     canonical = json.dumps(
-        [route, tenant, relevant], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        [route, tenant, shape, relevant], sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -52,6 +58,7 @@ def plan(
     route: str,
     tenant: str,
     body: bytes,
+    stream: bool,
     deterministic: bool,
     mode: Mode,
     cache_control: str | None,
@@ -82,7 +89,7 @@ def plan(
             if value.isdigit():
                 ttl_s = int(value)
     return CachePlan(
-        key=cache_key(route, tenant, payload),
+        key=cache_key(route, tenant, "stream" if stream else "body", payload),
         read="no-cache" not in directives,
         write="no-store" not in directives and ttl_s > 0,
         ttl_s=min(ttl_s, max_ttl_s),

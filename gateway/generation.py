@@ -43,7 +43,7 @@ from gateway.quota import (
     output_limit,
 )
 from gateway.redaction import Redactor
-from gateway.replay import StreamAssembler, entry_from_body, replay_body, replay_stream
+from gateway.replay import Delivery, entry_from_body, replay
 from gateway.routing import Lease, Router, affinity_key
 from gateway.settings import Limits, RoutingSettings
 from gateway.streaming import RelayResponse, UsageTap
@@ -181,6 +181,7 @@ class GenerationService:
             call.route,
             call.principal.id,
             call.body,
+            request.stream,
             is_deterministic(request.temperature, request.seed),
             call.cache_control,
             call.cache_mode,
@@ -191,13 +192,12 @@ class GenerationService:
         telemetry.current().cache = "hit"
         admission = await self._quota.admit(call.principal, call.request, None)
         headers = {**admission.headers, "x-cache": "hit"}
-        if call.request.stream:
-            events = replay_stream(entry, call.chat, call.wants_usage)
-            # One body: a plain iterator would make Starlette hop to a thread per chunk.
-            return Response(b"".join(events), media_type="text/event-stream", headers=headers)
-        return Response(
-            replay_body(entry, call.chat), media_type="application/json", headers=headers
-        )
+        # The same usage the relay would leave in a fresh stream (streaming.UsageTap).
+        delivery = Delivery(call.request_id, call.chat, call.wants_usage, call.wants_running_usage)
+        # One body, also for a stream: an iterator would make Starlette hop to a thread
+        # per chunk. The key holds the shape, so the entry is in the shape asked for.
+        media_type = "text/event-stream" if call.request.stream else "application/json"
+        return Response(replay(entry, delivery), media_type=media_type, headers=headers)
 
     def _release(
         self, plan: CachePlan, leader: Flight | None, entry: dict[str, Any] | None = None
@@ -285,7 +285,7 @@ class GenerationService:
     ) -> Response:
         upstream, lease = opened
         media_type = upstream.headers.get("content-type", "text/event-stream")
-        recorder = StreamAssembler(call.chat) if plan.write and plan.key else None
+        recorder = self._cache.recorder() if plan.write and plan.key else None
         tap = UsageTap(
             strip_usage=not call.wants_usage,
             strip_running_usage=not call.wants_running_usage,

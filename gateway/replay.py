@@ -1,34 +1,125 @@
-"""Cached answers: assembled from what the engine sent, replayed in the shape
-the client asked for.
+"""Cached answers: recorded exactly as the engine sent them, replayed as recorded.
 
-An entry is the complete non-streamed answer (``body``, exactly what
-``stream=false`` returns) plus, when it was assembled from a stream, the
-content ``pieces`` each choice arrived in. A non-stream hit returns ``body``; a
-stream hit is rebuilt as SSE with a fresh answer's structure: a role chunk
-(chat), content chunks, a final chunk with ``finish_reason``, the usage chunk
-if ``stream_options.include_usage`` was asked, then ``[DONE]``. Only complete
-answers (every choice finished with stop, length or tool_calls) become entries.
+An entry holds one answer in the shape it was asked for (the shape is part of the
+key, see :mod:`gateway.cache_key`): a non-streamed answer is the engine's JSON
+body as it came; a streamed one is the engine's SSE events, in order, as it sent
+them. Nothing is converted from one shape to the other, so every field the engine
+returns (tool-call deltas, logprobs, reasoning, refusal, fields added later)
+comes back as it was. Converting is where fidelity was lost: a body split into a
+synthetic stream carried content only (tool calls and logprobs vanished).
+
+A replay differs from the recording only where a fresh answer would: a fresh
+``id`` (``chatcmpl-``/``cmpl-`` and the request id, as the engine names the
+answers the gateway forwards), a fresh ``created``, and fresh tool-call ids (each
+recorded id mapped to one new id through the whole answer: agents key their
+history on them). A stream replay honours the hitting client's ``stream_options``
+as the relay does: the gateway asks the engine for usage on every event and a
+final usage-only event, so a recording holds both (as ``cuts``: spans of the
+recorded bytes) and the replay leaves out what this client did not ask for.
+
+Only complete answers are recorded: every choice finished (stop, length,
+tool_calls), a stream ended by ``[DONE]`` with no error event, every event a JSON
+object whose ids the replay can renew. Anything else is not cached.
+
+A hit is byte work on the recorded answer, kept as bytes (``blob``) next to a
+small JSON header: no JSON is parsed or built per event, none of the answer is
+escaped into JSON for storage (decoding 40 KB of escaped JSON alone took longer
+than the rest of a hit).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
+import string
 import time
-import uuid
+from dataclasses import dataclass
 from typing import Any
 
 COMPLETE = frozenset({"stop", "length", "tool_calls"})
-_WORDS = re.compile(r"\s*\S+|\s+$")
+# Kinds of cut: an event's usage (continuous_usage_stats); the final usage-only
+# event (include_usage).
+RUNNING_USAGE, FINAL_USAGE = "u", "f"
+_USAGE_KEY = b',"usage":'
+# A usage object as vLLM writes it (compact, one nesting level: *_tokens_details).
+_USAGE = re.compile(rb',"usage":(?:null|\{(?:[^{}]|\{[^{}]*\})*\})')
+# The random part of a tool-call id (vLLM: chatcmpl-tool-<16 hex>; Mistral: 9 alnum).
+_RANDOM_TAIL = re.compile(r"[0-9A-Za-z]{8,}$")
+_HEX = frozenset("0123456789abcdef")
+_ALNUM = string.ascii_letters + string.digits
+_HEADER = ("shape", "cuts", "id", "created", "tools")
 
 
-def is_complete(body: dict[str, Any]) -> bool:
-    choices = body.get("choices")
-    return (
-        isinstance(choices, list)
-        and bool(choices)
-        and all(isinstance(c, dict) and c.get("finish_reason") in COMPLETE for c in choices)
-    )
+@dataclass(frozen=True)
+class Delivery:
+    """What the hitting request asked for beyond the answer itself."""
+
+    request_id: str
+    chat: bool
+    usage: bool = False  # stream_options.include_usage: the final usage-only event
+    running_usage: bool = False  # stream_options.continuous_usage_stats
+
+
+class _Answer:
+    """What recording learns from an answer's JSON objects: the ids a replay must
+    renew and how each choice finished."""
+
+    def __init__(self, part: str) -> None:
+        self._part = part  # "message" in a body, "delta" in a stream's events
+        self.ids: set[str] = set()
+        self.created: set[int] = set()
+        self.tools: dict[str, None] = {}  # tool-call ids, in order of appearance
+        self.finished: dict[int, object] = {}
+
+    def note(self, payload: object) -> bool:
+        """Take in one JSON object; False if it is not part of a replayable answer."""
+        if not isinstance(payload, dict) or "error" in payload:
+            return False
+        choices = payload.get("choices")
+        if not isinstance(choices, list):
+            return False
+        if isinstance(payload.get("id"), str):
+            self.ids.add(payload["id"])
+        if isinstance(payload.get("created"), int):
+            self.created.add(payload["created"])
+        return all(self._choice(choice) for choice in choices)
+
+    def _choice(self, choice: object) -> bool:
+        if not isinstance(choice, dict) or not isinstance(choice.get("index"), int):
+            return False
+        finish = self.finished.setdefault(choice["index"], None)
+        self.finished[choice["index"]] = choice.get("finish_reason") or finish
+        part = choice.get(self._part)
+        calls = part.get("tool_calls") if isinstance(part, dict) else None
+        for call in calls if isinstance(calls, list) else []:
+            if isinstance(call, dict) and isinstance(call.get("id"), str):
+                self.tools[call["id"]] = None
+        return True
+
+    def complete(self) -> bool:
+        """Every choice finished, and at most one id and one created to renew."""
+        return (
+            bool(self.finished)
+            and sorted(self.finished) == list(range(len(self.finished)))
+            and all(reason in COMPLETE for reason in self.finished.values())
+            and len(self.ids) <= 1
+            and len(self.created) <= 1
+        )
+
+    def entry(self, shape: str, blob: bytes, cuts: list[list[Any]]) -> dict[str, Any] | None:
+        """The entry; None if the replay could not find an id to renew in the bytes
+        (written in some other way than vLLM's compact JSON)."""
+        entry = {
+            "shape": shape,
+            "blob": blob,
+            "cuts": cuts,
+            "id": next(iter(self.ids), None),
+            "created": next(iter(self.created), None),
+            "tools": list(self.tools),
+        }
+        renewable = all(old in blob for old, _ in _renames(entry, Delivery("", True)))
+        return entry if renewable else None
 
 
 def entry_from_body(body: bytes) -> dict[str, Any] | None:
@@ -37,119 +128,150 @@ def entry_from_body(body: bytes) -> dict[str, Any] | None:
         payload = json.loads(body)
     except ValueError:
         return None
-    if not isinstance(payload, dict) or not is_complete(payload):
+    answer = _Answer("message")
+    if not answer.note(payload) or not answer.complete():
         return None
-    return {"body": payload, "pieces": None}
+    return answer.entry("body", body, [])
 
 
-class StreamAssembler:
-    """Rebuilds the non-streamed answer from a stream's events as they pass."""
+class StreamRecorder:
+    """Records a stream's events as they pass (``add`` gets each event's data as the
+    engine sent it, then ``b"[DONE]"``); gives up, and frees what it held, as soon
+    as the answer cannot become an entry (an error, or more than ``max_bytes``)."""
 
-    def __init__(self, chat: bool) -> None:
-        self._chat = chat
-        self._head: dict[str, Any] = {}
-        self._choices: dict[int, dict[str, Any]] = {}
-        self._pieces: dict[int, list[str]] = {}
-        self._usage: dict[str, Any] | None = None
-        self.done = False
-        self.broken = False  # logprobs on completions, tool-call shapes we do not merge
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._answer = _Answer("delta")
+        self._blob = bytearray()
+        self._cuts: list[list[Any]] = []  # [start, end, kind] spans of the blob
+        self._done = False
+        self._failed = False
 
     def add(self, data: bytes) -> None:
-        if data == b"[DONE]":
-            self.done = True
+        if self._failed:
             return
+        if self._done:
+            self._fail()  # anything after [DONE]
+        elif data == b"[DONE]":
+            self._done = True
+        elif not self._event(data) or len(self._blob) > self._max:
+            self._fail()
+
+    def _event(self, data: bytes) -> bool:
         try:
-            event = json.loads(data)
+            payload = json.loads(data)
         except ValueError:
-            self.broken = True
-            return
-        if not isinstance(event, dict) or "error" in event:
-            self.broken = True
-            return
-        for key in ("id", "model", "created", "system_fingerprint"):
-            self._head.setdefault(key, event.get(key))
-        if isinstance(event.get("usage"), dict):
-            self._usage = event["usage"]
-        for choice in event.get("choices") or []:
-            self._merge(choice)
-
-    def _merge(self, choice: dict[str, Any]) -> None:
-        index = int(choice.get("index", 0))
-        merged = self._choices.setdefault(index, self._empty(index))
-        pieces = self._pieces.setdefault(index, [])
-        if choice.get("finish_reason"):
-            merged["finish_reason"] = choice["finish_reason"]
-        if self._chat:
-            delta = choice.get("delta") or {}
-            if delta.get("tool_calls") or choice.get("logprobs"):
-                self.broken = True  # replayed streams carry content only
-            if isinstance(delta.get("content"), str) and delta["content"]:
-                merged["message"]["content"] += delta["content"]
-                pieces.append(delta["content"])
+            return False
+        if not self._answer.note(payload):
+            return False
+        if "usage" not in payload:
+            self._blob += b"data: " + data + b"\n\n"
+        elif not payload["choices"]:
+            self._cut(FINAL_USAGE, b"data: " + data + b"\n\n")
         else:
-            if choice.get("logprobs"):
-                self.broken = True
-            if isinstance(choice.get("text"), str) and choice["text"]:
-                merged["text"] += choice["text"]
-                pieces.append(choice["text"])
+            return self._split_usage(data, payload["usage"])
+        return True
 
-    def _empty(self, index: int) -> dict[str, Any]:
-        if self._chat:
-            message = {"role": "assistant", "content": ""}
-            return {"index": index, "message": message, "logprobs": None, "finish_reason": None}
-        return {"index": index, "text": "", "logprobs": None, "finish_reason": None}
+    def _split_usage(self, data: bytes, usage: object) -> bool:
+        """Keep an event's own usage apart, so a replay can leave it out as the relay
+        does. vLLM writes it after the choices: the last ``,"usage":`` is the event's."""
+        match = _USAGE.match(data, max(data.rfind(_USAGE_KEY), 0))
+        if match is None or json.loads(match.group()[len(_USAGE_KEY) :]) != usage:
+            return False  # written some other way: not replayable without it
+        self._blob += b"data: " + data[: match.start()]
+        self._cut(RUNNING_USAGE, match.group())
+        self._blob += data[match.end() :] + b"\n\n"
+        return True
+
+    def _cut(self, kind: str, text: bytes) -> None:
+        self._cuts.append([len(self._blob), len(self._blob) + len(text), kind])
+        self._blob += text
+
+    def _fail(self) -> None:
+        self._failed = True
+        self._blob, self._cuts = bytearray(), []
 
     def entry(self) -> dict[str, Any] | None:
         """The entry, or None if the stream was not a complete, replayable answer."""
-        if not self.done or self.broken or not self._choices:
+        if self._failed or not self._done or not self._answer.complete():
             return None
-        body = {
-            **self._head,
-            "object": "chat.completion" if self._chat else "text_completion",
-            "choices": [self._choices[i] for i in sorted(self._choices)],
-            "usage": self._usage,
-        }
-        if not is_complete(body):
-            return None
-        return {"body": body, "pieces": [self._pieces[i] for i in sorted(self._pieces)]}
+        return self._answer.entry("stream", bytes(self._blob), self._cuts)
 
 
-def _fresh(body: dict[str, Any], chat: bool) -> dict[str, Any]:
-    prefix = "chatcmpl-" if chat else "cmpl-"
-    return {**body, "id": prefix + uuid.uuid4().hex, "created": int(time.time())}
+def dump(entry: dict[str, Any]) -> bytes:
+    """An entry as bytes to store: a JSON header line, then the answer as recorded."""
+    header = {name: entry[name] for name in _HEADER}
+    blob: bytes = entry["blob"]
+    return json.dumps(header, separators=(",", ":")).encode() + b"\n" + blob
 
 
-def replay_body(entry: dict[str, Any], chat: bool) -> bytes:
-    return json.dumps(_fresh(entry["body"], chat)).encode()
+def load(raw: bytes) -> dict[str, Any] | None:
+    """An entry from its stored bytes; None for anything this version did not write."""
+    header, newline, blob = raw.partition(b"\n")
+    try:
+        entry = json.loads(header)
+    except ValueError:
+        return None
+    if not newline or not isinstance(entry, dict) or set(entry) != set(_HEADER):
+        return None
+    if entry["shape"] not in ("body", "stream") or not isinstance(entry["cuts"], list):
+        return None
+    return {**entry, "blob": blob}
 
 
-def replay_stream(entry: dict[str, Any], chat: bool, include_usage: bool) -> list[bytes]:
-    """SSE events for a stream hit, in a fresh answer's order."""
-    body = _fresh(entry["body"], chat)
-    head = {k: body.get(k) for k in ("id", "created", "model", "system_fingerprint")}
-    head["object"] = "chat.completion.chunk" if chat else "text_completion"
-    events: list[dict[str, Any]] = []
-    for position, choice in enumerate(body["choices"]):
-        index = choice.get("index", position)
-        if chat:
-            text = (choice.get("message") or {}).get("content") or ""
-        else:
-            text = choice.get("text") or ""
-        stored = entry.get("pieces")
-        pieces = stored[position] if stored else _WORDS.findall(text)
-        if chat:
-            events.append(_chunk(head, index, {"delta": {"role": "assistant", "content": ""}}))
-        for piece in pieces:
-            field: dict[str, Any] = {"delta": {"content": piece}} if chat else {"text": piece}
-            events.append(_chunk(head, index, field))
-        last: dict[str, Any] = {"delta": {}} if chat else {"text": ""}
-        events.append(_chunk(head, index, {**last, "finish_reason": choice.get("finish_reason")}))
-    if include_usage and body.get("usage"):
-        events.append({**head, "choices": [], "usage": body["usage"]})
-    out = [b"data: " + json.dumps(e).encode() + b"\n\n" for e in events]
-    return [*out, b"data: [DONE]\n\n"]
+def replay(entry: dict[str, Any], delivery: Delivery) -> bytes:
+    """The recorded answer with fresh ids, as the hitting request asked for it."""
+    blob: bytes = entry["blob"]
+    dropped = [cut for cut in entry["cuts"] if not _wanted(cut[2], delivery)]
+    if dropped:
+        kept, start = [], 0
+        for cut_start, cut_end, _ in dropped:
+            kept.append(blob[start:cut_start])
+            start = cut_end
+        kept.append(blob[start:])
+        blob = b"".join(kept)
+    for old, new in _renames(entry, delivery):
+        blob = blob.replace(old, new)
+    return blob + b"data: [DONE]\n\n" if entry["shape"] == "stream" else blob
 
 
-def _chunk(head: dict[str, Any], index: int, fields: dict[str, Any]) -> dict[str, Any]:
-    choice = {"index": index, "logprobs": None, "finish_reason": None, **fields}
-    return {**head, "choices": [choice]}
+def _wanted(kind: str, delivery: Delivery) -> bool:
+    return delivery.usage if kind == FINAL_USAGE else delivery.running_usage
+
+
+def _renames(entry: dict[str, Any], delivery: Delivery) -> list[tuple[bytes, bytes]]:
+    """(recorded, fresh) pairs of JSON text. Ids are matched with their quotes, so
+    the same characters inside a string value (where quotes are escaped) never are."""
+    renames = []
+    if entry["id"] is not None:
+        prefix = "chatcmpl-" if delivery.chat else "cmpl-"
+        fresh = f"{prefix}{delivery.request_id}-{secrets.token_hex(4)}"
+        renames.append((_quoted(entry["id"]), _quoted(fresh)))
+    if entry["created"] is not None:  # the answer's only one (see _Answer.complete)
+        old, new = entry["created"], int(time.time())
+        renames.append((b'"created":%d' % old, b'"created":%d' % new))
+    renames.extend((_quoted(old), _quoted(_fresh_tool_id(old))) for old in entry["tools"])
+    return renames
+
+
+def _quoted(value: str) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode()
+
+
+def _fresh_tool_id(recorded: str) -> str:
+    """The id with its random tail drawn again, in the same alphabet and length. An
+    id without one (a deterministic scheme, such as Kimi's ``functions.name:0``)
+    stays: the engine itself would give it again."""
+    tail = _RANDOM_TAIL.search(recorded)
+    if tail is None:
+        return recorded
+    size = len(tail.group())
+    if _HEX.issuperset(tail.group()):
+        fresh = secrets.token_hex(size // 2 + 1)[:size]
+    else:
+        fresh = "".join(secrets.choice(_ALNUM) for _ in range(size))
+    return recorded[: tail.start()] + fresh
+
+
+# The name gateway/streaming.py still imports; to go once it imports StreamRecorder.
+StreamAssembler = StreamRecorder

@@ -1,20 +1,35 @@
 """The response cache through the real app, with the real Redis (fresh namespace
-per test) and the fault-injecting fake engine."""
+per test), the fault-injecting fake engine, and an engine serving answers
+recorded from the real vLLM (tests/gateway/recorded_answers.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from gateway.app import create_app
-from gateway.settings import GatewaySettings
+from gateway.cache import MemoryCacheStore, ResponseCache
+from gateway.metrics import Metrics
+from gateway.replay import entry_from_body
+from gateway.settings import CacheSettings, GatewaySettings
 from tests.gateway.fake_engine import MODEL, FakeEngine
+from tests.gateway.recorded_answers import (
+    COMPLETE,
+    RecordedEngine,
+    events,
+    load,
+    normalized,
+    sdk_stream,
+    tool_calls,
+)
 from tests.gateway.servers import serving
 
 KEYS = ["tenant-a-key", "tenant-b-key"]
@@ -117,33 +132,44 @@ def test_every_output_affecting_field_changes_the_key(
     assert _post(gateway, **change).headers["x-cache"] == "miss"
 
 
-def test_user_and_stream_do_not_change_the_key(gateway: httpx.Client) -> None:
+def test_user_does_not_change_the_key(gateway: httpx.Client) -> None:
     assert _post(gateway, user="alice").headers["x-cache"] == "miss"
     assert _post(gateway, user="bob").headers["x-cache"] == "hit"
 
 
-def _events(text: str) -> list[str]:
-    return [line.removeprefix("data: ") for line in text.splitlines() if line]
+def test_streamed_and_plain_requests_are_different_entries(
+    gateway: httpx.Client, fake: FakeEngine
+) -> None:
+    """An entry is the answer in the shape the engine sent it; one shape is never
+    made from the other (that is where tool calls and logprobs were lost)."""
+    assert _post(gateway).headers["x-cache"] == "miss"
+    assert _post(gateway, stream=True).headers["x-cache"] == "miss"
+    assert _post(gateway, stream=False).headers["x-cache"] == "hit"
+    assert _post(gateway, stream=None).headers["x-cache"] == "hit"  # null: not streamed
+    assert _post(gateway, stream=True).headers["x-cache"] == "hit"
+    assert len(fake.received) == 2
 
 
-def test_stream_is_stored_and_replayed_as_stream_and_as_body(gateway: httpx.Client) -> None:
+def test_stream_options_do_not_change_the_key(gateway: httpx.Client) -> None:
+    assert _post(gateway, stream=True).headers["x-cache"] == "miss"
+    asked = {"include_usage": True, "continuous_usage_stats": True}
+    assert _post(gateway, stream=True, stream_options=asked).headers["x-cache"] == "hit"
+
+
+def test_stream_is_stored_and_replayed_as_a_stream(gateway: httpx.Client) -> None:
     fresh = _post(gateway, stream=True)
     assert fresh.headers["x-cache"] == "miss"
     replayed = _post(gateway, stream=True)
     assert replayed.headers["x-cache"] == "hit"
     assert replayed.headers["content-type"].startswith("text/event-stream")
-    text = lambda events: "".join(  # noqa: E731
-        json.loads(e)["choices"][0]["text"] for e in events if e != "[DONE]"
-    )
-    assert text(_events(replayed.text)) == text(_events(fresh.text)) == "t0t1t2"
-    assert _events(replayed.text)[-1] == "[DONE]"
+    assert events(replayed.text) == events(fresh.text)  # the fake's answers carry no ids
+    text = "".join(json.loads(e)["choices"][0]["text"] for e in events(replayed.text)[:-1])
+    assert text == "t0t1t2"
+    assert events(replayed.text)[-1] == "[DONE]"
     assert '"usage"' not in replayed.text  # not asked for
     asked = _post(gateway, stream=True, stream_options={"include_usage": True})
-    assert json.loads(_events(asked.text)[-2])["usage"]["total_tokens"] == 8
-    as_body = _post(gateway)
-    assert as_body.headers["x-cache"] == "hit"
-    assert as_body.json()["choices"][0]["text"] == "t0t1t2"
-    assert as_body.json()["usage"]["total_tokens"] == 8
+    assert asked.headers["x-cache"] == "hit"
+    assert json.loads(events(asked.text)[-2])["usage"]["total_tokens"] == 8
 
 
 @pytest.mark.parametrize("fault", ["die-mid-stream", "stall-mid-stream"])
@@ -158,12 +184,13 @@ def test_engine_errors_are_not_stored(gateway: httpx.Client) -> None:
 
 
 def test_client_aborted_stream_is_not_stored(gateway: httpx.Client) -> None:
-    with gateway.stream(
-        "POST", "/v1/completions", json=_body(prompt="endless", stream=True), headers=_auth()
-    ) as response:
-        for _ in response.iter_bytes():
-            break
-    assert _post(gateway, prompt="endless", max_tokens=5).headers["x-cache"] == "miss"
+    for expected in ("miss", "miss"):  # the second would be a hit had the first been stored
+        with gateway.stream(
+            "POST", "/v1/completions", json=_body(prompt="endless", stream=True), headers=_auth()
+        ) as response:
+            assert response.headers["x-cache"] == expected
+            for _ in response.iter_bytes():
+                break
 
 
 def test_identical_concurrent_requests_make_one_engine_call(fake: FakeEngine) -> None:
@@ -197,3 +224,103 @@ def test_redis_down_means_misses_not_failures(fake: FakeEngine) -> None:
             answers = [_post(client) for _ in range(3)]
     assert [a.status_code for a in answers] == [200, 200, 200]
     assert {a.headers["x-cache"] for a in answers} == {"miss"}
+
+
+@pytest.fixture(params=["redis", "memory"])
+def recorded(request: pytest.FixtureRequest) -> Iterator[tuple[httpx.Client, RecordedEngine]]:
+    """The real app in front of an engine serving answers recorded from vLLM."""
+    engine = RecordedEngine(COMPLETE)
+    with (
+        serving(engine.app) as engine_url,
+        serving(create_app(_settings(engine_url, request.param == "redis"))) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
+        yield client, engine
+
+
+def _ask(client: httpx.Client, name: str, stream: bool, **options: bool) -> tuple[str, Any]:
+    """(x-cache, the answer: a body, or a stream's events) for a recorded request."""
+    answer = load(name)
+    body: dict[str, Any] = {**answer["request"], "stream": stream}
+    if options:
+        body["stream_options"] = options
+    response = client.post(answer["route"], json=body, headers=_auth())
+    assert response.status_code == 200, response.text
+    return response.headers["x-cache"], events(response.text) if stream else response.json()
+
+
+@pytest.mark.parametrize("name", COMPLETE)
+@pytest.mark.parametrize("first", ["plain", "streamed"])
+def test_each_hit_equals_a_fresh_answer_of_its_shape(
+    recorded: tuple[httpx.Client, RecordedEngine], name: str, first: str
+) -> None:
+    """LangChain's standard test: the same request once plain, once streamed."""
+    client, engine = recorded
+    order = [False, True] if first == "plain" else [True, False]
+    fresh = {stream: _ask(client, name, stream) for stream in order}
+    hits = {stream: _ask(client, name, stream) for stream in order}
+    for stream in order:
+        assert (fresh[stream][0], hits[stream][0]) == ("miss", "hit")
+        assert normalized(hits[stream][1]) == normalized(fresh[stream][1])
+    assert engine.generations == 2
+
+
+def test_stream_hit_honours_the_clients_own_usage_options(
+    recorded: tuple[httpx.Client, RecordedEngine],
+) -> None:
+    name = "recorded_chat_tool_required"
+    for options in (
+        {},
+        {"include_usage": True},
+        {"include_usage": True, "continuous_usage_stats": True},
+    ):
+        fresh = _ask(client := recorded[0], name, True, **options)
+        hit = _ask(client, name, True, **options)
+        assert hit[0] == "hit"
+        assert normalized(hit[1]) == normalized(fresh[1])
+        usages = [json.loads(e).get("usage") for e in hit[1][:-1]]
+        assert (usages[-1] is not None) == bool(options)  # the final usage-only chunk
+        assert (usages[0] is not None) == ("continuous_usage_stats" in options)
+
+
+def test_tool_calls_survive_a_streamed_hit(recorded: tuple[httpx.Client, RecordedEngine]) -> None:
+    """The finding: after a plain answer with tool_calls was cached, the same request
+    streamed ended with finish_reason tool_calls and no tool calls in the OpenAI SDK."""
+    client = recorded[0]
+    base_url = str(client.base_url).rstrip("/") + "/v1"
+    sdk = openai.OpenAI(base_url=base_url, api_key=KEYS[0], max_retries=0)
+    request = load("recorded_chat_tool_required")["request"]
+    plain = sdk.chat.completions.create(**request)
+    assert plain.choices[0].message.tool_calls
+    streamed = []
+    for _ in range(2):
+        raw = sdk.chat.completions.with_raw_response.create(**request, stream=True)
+        chunks = [chunk.model_dump_json(exclude_unset=True) for chunk in raw.parse()]
+        streamed.append((raw.headers["x-cache"], chunks))
+    for _, chunks in streamed:
+        snapshot = sdk_stream("/v1/chat/completions", chunks)
+        assert snapshot.choices[0].finish_reason == "tool_calls"
+        assert snapshot.choices[0].message.tool_calls, "finish_reason tool_calls, no call"
+    assert [x_cache for x_cache, _ in streamed] == ["miss", "hit"]
+    assert tool_calls(streamed[1][1])[0][3:] == tool_calls(streamed[0][1])[0][3:]
+    sdk.close()
+
+
+def test_stored_values_this_version_did_not_write_are_misses() -> None:
+    store = MemoryCacheStore(1 << 20)
+    cache = ResponseCache(store, CacheSettings(max_entry_bytes=1000), Metrics())
+    body = b'{"id":"cmpl-1","choices":[{"index":0,"text":"ok","finish_reason":"stop"}]}'
+    entry = entry_from_body(body)
+    assert entry is not None
+    asyncio.run(cache.store("key", entry, 60))
+    assert asyncio.run(cache.lookup("key")) == entry
+    old_format = json.dumps({"body": {"choices": []}, "pieces": None}).encode()
+    for value in (
+        old_format,  # what the gateway stored before entries were recorded answers
+        zlib.compress(old_format),
+        zlib.compress(b"a header line that is not JSON\n{}"),
+        zlib.compress(b"x" * 2000),  # inflates past max_entry_bytes
+        zlib.compress(b'{"shape":"body"}')[:-3],  # cut short
+    ):
+        asyncio.run(store.set("key", value, 60))
+        assert asyncio.run(cache.lookup("key")) is None
