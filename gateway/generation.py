@@ -27,6 +27,7 @@ from gateway.errors import (
     InvalidRequest,
     PermissionDenied,
 )
+from gateway.estimate import estimate_prompt_tokens
 from gateway.metrics import Metrics
 from gateway.protocol import (
     ChatCompletionRequest,
@@ -35,13 +36,7 @@ from gateway.protocol import (
     parse,
     with_fields,
 )
-from gateway.quota import (
-    Admission,
-    QuotaService,
-    batch_size,
-    estimate_prompt_tokens,
-    output_limit,
-)
+from gateway.quota import Admission, QuotaService, batch_size, output_limit
 from gateway.redaction import Redactor
 from gateway.replay import Delivery, entry_from_body, replay
 from gateway.routing import Lease, Router, affinity_key
@@ -78,8 +73,9 @@ class Call:
 
     @property
     def wants_running_usage(self) -> bool:
+        # vLLM's rule: running usage on every event only together with include_usage.
         options = self.request.stream_options
-        return bool(options and options.continuous_usage_stats)
+        return bool(options and options.include_usage and options.continuous_usage_stats)
 
 
 class GenerationService:
@@ -137,7 +133,7 @@ class GenerationService:
         self._metrics.cache_results.labels(result).inc()
         telemetry.current().cache = result
         try:
-            prompt = estimate_prompt_tokens(call.request)
+            prompt = self._prompt_tokens(call)
             admission = await self._quota.admit(call.principal, call.request, prompt)
             response = await self._forward(call, admission, plan, leader, prompt)
         except BaseException:
@@ -153,13 +149,21 @@ class GenerationService:
         engine (and the cache key) then read; the parsed request gets it too."""
         if output_limit(call.request) is not None:
             return call
-        cap = self._output_cap(call.request, call.principal)
+        cap = self._output_cap(call.principal)
         context = self._catalog.context_length(call.request.model)
         limit = min(cap, self._default_max_tokens or cap, context or cap)
         request = call.request.model_copy(update={"max_tokens": limit})
         return replace(call, body=with_fields(call.body, {"max_tokens": limit}), request=request)
 
-    def _output_cap(self, request: GenerationRequest, principal: Principal) -> int:
+    def _prompt_tokens(self, call: Call) -> int:
+        """The prompt's estimated tokens, never more than the model's context (vLLM
+        refuses a longer prompt before any work): the estimate runs high on prose."""
+        estimate = estimate_prompt_tokens(call.request, call.body)
+        context = self._catalog.context_length(call.request.model)
+        return estimate if context is None else min(estimate, context)
+
+    def _output_cap(self, principal: Principal) -> int:
+        """The most completion tokens per choice this principal may ask for."""
         cap = self._limits.max_tokens
         return min(cap, principal.max_tokens) if principal.max_tokens else cap
 
@@ -231,7 +235,7 @@ class GenerationService:
         try:
             upstream, lease = await self._router.open(call.request, key, call.route, body, headers)
         except GatewayError as exc:
-            await admission.settle(_failure_charge(exc, prompt, admission.reserved))
+            await admission.settle(_failure_charge(exc, prompt))
             raise
         media_type = upstream.headers.get("content-type", "application/json")
         if call.request.stream:
@@ -312,7 +316,7 @@ class GenerationService:
 
     def _check_caps(self, request: GenerationRequest, principal: Principal) -> None:
         limits = self._limits
-        max_tokens = min(limits.max_tokens, principal.max_tokens or limits.max_tokens)
+        max_tokens = self._output_cap(principal)
         stop = [request.stop] if isinstance(request.stop, str) else request.stop or []
         # (param, value, cap, unit); a message states the cap, never the client's value.
         caps = [("max_tokens", request.max_tokens, max_tokens, "")]
@@ -334,14 +338,14 @@ class GenerationService:
                 )
 
 
-def _failure_charge(exc: GatewayError, prompt: int, reserved: int) -> int:
+def _failure_charge(exc: GatewayError, prompt: int) -> int:
     """What a request the engine did not answer is charged. Refused before any work
     (no engine, a full queue, a refused connection, the engine's own 4xx): nothing.
-    A non-streamed answer past ``generation_s``: the reservation, since vLLM may have
-    generated all of it and only the last byte was missing. Any other failure after
-    the engine accepted the request: its prompt, which the engine did read."""
+    A timeout or an engine 5xx after the engine accepted it: its prompt, which the
+    engine did read. The client received no tokens, and holding its whole reservation
+    would shrink its limit for a window over a failure that may be the engine's."""
     if isinstance(exc, EngineTimeout):
-        return prompt if exc.stream else reserved
+        return prompt
     if isinstance(exc, EngineRejected) and exc.status_code >= 500:
         return prompt
     return 0

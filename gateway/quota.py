@@ -27,27 +27,6 @@ from gateway.redis_guard import RedisUnavailable
 from gateway.settings import RateLimitSettings
 
 _log = logging.getLogger("portico.quota")
-# Conservative: English averages ~4 bytes per token; reserving more than is used
-# only delays the next request until settlement, reserving less breaks the limit.
-_BYTES_PER_TOKEN = 3
-_TOKENS_PER_MESSAGE = 4  # chat-template overhead per message
-
-
-def estimate_prompt_tokens(request: GenerationRequest) -> int:
-    if isinstance(request, CompletionRequest):
-        prompt = request.prompt
-        if isinstance(prompt, str):
-            return math.ceil(len(prompt.encode()) / _BYTES_PER_TOKEN) + 1
-        if prompt and isinstance(prompt[0], int):
-            return len(prompt)
-        if prompt and isinstance(prompt[0], list):
-            return sum(len(p) for p in prompt if isinstance(p, list))
-        return sum(math.ceil(len(str(p).encode()) / _BYTES_PER_TOKEN) + 1 for p in prompt)
-    total = 8
-    for message in request.messages:
-        text = message.content if isinstance(message.content, str) else str(message.content or "")
-        total += math.ceil(len(text.encode()) / _BYTES_PER_TOKEN) + _TOKENS_PER_MESSAGE
-    return total
 
 
 def batch_size(prompt: str | list[str] | list[int] | list[list[int]]) -> int:

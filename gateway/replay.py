@@ -271,7 +271,3 @@ def _fresh_tool_id(recorded: str) -> str:
     else:
         fresh = "".join(secrets.choice(_ALNUM) for _ in range(size))
     return recorded[: tail.start()] + fresh
-
-
-# The name gateway/streaming.py still imports; to go once it imports StreamRecorder.
-StreamAssembler = StreamRecorder

@@ -29,7 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import telemetry
 from gateway.errors import UpstreamError
-from gateway.replay import StreamAssembler
+from gateway.replay import StreamRecorder
 from gateway.upstream import Answer, Engine
 
 _log = logging.getLogger("portico.streaming")
@@ -55,7 +55,7 @@ class UsageTap:
         self,
         strip_usage: bool,
         strip_running_usage: bool = True,
-        recorder: StreamAssembler | None = None,
+        recorder: StreamRecorder | None = None,
     ) -> None:
         self._strip = strip_usage  # the final usage chunk
         self._strip_running = strip_running_usage  # the usage on every other event

@@ -73,9 +73,7 @@ def test_headers_reach_the_response() -> None:
 
 def test_engine_rejected_keeps_the_engine_status_and_message_and_drops_a_numeric_code() -> None:
     # vLLM puts the HTTP status in "code" as an int; OpenAI's codes are names or null.
-    exc = EngineRejected(
-        422, "max_tokens is too large", "invalid_request_error", "max_tokens", 422
-    )
+    exc = EngineRejected(422, "max_tokens is too large", "invalid_request_error", "max_tokens", 422)
     status, body = _rendered(exc)
     assert status == 422
     assert body == {
