@@ -159,11 +159,9 @@ class _Body:
     async def _read(self) -> Message:
         if self.refusal is not None:
             raise self.refusal
-        if self._deadline is None:
-            self._start_reading()
-        assert self._deadline is not None
+        deadline = self._deadline if self._deadline is not None else self._start_reading()
         try:
-            async with asyncio.timeout_at(self._deadline):
+            async with asyncio.timeout_at(deadline):
                 message = await self._receive()
         except TimeoutError as exc:
             text = f"The request body did not arrive within {self._limits.body_read_s:g} s."
@@ -187,7 +185,9 @@ class _Body:
         self._forward = self._send
         await self._send(message)
 
-    def _start_reading(self) -> None:
+    def _start_reading(self) -> float:
+        """At the first read: refuse a declared length over the cap, count it against
+        the budget, and start the read-time clock; the deadline."""
         limits = self._limits
         declared = _content_length(self._scope)
         if declared is not None:
@@ -195,6 +195,7 @@ class _Body:
                 raise self._refuse(_too_large(limits.max_body_bytes))
             self._take(declared)
         self._deadline = asyncio.get_running_loop().time() + limits.body_read_s
+        return self._deadline
 
     def _count(self, size: int) -> None:
         self._received += size

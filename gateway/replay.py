@@ -42,8 +42,9 @@ COMPLETE = frozenset({"stop", "length", "tool_calls"})
 # event (include_usage).
 RUNNING_USAGE, FINAL_USAGE = "u", "f"
 _USAGE_KEY = b',"usage":'
-# A usage object as vLLM writes it (compact, one nesting level: *_tokens_details).
-_USAGE = re.compile(rb',"usage":(?:null|\{(?:[^{}]|\{[^{}]*\})*\})')
+# An event's usage member, with its comma, as vLLM writes it (compact JSON, one
+# nesting level: *_tokens_details). The relay (gateway.streaming) finds it the same way.
+USAGE_MEMBER = re.compile(rb',"usage":(?:null|\{(?:[^{}]|\{[^{}]*\})*\})')
 # The random part of a tool-call id (vLLM: chatcmpl-tool-<16 hex>; Mistral: 9 alnum).
 _RANDOM_TAIL = re.compile(r"[0-9A-Za-z]{8,}$")
 _HEX = frozenset("0123456789abcdef")
@@ -175,7 +176,7 @@ class StreamRecorder:
     def _split_usage(self, data: bytes, usage: object) -> bool:
         """Keep an event's own usage apart, so a replay can leave it out as the relay
         does. vLLM writes it after the choices: the last ``,"usage":`` is the event's."""
-        match = _USAGE.match(data, max(data.rfind(_USAGE_KEY), 0))
+        match = USAGE_MEMBER.match(data, max(data.rfind(_USAGE_KEY), 0))
         if match is None or json.loads(match.group()[len(_USAGE_KEY) :]) != usage:
             return False  # written some other way: not replayable without it
         self._blob += b"data: " + data[: match.start()]

@@ -29,7 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import telemetry
 from gateway.errors import UpstreamError
-from gateway.replay import StreamRecorder
+from gateway.replay import USAGE_MEMBER, StreamRecorder
 from gateway.upstream import Answer, Engine
 
 _log = logging.getLogger("portico.streaming")
@@ -42,8 +42,6 @@ def sse_error(exc: UpstreamError) -> bytes:
     return b"data: " + json.dumps(exc.body()).encode() + b"\n\n"
 
 
-# An event's usage object (one nesting level: *_tokens_details), with its comma.
-_USAGE_FIELD = re.compile(rb',"usage":(?:null|\{(?:[^{}]|\{[^{}]*\})*\})')
 _TOTAL = re.compile(rb'"total_tokens":(\d+)')
 _INDEX = re.compile(rb'"index":(\d+)')
 
@@ -109,7 +107,7 @@ class UsageTap:
             return raw
         if b'"choices":[]' not in event:
             # vLLM's compact JSON: a content event's running usage, found without parsing.
-            field = _USAGE_FIELD.search(event)
+            field = USAGE_MEMBER.search(event)
             if field is not None:
                 return self._running_usage(event, field)
         try:
