@@ -1,30 +1,33 @@
-"""``/admin``: manage API keys. Authenticated by the admin token from settings
-or by a JWT carrying the ``admin`` permission; an ordinary key gets 403.
+"""``/admin/keys``: manage API keys. Each route needs a permission
+(gateway/permissions.py), checked by gateway/admin_auth.py before a byte of the body
+is read; the routes then read and validate their bodies themselves (gateway/body.py),
+and gateway/openapi.py documents those bodies from the same models.
 
-The caller is checked before a byte of the body is read: the routes take no FastAPI
-body parameter (FastAPI would read the whole body before ``require_admin`` runs) but
-read and validate it themselves once ``require_admin`` has passed (gateway/body.py).
-gateway/openapi.py documents their bodies from the same models.
+A caller gives a key only permissions it holds itself, and changes or revokes only
+keys whose permissions it holds: ``keys:write`` cannot mint or disarm an ``admin`` key.
 
 Secrets are returned once, by create; every other answer carries only the
-record (id, name, limits, a short hint of the secret), never the secret or its
-digest.
+record (id, name, limits, permissions, a short hint of the secret), never the
+secret or its digest. The engine operations (gateway/engine_admin.py) share the
+``/admin`` router.
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import time
+from collections.abc import Iterable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from gateway.auth import Principal, presented_key
+from gateway.admin_auth import requires
+from gateway.auth import Principal
 from gateway.body import parse, read_body
+from gateway.engine_admin import engines
 from gateway.errors import NotFound, PermissionDenied
 from gateway.keys import KeyHasher, KeyRecord, KeySpec, KeyStore
+from gateway.permissions import Permission
 from gateway.ratelimit import Limiter
 from gateway.resources import ResourcesDep
 
@@ -42,6 +45,17 @@ class KeyUpdate(BaseModel):
     budget_tokens: int | None = Field(None, gt=0)
     expires_at: float | None = None
     metadata: dict[str, str] | None = None
+    permissions: list[Permission] | None = Field(None, max_length=len(Permission))
+
+
+def _within(caller: Principal, permissions: Iterable[Permission] | None, action: str) -> None:
+    """Refuse (403) unless ``caller`` holds every one of ``permissions``."""
+    missing = sorted(p for p in permissions or () if not caller.holds(p))
+    if missing:
+        raise PermissionDenied(
+            f"You cannot {action} a key with permissions you do not hold: {', '.join(missing)}.",
+            param="permissions",
+        )
 
 
 class KeyAdmin:
@@ -52,7 +66,8 @@ class KeyAdmin:
         self._hasher = hasher
         self._limiter = limiter
 
-    async def create(self, spec: KeySpec) -> dict[str, Any]:
+    async def create(self, spec: KeySpec, caller: Principal) -> dict[str, Any]:
+        _within(caller, spec.permissions, "create")
         secret, record = self._hasher.new_record(spec)
         await self._store.put(record)
         return {"key": secret, **record.model_dump()}
@@ -64,15 +79,18 @@ class KeyAdmin:
         record = await self._get(key_id)
         return {**record.model_dump(), "usage_tokens": await self._limiter.usage(key_id)}
 
-    async def update(self, key_id: str, update: KeyUpdate) -> dict[str, Any]:
+    async def update(self, key_id: str, update: KeyUpdate, caller: Principal) -> dict[str, Any]:
         record = await self._get(key_id)
+        _within(caller, record.permissions, "change")
+        _within(caller, update.permissions, "grant")
         changed = record.model_copy(update=update.model_dump(exclude_unset=True))
         KeySpec.model_validate(changed.model_dump())  # the merged record must still be valid
         await self._store.put(changed)
         return changed.model_dump()
 
-    async def revoke(self, key_id: str) -> dict[str, Any]:
+    async def revoke(self, key_id: str, caller: Principal) -> dict[str, Any]:
         record = await self._get(key_id)
+        _within(caller, record.permissions, "revoke")
         if record.revoked_at is None:
             record = record.model_copy(update={"revoked_at": time.time()})
             await self._store.put(record)
@@ -85,51 +103,40 @@ class KeyAdmin:
         return record
 
 
-async def require_admin(
-    request: Request,
-    resources: ResourcesDep,
-    authorization: Annotated[str | None, Header()] = None,
-) -> KeyAdmin:
-    presented = presented_key(authorization, None)
-    client_ip = request.client.host if request.client else "unknown"
-    # Before the token compare: a blocked address must not learn which guess was right
-    # (its wrong guesses are counted by authenticate below).
-    await resources.auth.check_ip(client_ip)
-    token = resources.settings.admin_token
-    if presented and token is not None:
-        given = hashlib.sha256(presented.encode()).digest()
-        wanted = hashlib.sha256(token.get_secret_value().encode()).digest()
-        if secrets.compare_digest(given, wanted):
-            return KeyAdmin(resources.keys, resources.hasher, resources.limiter)
-    principal: Principal = await resources.auth.authenticate(presented, client_ip)
-    if not principal.is_admin:
-        raise PermissionDenied("The admin API needs the admin token or an 'admin' JWT.")
+async def key_admin(resources: ResourcesDep) -> KeyAdmin:
     return KeyAdmin(resources.keys, resources.hasher, resources.limiter)
 
 
-AdminDep = Annotated[KeyAdmin, Depends(require_admin)]
+KeysDep = Annotated[KeyAdmin, Depends(key_admin)]
+Reader = Annotated[Principal, requires(Permission.KEYS_READ)]
+Writer = Annotated[Principal, requires(Permission.KEYS_WRITE)]
 
 
 @admin.post("/keys", status_code=201)
-async def create_key(request: Request, keys: AdminDep) -> dict[str, Any]:
-    return await keys.create(parse(KeySpec, await read_body(request)))
+async def create_key(request: Request, caller: Writer, keys: KeysDep) -> dict[str, Any]:
+    return await keys.create(parse(KeySpec, await read_body(request)), caller)
 
 
 @admin.get("/keys")
-async def list_keys(keys: AdminDep) -> dict[str, Any]:
+async def list_keys(_: Reader, keys: KeysDep) -> dict[str, Any]:
     return {"object": "list", "data": await keys.list()}
 
 
 @admin.get("/keys/{key_id}")
-async def show_key(key_id: str, keys: AdminDep) -> dict[str, Any]:
+async def show_key(key_id: str, _: Reader, keys: KeysDep) -> dict[str, Any]:
     return await keys.show(key_id)
 
 
 @admin.patch("/keys/{key_id}")
-async def update_key(key_id: str, request: Request, keys: AdminDep) -> dict[str, Any]:
-    return await keys.update(key_id, parse(KeyUpdate, await read_body(request)))
+async def update_key(
+    key_id: str, request: Request, caller: Writer, keys: KeysDep
+) -> dict[str, Any]:
+    return await keys.update(key_id, parse(KeyUpdate, await read_body(request)), caller)
 
 
 @admin.delete("/keys/{key_id}")
-async def revoke_key(key_id: str, keys: AdminDep) -> dict[str, Any]:
-    return await keys.revoke(key_id)
+async def revoke_key(key_id: str, caller: Writer, keys: KeysDep) -> dict[str, Any]:
+    return await keys.revoke(key_id, caller)
+
+
+admin.include_router(engines)

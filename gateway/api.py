@@ -6,10 +6,12 @@ Only these paths reach an engine; vLLM's other endpoints (/pause,
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -139,9 +141,31 @@ async def readyz(resources: ResourcesDep) -> JSONResponse:
     return JSONResponse({"status": "ready"})
 
 
+# How long an engine's vLLM version is reused: /version needs no credential, so
+# however often it is called, each engine is asked at most once per this many seconds.
+_VERSION_MAX_AGE_S = 30.0
+
+
+class EngineVersion(BaseModel):
+    name: str = Field(description="The gateway's name for the engine (engine-<i>).")
+    vllm_version: str | None = Field(description="Null when the engine did not say.")
+
+
+class VersionInfo(BaseModel):
+    version: str = Field(description="The gateway's version.")
+    engines: list[EngineVersion]
+
+
 @ops.get("/version")
-async def version() -> dict[str, str]:
-    return {"version": __version__}
+async def version(resources: ResourcesDep) -> VersionInfo:
+    """The gateway's version and each engine's vLLM version (null when the engine cannot
+    say). No credential needed, so engines appear by name only, never by address."""
+    nodes = list(resources.pool.nodes)
+    found = await asyncio.gather(*(n.vllm_version(_VERSION_MAX_AGE_S) for n in nodes))
+    engines = [
+        EngineVersion(name=n.name, vllm_version=v) for n, v in zip(nodes, found, strict=True)
+    ]
+    return VersionInfo(version=__version__, engines=engines)
 
 
 @ops.get("/metrics")

@@ -23,6 +23,7 @@ from gateway.errors import AuthenticationFailed, BackendUnavailable, RateLimited
 from gateway.jwt_verifier import JWTClaims, JWTVerifier, looks_like_jwt
 from gateway.keys import KeyHasher, KeyRecord, KeyStore
 from gateway.metrics import Metrics
+from gateway.permissions import Permission, holds
 from gateway.ratelimit import Limiter, Window
 from gateway.redis_guard import RedisUnavailable
 from gateway.settings import GatewaySettings
@@ -38,7 +39,7 @@ class Principal:
     """The caller, as limits and permissions see it. ``id`` is safe to log."""
 
     id: str
-    kind: Literal["key", "static", "jwt", "anonymous"]
+    kind: Literal["key", "static", "jwt", "anonymous", "admin_token"]
     models: frozenset[str] | None = None
     permissions: frozenset[str] = frozenset()
     rpm: int | None = None
@@ -53,8 +54,13 @@ class Principal:
     def is_admin(self) -> bool:
         return "admin" in self.permissions
 
+    def holds(self, permission: Permission) -> bool:
+        return holds(self.permissions, permission)
+
 
 ANONYMOUS = Principal(id="anonymous", kind="anonymous")
+# The admin token from settings: every permission, no model restriction.
+ADMIN_TOKEN = Principal(id="admin_token", kind="admin_token", permissions=frozenset({"admin"}))
 
 
 def _from_record(record: KeyRecord) -> Principal:
@@ -62,6 +68,7 @@ def _from_record(record: KeyRecord) -> Principal:
         id=record.id,
         kind="key",
         models=None if record.models is None else frozenset(record.models),
+        permissions=frozenset(record.permissions or ()),
         rpm=record.rpm,
         tpm=record.tpm,
         max_tokens=record.max_tokens,

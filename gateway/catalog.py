@@ -31,6 +31,16 @@ class ModelCatalog:
             await self._refresh()
         return self._pool.listing()
 
+    async def refresh_now(self) -> dict[str, Any]:
+        """Re-read every engine's model list at once (an operator's request, not rate
+        limited like the misses are); the new listing. EngineUnavailable if none answered."""
+        async with self._lock:
+            try:
+                await self._pool.refresh_models()
+            finally:
+                self._fetched_at = time.monotonic()
+        return self._pool.listing()
+
     async def require(self, model: str) -> None:
         """Return if an engine in rotation serves ``model``; raise NotFound otherwise."""
         if self.known(model) and not self._stale():

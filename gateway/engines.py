@@ -26,7 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from gateway.discovery import Discovery
 from gateway.errors import EngineUnavailable
@@ -35,6 +35,7 @@ from gateway.settings import RoutingSettings, UpstreamTimeouts
 from gateway.upstream import Engine, Transport
 
 _log = logging.getLogger("portico.engines")
+_MAX_VERSION = 64  # characters of an engine's version string relayed, at most
 
 
 class Breaker:
@@ -49,6 +50,13 @@ class Breaker:
     @property
     def closed(self) -> bool:
         return self._opened_at is None
+
+    @property
+    def state(self) -> Literal["closed", "open", "half_open"]:
+        """``half_open``: open, and the next active check is the probe."""
+        if self._opened_at is None:
+            return "closed"
+        return "half_open" if self.probe_due() else "open"
 
     def probe_due(self) -> bool:
         """Closed, or open long enough that a half-open probe may be tried."""
@@ -78,6 +86,11 @@ class EngineNode:
         self.models: dict[str, dict[str, Any]] = {}  # id -> the engine's model entry
         self.in_flight = 0
         self.breaker = Breaker(routing.breaker_failures, routing.breaker_reset_s)
+        # Set by an operator (gateway/engine_admin.py): no new requests are routed here;
+        # those already on it finish. Health checks go on, so undrain is instant.
+        self.drained = False
+        self._version: tuple[str | None, float] | None = None  # (vLLM version, when asked)
+        self._version_lock = asyncio.Lock()
         self._in_flight_gauge = metrics.engine_in_flight.labels(self.name)
         self._healthy_gauge = metrics.engine_healthy.labels(self.name)
         self._healthy_gauge.set(1)
@@ -85,7 +98,8 @@ class EngineNode:
 
     @property
     def available(self) -> bool:
-        return self.breaker.closed
+        """In rotation: healthy and not drained."""
+        return self.breaker.closed and not self.drained
 
     def serves(self, model: str) -> bool:
         return model in self.models
@@ -140,6 +154,22 @@ class EngineNode:
             raise EngineUnavailable("Engine returned a malformed model list.")
         self.models = {str(m.get("id")): m for m in data if isinstance(m, dict)}
         self.succeeded()
+
+    async def vllm_version(self, max_age_s: float) -> str | None:
+        """The engine's vLLM version (its ``GET /version``), asked at most once per
+        ``max_age_s`` whoever calls; None when it cannot say. Never counts against
+        the breaker: the caller may be anyone."""
+        async with self._version_lock:  # concurrent callers share one engine request
+            if self._version is not None and time.monotonic() - self._version[1] < max_age_s:
+                return self._version[0]
+            try:
+                answer = await self.engine.get_json("/version")
+            except EngineUnavailable:
+                answer = None
+            version = answer.get("version") if isinstance(answer, dict) else None
+            valid = isinstance(version, str) and 0 < len(version) <= _MAX_VERSION
+            self._version = (version if valid else None, time.monotonic())
+            return self._version[0]
 
     async def check(self) -> None:
         """One active check: /health, plus the model list while it is unknown."""
@@ -199,6 +229,10 @@ class EnginePool:
                 _log.info("engine %s is %s", node.name, node.url)
         self.nodes = nodes
 
+    def node(self, name: str) -> EngineNode | None:
+        """The engine named ``name`` (``engine-<i>``, gateway/discovery.py), if any."""
+        return next((n for n in self.nodes if n.name == name), None)
+
     def candidates(self, model: str) -> list[EngineNode]:
         """Engines in rotation that serve ``model``, in configuration order."""
         return [n for n in self.nodes if n.available and n.serves(model)]
@@ -236,8 +270,11 @@ class EnginePool:
         return {"object": "list", "data": list(union.values())}
 
     def readiness(self) -> tuple[bool, list[str]]:
-        """Ready when every model any engine has served has an engine in rotation."""
-        known = {m for n in self.nodes for m in n.models}
+        """Ready when every model an engine not drained has served has an engine in
+        rotation. A drained engine's models are not required (an operator chose to take
+        it out), so draining the last engine of one model does not take the whole
+        gateway out of its load balancer; draining every engine does."""
+        known = {m for n in self.nodes if not n.drained for m in n.models}
         uncovered = sorted(m for m in known if not self.candidates(m))
         return bool(known) and not uncovered, uncovered
 

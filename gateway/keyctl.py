@@ -2,12 +2,14 @@
 
     portico keys create --name NAME [--models M ...] [--rpm N] [--tpm N]
                         [--max-tokens N] [--budget-tokens N] [--expires-in-s S]
+                        [--permissions P ...]   (keys:read keys:write model_admin admin)
     portico keys list
     portico keys show KEY_ID
     portico keys revoke KEY_ID
 
 Talks HTTP to ``--url`` (default $PORTICO_URL or http://127.0.0.1:8080) with
-``--admin-token`` (default $PORTICO_ADMIN_TOKEN). Prints the JSON answer.
+``--admin-token`` (default $PORTICO_ADMIN_TOKEN, or any credential holding the
+action's permission: gateway/permissions.py). Prints the JSON answer.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+
+from gateway.permissions import Permission
 
 _TIMEOUT_S = 10.0
 
@@ -36,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     for flag in ("--rpm", "--tpm", "--max-tokens", "--budget-tokens"):
         create.add_argument(flag, type=int)
     create.add_argument("--expires-in-s", type=float)
+    create.add_argument("--permissions", nargs="+", choices=[str(p) for p in Permission])
     actions.add_parser("list")
     for name in ("show", "revoke"):
         actions.add_parser(name).add_argument("key_id")
@@ -44,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _create_body(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {"name": args.name}
-    for field in ("models", "rpm", "tpm", "max_tokens", "budget_tokens"):
+    for field in ("models", "rpm", "tpm", "max_tokens", "budget_tokens", "permissions"):
         if getattr(args, field) is not None:
             body[field] = getattr(args, field)
     if args.expires_in_s is not None:

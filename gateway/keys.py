@@ -18,6 +18,7 @@ from typing import Protocol
 from pydantic import BaseModel, Field, field_validator
 from redis.asyncio import Redis
 
+from gateway.permissions import Permission
 from gateway.redis_guard import RedisGuard
 
 SECRET_PREFIX = "pk-"  # noqa: S105 - a public marker that makes leaked keys greppable
@@ -34,6 +35,11 @@ class KeySpec(BaseModel):
     budget_tokens: int | None = Field(None, gt=0, description="Total tokens over the key's life.")
     expires_at: float | None = Field(None, description="Unix time after which the key fails.")
     metadata: dict[str, str] = Field(default_factory=dict)
+    permissions: list[Permission] | None = Field(
+        None,
+        max_length=len(Permission),
+        description="Operator permissions (gateway/permissions.py); None: an API key only.",
+    )
 
     @field_validator("metadata")
     @classmethod

@@ -111,7 +111,9 @@ _GUARDED: dict[str, tuple[list[dict[str, list[str]]], dict[str, str]]] = {
         [{"bearer": []}],
         {
             "401": "No valid admin token or JWT",
-            "403": "A valid credential without the 'admin' permission",
+            "403": "A valid credential without this route's permission (keys:read for reading "
+            "keys, keys:write for changing them, model_admin for engine operations, or admin), "
+            "or granting a permission the caller does not hold",
             "429": _AUTH_LOCKOUT,
             "503": "Key store unavailable (Retry-After)",
         },
@@ -176,6 +178,12 @@ def _document_fastapi_errors(paths: dict[str, Any]) -> None:
                 responses[status] = {"description": text, "content": _ERROR_CONTENT}
             if "{key_id}" in path:
                 responses["404"] = {"description": "No key with this id", "content": _ERROR_CONTENT}
+            if "/engines/{name}" in path:
+                responses["404"] = {"description": "No engine with this name",
+                                    "content": _ERROR_CONTENT}  # fmt: skip
+            if path == "/admin/models/refresh":
+                responses["503"] = {"description": "No engine answered its model list",
+                                    "content": _ERROR_CONTENT}  # fmt: skip
 
 
 def _add_model(schemas: dict[str, Any], model: type[BaseModel]) -> dict[str, str]:

@@ -127,3 +127,12 @@ def test_every_dashboard_query_names_an_exported_metric(
     exported = _exported(httpx.get(f"{observed[0]}/metrics").text)
     exported |= _exported(httpx.get(f"{stack.engine_url}/metrics").text)
     assert used <= exported, used - exported
+
+
+def test_version_lists_the_real_engines_vllm_version_and_no_address(
+    observed: tuple[str, Path], stack: Stack
+) -> None:
+    answer = httpx.get(f"{observed[0]}/version", timeout=10)
+    assert answer.status_code == 200
+    assert answer.json()["engines"] == [{"name": "engine-0", "vllm_version": "0.32.0"}]
+    assert stack.engine_url.split("//")[1] not in answer.text

@@ -50,18 +50,27 @@ class FakeEngine:
         self.models = models
         self.fail_status: int | None = None  # set: every completion fails with it
         self.healthy = True  # False: /health answers 503, as vLLM's does when its engine died
+        self.version: str | None = "0.0.0-fake"  # what /version reports; None: no such route
+        self.version_asked = 0
         self.received: list[bytes] = []
         self.stream_closed = asyncio.Event()
         self.app = Starlette(
             routes=[
                 Route("/health", self._health),
                 Route("/v1/models", self._models),
+                Route("/version", self._version),
                 Route("/v1/completions", self._completions, methods=["POST"]),
             ]
         )
 
     async def _health(self, _: Request) -> Response:
         return Response(status_code=200 if self.healthy else 503)
+
+    async def _version(self, _: Request) -> Response:
+        self.version_asked += 1
+        if self.version is None:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        return JSONResponse({"version": self.version})
 
     async def _models(self, _: Request) -> Response:
         data = [{"id": name, "object": "model"} for name in self.models]
@@ -130,11 +139,11 @@ class FakeEngine:
 
 
 def recording(app: ASGIApp, seen: list[str]) -> ASGIApp:
-    """``app`` noting the path of every request other than the gateway's health and
-    model probes (the fake itself records only completion bodies)."""
+    """``app`` noting the path of every request other than the gateway's health, model
+    and version probes (the fake itself records only completion bodies)."""
 
     async def recorded(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in ("/health", "/v1/models"):
+        if scope["type"] == "http" and scope["path"] not in ("/health", "/v1/models", "/version"):
             seen.append(scope["path"])
         await app(scope, receive, send)
 

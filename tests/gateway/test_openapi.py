@@ -94,13 +94,55 @@ def test_admin_routes_document_the_bodies_they_read_by_hand_and_their_refusals()
         raise AssertionError(f"schema accepted {bad}")
 
 
+# POST routes that are actions with nothing to send (the engine operations).
+_BODYLESS = {
+    "/admin/engines/{name}/drain",
+    "/admin/engines/{name}/undrain",
+    "/admin/models/refresh",
+}
+
+
 def test_every_operation_that_takes_a_body_documents_it() -> None:
     paths = _schema()["paths"]
     assert isinstance(paths, dict)
     for path, item in paths.items():
         for method, operation in item.items():
-            if method in ("post", "put", "patch"):
+            if method in ("post", "put", "patch") and path not in _BODYLESS:
                 assert "requestBody" in operation, (method, path)
+
+
+def test_every_admin_route_documents_its_credential_and_the_403_of_a_missing_permission() -> None:
+    schema = _schema()
+    paths = schema["paths"]
+    components = schema["components"]
+    assert isinstance(paths, dict)
+    assert isinstance(components, dict)
+    admin = {p: item for p, item in paths.items() if p.startswith("/admin/")}
+    assert {"/admin/engines", *_BODYLESS} <= set(admin)
+    for path, item in admin.items():
+        for operation in item.values():
+            assert operation["security"] == [{"bearer": []}], path
+            refusal = operation["responses"]["403"]
+            assert "model_admin" in refusal["description"]
+            assert refusal["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/Error"
+            }
+    for path in ("/admin/engines/{name}/drain", "/admin/engines/{name}/undrain"):
+        assert "404" in paths[path]["post"]["responses"]
+    permissions = components["schemas"]["Permission"]["enum"]
+    assert sorted(permissions) == ["admin", "keys:read", "keys:write", "model_admin"]
+
+
+def test_version_is_documented_with_engine_names_and_versions_only() -> None:
+    schema = _schema()
+    paths = schema["paths"]
+    components = schema["components"]
+    assert isinstance(paths, dict)
+    assert isinstance(components, dict)
+    answer = paths["/version"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert answer["schema"] == {"$ref": "#/components/schemas/VersionInfo"}
+    engine = components["schemas"]["EngineVersion"]
+    assert set(engine["properties"]) == {"name", "vllm_version"}
 
 
 def test_readyz_is_documented_as_a_status_alone() -> None:
