@@ -102,7 +102,7 @@ def _head(method: str, path: str, length: int | None, auth: bool = True, key_id:
         framing = ("content-length", str(length))
     headers = [("content-type", "application/json"), framing]
     headers += _credential(path) if auth else []
-    return rawhttp.head(method, path.format(key_id=key_id), headers)
+    return rawhttp.head(method, path.format(key_id=key_id, name="engine-0"), headers)
 
 
 def _padded(size: int, document: bytes = b'{"name": "padded"}') -> bytes:
