@@ -4,14 +4,23 @@ in-process cache (or Redis, ``--redis-url``), in front of a stand-in engine that
 streams a vLLM-shaped answer (one token per event, usage on every event and a final
 usage-only event, as the gateway asks of vLLM). Prints p50/p90/p99 of the hits,
 client-side on loopback, and the gateway's own ``x-portico-overhead-ms`` p50.
+``--encrypt`` runs it with an encryption key (docs/cache.md, encryption at rest).
 
-    .venv/bin/python bench/cache_hit_latency.py [--hits 2000] [--tokens 200] [--redis-url URL]
+``--micro`` instead times ``ResponseCache.store`` and ``lookup`` alone (in-process
+store, no HTTP), with and without encryption, for that stream's entry and for a
+small plain body: the median added cost of encryption per hit and per store, in µs.
+
+    .venv/bin/python bench/cache_hit_latency.py [--hits 2000] [--tokens 200]
+        [--redis-url URL] [--encrypt] [--micro]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
 import json
+import os
 import statistics
 import threading
 import time
@@ -28,10 +37,34 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway.app import create_app
-from gateway.settings import GatewaySettings
+from gateway.cache import MemoryCacheStore, ResponseCache
+from gateway.metrics import Metrics
+from gateway.replay import StreamRecorder, entry_from_body
+from gateway.sealing import Sealer
+from gateway.settings import CacheSettings, GatewaySettings
 
 MODEL = "bench-model"
 KEY = "bench-key"
+
+
+def _events(tokens: int, continuous: bool) -> list[bytes]:
+    """The data of each event of a vLLM-shaped stream of ``tokens`` tokens."""
+    head = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1}
+
+    def event(choice: dict[str, Any] | None, generated: int, final: bool = False) -> bytes:
+        usage = {"prompt_tokens": 20, "total_tokens": 20 + generated}
+        usage["completion_tokens"] = generated
+        body: dict[str, Any] = {**head, "model": MODEL, "choices": [choice] if choice else []}
+        if continuous or final:
+            body["usage"] = usage
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    found = [event({"index": 0, "delta": {"role": "assistant", "content": ""}}, 0)]
+    for i in range(1, tokens + 1):
+        finish = "length" if i == tokens else None
+        choice = {"index": 0, "delta": {"content": " word"}, "finish_reason": finish}
+        found.append(event({**choice, "logprobs": None}, i))
+    return [*found, event(None, tokens, final=True), b"[DONE]"]
 
 
 def _engine(tokens: int) -> Starlette:
@@ -42,24 +75,10 @@ def _engine(tokens: int) -> Starlette:
         continuous = ((await request.json()).get("stream_options") or {}).get(
             "continuous_usage_stats"
         )
-        head = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1}
-
-        def event(choice: dict[str, Any] | None, generated: int, final: bool = False) -> bytes:
-            usage = {"prompt_tokens": 20, "total_tokens": 20 + generated}
-            usage["completion_tokens"] = generated
-            body: dict[str, Any] = {**head, "model": MODEL, "choices": [choice] if choice else []}
-            if continuous or final:
-                body["usage"] = usage
-            return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
         async def stream() -> AsyncIterator[bytes]:
-            yield event({"index": 0, "delta": {"role": "assistant", "content": ""}}, 0)
-            for i in range(1, tokens + 1):
-                finish = "length" if i == tokens else None
-                choice = {"index": 0, "delta": {"content": " word"}, "finish_reason": finish}
-                yield event({**choice, "logprobs": None}, i)
-            yield event(None, tokens, final=True)
-            yield b"data: [DONE]\n\n"
+            for data in _events(tokens, bool(continuous)):
+                yield b"data: " + data + b"\n\n"
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 
@@ -87,13 +106,75 @@ def _serving(app: Any, port: int) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+def _stream_entry(tokens: int) -> dict[str, Any]:
+    recorder = StreamRecorder(1 << 22)
+    for data in _events(tokens, continuous=True):
+        recorder.add(data)
+    entry = recorder.entry()
+    assert entry is not None
+    return entry
+
+
+def _body_entry() -> dict[str, Any]:
+    message = {"role": "assistant", "content": "The capital of France is Paris."}
+    body = {
+        "id": "chatcmpl-bench", "object": "chat.completion", "created": 1, "model": MODEL,
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 8, "total_tokens": 28},
+    }  # fmt: skip
+    entry = entry_from_body(json.dumps(body, separators=(",", ":")).encode())
+    assert entry is not None
+    return entry
+
+
+async def _interleaved(caches: list[ResponseCache], entry: dict[str, Any], rounds: int) -> Any:
+    """Per cache: (median store µs, median lookup-hit µs); the caches take turns each
+    round, so load from elsewhere on the machine falls on both alike."""
+    times: list[tuple[list[float], list[float]]] = [([], []) for _ in caches]
+    for i in range(rounds):
+        for cache, (stores, hits) in zip(caches, times, strict=True):
+            key = f"bench-{i % 64}"
+            started = time.perf_counter()
+            await cache.store(key, entry, 60)
+            stored = time.perf_counter()
+            assert await cache.lookup(key) is not None
+            hits.append((time.perf_counter() - stored) * 1e6)
+            stores.append((stored - started) * 1e6)
+    return [(statistics.median(s), statistics.median(h)) for s, h in times]
+
+
+def _micro(tokens: int, rounds: int) -> None:
+    key = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    for name, entry in (
+        (f"{tokens}-token stream", _stream_entry(tokens)),
+        ("small body", _body_entry()),
+    ):
+        caches = [
+            ResponseCache(MemoryCacheStore(1 << 26), CacheSettings(), Metrics(), sealer)
+            for sealer in (None, Sealer.from_texts([key]))
+        ]
+        (plain_store, plain_hit), (sealed_store, sealed_hit) = asyncio.run(
+            _interleaved(caches, entry, rounds)
+        )
+        print(
+            f"{name}: store {plain_store:.1f} -> {sealed_store:.1f} µs "
+            f"(+{sealed_store - plain_store:.1f}), hit {plain_hit:.1f} -> {sealed_hit:.1f} µs "
+            f"(+{sealed_hit - plain_hit:.1f}); medians of {rounds}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hits", type=int, default=2000)
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--port", type=int, default=18931)
     parser.add_argument("--redis-url", help="cache in this Redis (a fresh prefix)")
+    parser.add_argument("--encrypt", action="store_true", help="with an encryption key")
+    parser.add_argument("--micro", action="store_true", help="time store/lookup alone")
     args = parser.parse_args()
+    if args.micro:
+        _micro(args.tokens, args.hits)
+        return
     request = {
         "model": MODEL,
         "messages": [{"role": "user", "content": "Tell me a story."}],
@@ -102,12 +183,13 @@ def main() -> None:
         "stream": True,
     }
     with _serving(_engine(args.tokens), args.port) as engine_url:
-        settings = GatewaySettings(engine_url=engine_url, api_keys=[KEY])
+        options: dict[str, Any] = {"engine_url": engine_url, "api_keys": [KEY]}
+        if args.encrypt:
+            options["encryption_keys"] = base64.urlsafe_b64encode(os.urandom(32)).decode()
         if args.redis_url:
             prefix = {"prefix": f"bench-hit-{uuid.uuid4().hex[:8]}"}
-            settings = GatewaySettings(
-                engine_url=engine_url, api_keys=[KEY], redis_url=args.redis_url, redis=prefix
-            )
+            options |= {"redis_url": args.redis_url, "redis": prefix}
+        settings = GatewaySettings(**options)
         with (
             _serving(create_app(settings), args.port + 1) as url,
             httpx.Client(base_url=url, headers={"authorization": f"Bearer {KEY}"}) as client,

@@ -154,6 +154,12 @@ class Metrics:
         self.cache_stored_bytes = Counter(
             "portico_cache_stored_bytes", "Bytes written to the cache.", registry=r
         )
+        self.cache_unreadable = Counter(
+            "portico_cache_unreadable",
+            "Cache entries found but not readable under the configured encryption keys "
+            "(a wrong or dropped key; written with encryption off, or on): served as misses.",
+            registry=r,
+        )
         self.cache_merges = Counter(
             "portico_cache_merges",
             "Requests that waited for an identical one in flight instead of calling the engine.",

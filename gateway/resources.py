@@ -27,6 +27,7 @@ from gateway.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from gateway.redaction import Redactor
 from gateway.redis_guard import LoopLag, RedisGuard
 from gateway.routing import Router
+from gateway.sealing import Sealer
 from gateway.settings import GatewaySettings
 from gateway.upstream import Transport, build_transport
 
@@ -74,10 +75,15 @@ async def _stores(
     guard = RedisGuard(redis, settings.redis, metrics, lag)
     prefix = settings.redis.prefix
     return (
-        RedisKeyStore(guard, prefix),
+        RedisKeyStore(guard, prefix, _sealer(settings)),
         RedisLimiter(guard, prefix, settings.rate_limits.window_s),
         RedisCacheStore(guard, prefix),
     )
+
+
+def _sealer(settings: GatewaySettings) -> Sealer | None:
+    """What encrypts cached answers and key records at rest; None: no keys, no encryption."""
+    return Sealer.from_texts([k.get_secret_value() for k in settings.encryption_keys])
 
 
 def _routing(
@@ -139,7 +145,7 @@ def lifespan_for(
                     settings.limits,
                     settings.routing,
                     quota,
-                    ResponseCache(cache_store, settings.cache, metrics),
+                    ResponseCache(cache_store, settings.cache, metrics, _sealer(settings)),
                     metrics,
                     _redactor(settings),
                     settings.rate_limits.default_max_tokens,

@@ -15,6 +15,7 @@ from gateway.discovery import EngineSource
 from gateway.jwt_verifier import JWTSettings
 from gateway.proxies import TrustedProxies
 from gateway.redaction import KINDS, Kind
+from gateway.sealing import parse_key
 
 
 class UpstreamTimeouts(BaseModel):
@@ -278,6 +279,31 @@ class GatewaySettings(BaseSettings):
         description="Bearer token for /admin (or use a JWT with the 'admin' permission). "
         "Unset: /admin accepts only such JWTs.",
     )
+    encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated encryption keys (32 random bytes, URL-safe base64, "
+        "newest first): every cached answer and key records' names and metadata are "
+        "encrypted at rest (AES-256-GCM) under the first; any of them decrypts, so rotate by "
+        "putting a new key first and dropping the old once its entries expired. Unset: "
+        "stored in clear.",
+    )
+
+    @field_validator("encryption_keys", mode="before")
+    @classmethod
+    def _valid_encryption_keys(cls, value: object) -> object:
+        # Checked here so a malformed key stops start-up, naming no key material.
+        texts = value.split(",") if isinstance(value, str) else value
+        if not isinstance(texts, list):
+            return value
+        found = [t.get_secret_value() if isinstance(t, SecretStr) else str(t) for t in texts]
+        keys = [t.strip() for t in found if t.strip()]
+        for i, text in enumerate(keys):
+            try:
+                parse_key(text)
+            except ValueError as exc:
+                raise ValueError(f"PORTICO_ENCRYPTION_KEYS entry {i + 1}: {exc}") from None
+        return keys
+
     key_pepper: SecretStr | None = Field(
         None,
         description="Server-side secret mixed into key digests (HMAC-SHA256). Changing it "

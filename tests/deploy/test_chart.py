@@ -4,6 +4,7 @@ will run in them (the launcher's flag parser, the gateway's settings and routes)
 
 from __future__ import annotations
 
+import base64
 import functools
 import ipaddress
 import json
@@ -508,3 +509,23 @@ def test_notes_show_the_openai_sdk_call() -> None:
     assert f"svc/{FULLNAME}-gateway" in notes
     assert 'base_url="http://127.0.0.1:8080/v1"' in notes
     assert 'base_url="https://llm.example.com/v1"' in rendered("ingress-and-monitoring").notes
+
+
+def test_encryption_keys_reach_the_gateway_only_through_its_secret(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    """gateway.secrets.encryptionKeys: in the gateway Secret, in no other object, and
+    accepted by the settings object (two keys, newest first: a rotation)."""
+    keys = ",".join(base64.b64encode(os.urandom(32)).decode() for _ in range(2))
+    r = render({"gateway": {"secrets": {"encryptionKeys": keys}}})
+    assert r.secret_data(f"{FULLNAME}-gateway")["PORTICO_ENCRYPTION_KEYS"] == keys
+    outside = [json.dumps(o) for o in r.objects if o["kind"] != "Secret"] + [r.notes]
+    assert not any(k in text for k in keys.split(",") for text in outside)
+    for name, value in _gateway_environment(r).items():
+        clean_env.setenv(name, value)
+    settings = GatewaySettings()
+    assert [k.get_secret_value() for k in settings.encryption_keys] == keys.split(",")
+
+
+def test_encryption_is_off_unless_keys_are_given() -> None:
+    assert "PORTICO_ENCRYPTION_KEYS" not in _gateway_environment(rendered("defaults"))

@@ -58,6 +58,8 @@ def test_schema_accepts_every_value_set_the_tests_render(value_set: str) -> None
         ({"gateway": {"trustedProxies": "*"}}, "/gateway/trustedProxies"),
         ({"gateway": {"trustedProxies": "ingress-nginx.internal"}}, "/gateway/trustedProxies"),
         ({"gateway": {"forwardedAllowIps": "127.0.0.1"}}, "forwardedAllowIps"),
+        ({"gateway": {"secrets": {"encryptionKeys": "not-a-key"}}}, "encryptionKeys"),
+        ({"gateway": {"secrets": {"encryptionKeys": "c2hvcnQ="}}}, "encryptionKeys"),
     ],
 )
 def test_helm_refuses_values_the_schema_rejects(values: dict[str, Any], complaint: str) -> None:
