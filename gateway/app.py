@@ -22,6 +22,7 @@ from gateway.errors import (
     error_body,
     render,
 )
+from gateway.hosts import AllowedHosts
 from gateway.metrics import Metrics
 from gateway.middleware import RequestContextMiddleware, RequestHeadLimits, request_id
 from gateway.proxies import ForwardedClient
@@ -45,6 +46,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan_for(settings, metrics),
         docs_url=None,
         redoc_url=None,
+        # No 307 to the slash-less path: its Location would be built from the Host the
+        # client sent, and OpenAI's API does not redirect either. A 404 instead.
+        redirect_slashes=False,
     )
     app.router.routes.extend(generation_routes)
     app.include_router(v1)
@@ -55,6 +59,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     # Inside the context middleware, so refusals are counted, logged and carry the id.
     app.add_middleware(BodyLimits, limits=settings.limits, metrics=metrics)
     app.add_middleware(RequestHeadLimits, limits=settings.limits)
+    # First check inside the context middleware: an unknown Host is refused before any
+    # other work, and the refusal is still counted, logged and carries the request id.
+    app.add_middleware(
+        AllowedHosts, patterns=settings.allowed_hosts, warn_if_any=not settings.dev_mode
+    )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     # Outermost: everything inside sees the client address, not a proxy's (docs/deploy.md).
     app.add_middleware(ForwardedClient, proxies=settings.trusted_proxies)

@@ -12,6 +12,7 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator,
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.discovery import EngineSource
+from gateway.hosts import AllowedHostPatterns
 from gateway.jwt_verifier import JWTSettings
 from gateway.proxies import TrustedProxies
 from gateway.redaction import KINDS, Kind
@@ -253,6 +254,14 @@ class GatewaySettings(BaseSettings):
         "from them, the right-most address that is not a listed proxy is the client (the "
         "address the per-IP auth-failure limit counts). Empty: the header is ignored and "
         "the connection's peer is the client.",
+    )
+    allowed_hosts: AllowedHostPatterns = Field(
+        default_factory=list,
+        description="Comma-separated names the gateway answers in the Host header: exact "
+        "names or IPs, *.example.com (its subdomains) or * (any); ports are ignored. Any "
+        "other Host gets 400 invalid_host; /healthz, /readyz and /metrics answer any Host "
+        "(probes and scrapes use the pod IP). Empty: any Host, with a start-up warning "
+        "outside dev mode; set it in production (the Helm chart does).",
     )
     upstream_transport: Literal["aiohttp", "httpx"] = Field(
         "aiohttp",

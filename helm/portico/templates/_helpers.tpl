@@ -111,3 +111,18 @@ when rendering offline (GitOps). Call with (list $ secretName key length). */}}
 {{- fail "externalRedis is set while redis.enabled is true: set redis.enabled=false to use the external Redis" }}
 {{- end }}
 {{- end }}
+
+{{/* PORTICO_ALLOWED_HOSTS: the gateway Service's in-cluster names, the ingress hosts
+(the schema makes each rule name one) and gateway.allowedHosts. The cluster domain is
+assumed to be cluster.local; add yours to gateway.allowedHosts otherwise. */}}
+{{- define "portico.allowedHosts" -}}
+{{- $svc := printf "%s-gateway" (include "portico.fullname" .) -}}
+{{- $ns := .Release.Namespace -}}
+{{- $hosts := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) -}}
+{{- if .Values.ingress.enabled -}}
+{{- range .Values.ingress.hosts -}}
+{{- $hosts = append $hosts .host -}}
+{{- end -}}
+{{- end -}}
+{{- join "," (uniq (concat $hosts .Values.gateway.allowedHosts)) -}}
+{{- end }}
