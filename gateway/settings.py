@@ -226,9 +226,12 @@ class RoutingSettings(BaseModel):
 class GatewaySettings(BaseSettings):
     """Everything the gateway process is configured with."""
 
+    # hide_input_in_errors: a value refused at start-up (a malformed encryption key, the
+    # open-gateway check) must not print the secrets it was given into the log.
     model_config = SettingsConfigDict(
-        env_prefix="PORTICO_", env_nested_delimiter="__", extra="ignore"
-    )
+        env_prefix="PORTICO_", env_nested_delimiter="__", extra="ignore",
+        hide_input_in_errors=True,
+    )  # fmt: skip
 
     engine_url: str = Field(
         "http://127.0.0.1:8000", description="Base URL of the vLLM engine (no /v1)."
@@ -285,8 +288,9 @@ class GatewaySettings(BaseSettings):
     )
     admin_token: SecretStr | None = Field(
         None,
-        description="Bearer token for /admin (or use a JWT with the 'admin' permission). "
-        "Unset: /admin accepts only such JWTs.",
+        description="Bearer token for /admin; it holds every permission. Unset: /admin accepts "
+        "only keys and JWTs holding the route's permission (keys:read, keys:write, "
+        "model_admin, admin).",
     )
     encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,

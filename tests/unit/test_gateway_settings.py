@@ -76,3 +76,22 @@ def test_secrets_do_not_appear_in_repr_or_str(monkeypatch: pytest.MonkeyPatch) -
     for text in (repr(settings), str(settings), settings.model_dump_json()):
         assert secret not in text
         assert "pk-other-secret-51c0" not in text
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"PORTICO_ENCRYPTION_KEYS": "not-a-key-but-secret-7f3a"},
+        {"PORTICO_KEY_PEPPER": "pepper-secret-7f3a", "PORTICO_ROUTING__RETRIES": "99"},
+    ],
+)
+def test_a_refused_setting_does_not_print_the_secrets_it_was_given(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> None:
+    # The start-up error goes to the log: pydantic would echo the input values.
+    monkeypatch.setenv("PORTICO_API_KEYS", "pk-key-secret-7f3a")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(pydantic.ValidationError) as info:
+        GatewaySettings()
+    assert "secret-7f3a" not in str(info.value)
