@@ -66,13 +66,15 @@ async def read_body(request: Request) -> bytes:
 def parse(model: type[Model], body: bytes) -> Model:
     """``body`` validated as ``model``. The first problem is a 400 naming its field, as
     the gateway renders FastAPI's own validation errors (gateway/app.py); a body that is
-    not JSON (too deep a nesting, NaN and Infinity included) is a 400 ``invalid_json``."""
+    not JSON (too deep a nesting, NaN and Infinity included) is a 400 ``invalid_json``.
+    Validation is strict, so what is accepted is what the OpenAPI schema describes."""
     try:
-        document = pydantic_core.from_json(body, allow_inf_nan=False)
+        pydantic_core.from_json(body, allow_inf_nan=False)
     except ValueError as exc:
         raise InvalidRequest("Request body is not valid JSON.", code="invalid_json") from exc
     try:
-        return model.model_validate(document)
+        # Strict: a number is a number (not true, not "5"), as the published schema says.
+        return model.model_validate_json(body, strict=True)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         param = ".".join(str(part) for part in first["loc"]) or None

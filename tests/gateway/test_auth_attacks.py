@@ -395,7 +395,9 @@ def test_only_generation_paths_reach_the_engine(gateway: httpx.Client, stack: St
             body = {"name": "routes"}
         key = {"Authorization": f"Bearer {KEY}"}
         headers = auth if path.startswith("/admin") else key
-        gateway.request(method, path.format(key_id="key_0", name="engine-0"), json=body, headers=headers)
+        gateway.request(
+            method, path.format(key_id="key_0", name="engine-0"), json=body, headers=headers
+        )
     assert set(stack.engine_saw) <= ENGINE_BOUND
     assert stack.engine_saw
 

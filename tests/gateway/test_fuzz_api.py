@@ -54,6 +54,10 @@ OPERATIONS = [
     ("GET", "/admin/keys/{key_id}", ADMIN, False),
     ("PATCH", "/admin/keys/{key_id}", ADMIN, True),
     ("DELETE", "/admin/keys/{key_id}", ADMIN, False),
+    ("GET", "/admin/engines", ADMIN, False),
+    ("POST", "/admin/engines/{name}/drain", ADMIN, False),
+    ("POST", "/admin/engines/{name}/undrain", ADMIN, False),
+    ("POST", "/admin/models/refresh", ADMIN, False),
 ]
 # Prometheus text, no request data: nothing for a schema to say or a fuzzer to vary.
 UNFUZZED = {("GET", "/metrics")}
