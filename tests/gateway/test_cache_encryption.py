@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,25 +22,21 @@ from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.recorded_answers import COMPLETE, RecordedEngine, events, load, normalized
 from tests.gateway.servers import serving
 from tests.gateway.test_cache import KEYS, _auth
-from tests.gateway.test_keys_and_limits import ADMIN, ADMIN_AUTH, REDIS_URL, _complete, _create
+from tests.gateway.test_keys_and_limits import (
+    ADMIN,
+    ADMIN_AUTH,
+    REDIS_URL,
+    _complete,
+    _create,
+    prefix,
+)
+
+__all__ = ["prefix"]  # the fixture (a fresh Redis namespace), used by name
 
 A, B, C = (Fernet.generate_key().decode() for _ in range(3))
 NAME = "recorded_chat_text"
 ANSWER = load(NAME)["body"]  # the recorded body, as text
 SECRET_WORDS = ("assist", "Hello")  # words of the recorded answer's content
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    name = f"test-seal-{uuid.uuid4().hex[:10]}"
-    yield name
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(f"{name}:*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 @pytest.fixture
