@@ -94,7 +94,7 @@ class EngineNode:
         self._in_flight_gauge = metrics.engine_in_flight.labels(self.name)
         self._healthy_gauge = metrics.engine_healthy.labels(self.name)
         self._healthy_gauge.set(1)
-        self._verifying: asyncio.Task[None] | None = None  # the suspect check running
+        self._verifying: asyncio.Task[bool] | None = None  # the suspect check running
 
     @property
     def available(self) -> bool:
@@ -129,7 +129,16 @@ class EngineNode:
         engine's /health now (one check at a time) and count a failure only if that
         fails. Called from request paths, which must not wait for it."""
         if self._verifying is None or self._verifying.done():
-            self._verifying = asyncio.get_running_loop().create_task(self.check())
+            self._verifying = asyncio.get_running_loop().create_task(self.verify())
+
+    async def verify(self) -> bool:
+        """Ask /health now; a failed answer counts against the breaker. True if healthy."""
+        try:
+            await self.engine.get_json("/health")
+        except EngineUnavailable:
+            self.failed()
+            return False
+        return True
 
     def stop(self) -> None:
         """Cancel a suspect check still running (the lifespan's end)."""

@@ -32,7 +32,13 @@ import time
 from collections.abc import Mapping
 
 from gateway.engines import EngineNode, EnginePool
-from gateway.errors import EngineBusy, EngineTimeout, EngineUnavailable, UpstreamError
+from gateway.errors import (
+    EngineBusy,
+    EngineRejected,
+    EngineTimeout,
+    EngineUnavailable,
+    UpstreamError,
+)
 from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, GenerationRequest
 from gateway.settings import RoutingSettings
@@ -184,7 +190,7 @@ class Router:
             try:
                 response = await lease.node.engine.open(path, body, headers, request.stream)
             except UpstreamError as exc:
-                retry = _settle_failure(lease, exc)
+                retry = await _settle_failure(lease, exc)
                 tried.add(lease.node.url)
                 if (
                     not retry
@@ -201,7 +207,7 @@ class Router:
         return any(n.url not in tried for n in self._pool.candidates(model))
 
 
-def _settle_failure(lease: Lease, exc: UpstreamError) -> bool:
+async def _settle_failure(lease: Lease, exc: UpstreamError) -> bool:
     """Release a lease whose engine failed before answering; True if a retry may help."""
     if isinstance(exc, EngineBusy):
         lease.release()  # overloaded, not broken: the circuit stays closed
@@ -210,8 +216,13 @@ def _settle_failure(lease: Lease, exc: UpstreamError) -> bool:
         lease.release()
         lease.node.failed()  # refused, reset, dropped before the headers: the engine's own
         return True
-    # A timeout may mean the engine is still working on it: never resent. A 4xx is
-    # the request's fault, so it says nothing about the engine's health; a timeout
-    # or a 5xx may be too (a long answer, a body that trips the engine): /health decides.
-    lease.release(suspect=isinstance(exc, EngineTimeout) or exc.status_code >= 500)
+    if isinstance(exc, EngineRejected) and exc.status_code >= 500:
+        # The request's fault (a body that trips the engine) or the engine's (its core
+        # died under it: vLLM answers 500 to what it held). Its /health tells them
+        # apart; a dead engine's request is resent, as nothing reached the client yet.
+        lease.release()
+        return not await lease.node.verify()
+    # A timeout may mean the engine is still working on it: never resent, and it may be
+    # the request's own length: /health decides. A 4xx is the request's fault.
+    lease.release(suspect=isinstance(exc, EngineTimeout))
     return False

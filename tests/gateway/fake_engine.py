@@ -50,6 +50,7 @@ class FakeEngine:
         self.models = models
         self.fail_status: int | None = None  # set: every completion fails with it
         self.healthy = True  # False: /health answers 503, as vLLM's does when its engine died
+        self.dies_failing = False  # with fail_status: the failure is its engine core dying
         self.version: str | None = "0.0.0-fake"  # what /version reports; None: no such route
         self.version_asked = 0
         self.received: list[bytes] = []
@@ -82,6 +83,7 @@ class FakeEngine:
         body = json.loads(raw)
         behaviour = str(body.get("prompt"))
         if self.fail_status is not None:
+            self.healthy = self.healthy and not self.dies_failing
             error = {"message": f"{self.name} fails", "type": "Error"}
             return JSONResponse({"error": error}, status_code=self.fail_status)
         if behaviour.startswith("hold"):

@@ -184,6 +184,24 @@ def test_fake_engine_500_is_not_retried_and_opens_the_circuit_only_if_health_fai
         assert len(engines[0].received) == 3
 
 
+def test_a_500_from_an_engine_that_then_fails_its_health_check_is_resent_elsewhere(
+    fakes: tuple[list[FakeEngine], list[str]],
+) -> None:
+    # vLLM answers 500 to the requests it held when its engine core dies: nothing
+    # reached the client yet, so the request goes to the other engine.
+    engines, urls = fakes
+    engines[0].fail_status, engines[0].dies_failing = 500, True
+    settings = _settings(urls, strategy="round_robin")
+    with serving(create_app(settings)) as url, httpx.Client(base_url=url) as client:
+        answers = [
+            client.post("/v1/completions", json=_body(str(i)), headers=AUTH) for i in range(4)
+        ]
+        assert [a.status_code for a in answers] == [200] * 4
+        assert {_who(a) for a in answers} == {"b"}
+        assert len(engines[0].received) == 1  # tried once, then out of rotation
+        assert metric(url, "portico_engine_retries_total") == 1
+
+
 def test_fake_engine_over_its_cap_requests_wait_bounded_then_503_with_retry_after(
     fakes: tuple[list[FakeEngine], list[str]],
 ) -> None:
