@@ -16,7 +16,9 @@ request waits (at most ``queue_size`` of them, at most ``queue_wait_s`` each),
 then gets 503 with Retry-After, never a hang. 429 stays the client's own limits.
 
 Retries: only before anything was sent to the client, only after a connection
-failure or an engine 503, on another engine, at most ``retries`` times.
+failure, an engine 503, or an engine 5xx followed by a failed /health (vLLM's 500
+for the requests it held when its engine core died), on another engine, at most
+``retries`` times.
 
 Health: a refused or dropped connection counts against the engine's breaker; a
 timeout or a 5xx only makes it suspect (see ``gateway.engines``), because a
