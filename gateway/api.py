@@ -12,14 +12,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from gateway import __version__, telemetry
 from gateway.auth import Principal, presented_key
 from gateway.body import read_body
 from gateway.errors import BackendUnavailable, EngineUnavailable
-from gateway.generation import Call
+from gateway.exchange import Call, Reply
 from gateway.middleware import request_id
 from gateway.resources import Resources, ResourcesDep
 
@@ -69,7 +70,32 @@ async def _generate(request: Request, path: str) -> Response:
         cache_mode=request.headers.get("x-portico-cache"),
         session=request.headers.get(resources.settings.routing.session_header),
     )
-    return await resources.generation.respond(call)
+    return render(await resources.generation.respond(call))
+
+
+def render(reply: Reply) -> Response:
+    """The service's answer as HTTP: the only place a ``Reply`` meets Starlette."""
+    if reply.stream is None:
+        return Response(reply.body, reply.status_code, reply.headers, reply.media_type)
+    return StreamReply(reply)
+
+
+class StreamReply(StreamingResponse):
+    """A streamed reply whose ``close`` runs however the response ends: after the last
+    event, or after Starlette cancelled the body because the client left."""
+
+    def __init__(self, reply: Reply) -> None:
+        if reply.stream is None or reply.close is None:
+            raise ValueError("not a streamed reply")
+        headers = {**reply.headers, "content-type": reply.media_type, "cache-control": "no-cache"}
+        super().__init__(reply.stream, reply.status_code, headers, reply.media_type)
+        self._close = reply.close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._close()
 
 
 # The two generation routes are plain Starlette routes, not FastAPI ones, and resolve

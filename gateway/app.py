@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,7 +17,6 @@ from gateway.admin import admin
 from gateway.api import generation_routes, ops, v1
 from gateway.body import BodyLimits
 from gateway.errors import (
-    BackendUnavailable,
     GatewayError,
     InternalError,
     InvalidRequest,
@@ -26,11 +27,11 @@ from gateway.hosts import AllowedHosts
 from gateway.metrics import Metrics
 from gateway.middleware import RequestContextMiddleware, RequestHeadLimits, request_id
 from gateway.proxies import ForwardedClient
-from gateway.redis_guard import RedisUnavailable
 from gateway.resources import lifespan_for
 from gateway.settings import GatewaySettings
 
 _log = logging.getLogger("portico.gateway")
+E = TypeVar("E", bound=Exception)
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -71,40 +72,40 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    async def gateway_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, GatewayError)
-        return render(exc)
-
-    async def validation_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
+    def validation_error(exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
         return render(
             InvalidRequest(f"Invalid request: {first.get('msg', 'bad input')}.", param=param)
         )
 
-    async def http_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
+    def http_error(exc: HTTPException) -> Response:
         kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
         body = error_body(str(exc.detail), "invalid_request_error", None, kind)
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-    async def redis_unavailable(_: Request, exc: Exception) -> Response:
-        # Services decide the policy for their own Redis calls; anything that
-        # still reaches here (the admin API) is a 503, not a 500.
-        return render(
-            BackendUnavailable(
-                "Key store unavailable; retry shortly.", headers={"retry-after": "1"}
-            )
-        )
 
     async def unexpected(_: Request, exc: Exception) -> Response:
         # The one top-level handler: log with the request id, tell the client nothing internal.
         _log.exception("unhandled error (request_id=%s)", request_id.get())
         return render(InternalError("Internal error; the request id identifies it in the logs."))
 
-    app.add_exception_handler(GatewayError, gateway_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(RedisUnavailable, redis_unavailable)
+    app.add_exception_handler(GatewayError, _handler(GatewayError, render))
+    app.add_exception_handler(
+        RequestValidationError, _handler(RequestValidationError, validation_error)
+    )
+    app.add_exception_handler(HTTPException, _handler(HTTPException, http_error))
     app.add_exception_handler(Exception, unexpected)
+
+
+def _handler(
+    kind: type[E], respond: Callable[[E], Response]
+) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """An exception handler for ``kind``: Starlette types every handler's argument as
+    Exception, although it passes only the class the handler is registered for."""
+
+    async def handle(_: Request, exc: Exception) -> Response:
+        if not isinstance(exc, kind):
+            raise exc
+        return respond(exc)
+
+    return handle

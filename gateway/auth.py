@@ -11,21 +11,20 @@ keys cannot be brute-forced.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NoReturn
 
-from gateway.errors import AuthenticationFailed, BackendUnavailable, RateLimited
+from gateway.errors import AuthenticationFailed, RateLimited, RedisUnavailable
 from gateway.jwt_verifier import JWTClaims, JWTVerifier, looks_like_jwt
 from gateway.keys import KeyHasher, KeyRecord, KeyStore
 from gateway.metrics import Metrics
 from gateway.permissions import Permission, holds
 from gateway.ratelimit import Limiter, Window
-from gateway.redis_guard import RedisUnavailable
+from gateway.redis_policy import RedisPolicy
 from gateway.settings import GatewaySettings
 
 # Keys resolved in the last minute stay usable while Redis is down (fail-open only).
@@ -104,6 +103,7 @@ class Authenticator:
         jwt: JWTVerifier,
         limiter: Limiter,
         metrics: Metrics,
+        policy: RedisPolicy | None = None,
     ) -> None:
         self._hasher = hasher
         self._static = [hasher.digest(k.get_secret_value()) for k in settings.api_keys]
@@ -113,7 +113,8 @@ class Authenticator:
         self._jwt_enabled = settings.jwt.enabled
         self._limiter = limiter
         self._metrics = metrics
-        self._policy = settings.redis.failure_policy
+        # None: the policy the settings name (the app passes its one shared instance).
+        self._policy = policy or RedisPolicy(settings.redis.failure_policy, metrics)
         self._ip_limit = settings.rate_limits.auth_failures_per_ip
         self._fallback: OrderedDict[str, tuple[KeyRecord, float]] = OrderedDict()
         self._suspects: OrderedDict[str, float] = OrderedDict()
@@ -129,7 +130,6 @@ class Authenticator:
                 return ANONYMOUS
             await self._refuse(client_ip, "Missing API key: send 'Authorization: Bearer <key>' "
                                "or 'X-API-Key'.", "missing_api_key")  # fmt: skip
-        assert presented is not None
         await self.check_ip(client_ip)
         try:
             return await self._resolve(presented)
@@ -170,12 +170,10 @@ class Authenticator:
             record = await self._fetch(key_id)
         except RedisUnavailable as exc:
             cached = self._fallback.get(key_id)
-            if self._policy == "open" and cached and time.monotonic() - cached[1] < _FALLBACK_TTL_S:
-                self._metrics.redis_fail_open.inc()
-                return cached[0]
-            raise BackendUnavailable(
-                "Key store unavailable; retry shortly.", headers={"retry-after": "1"}
-            ) from exc
+            recent = (
+                cached[0] if cached and time.monotonic() - cached[1] < _FALLBACK_TTL_S else None
+            )
+            return self._policy.key_fallback(exc, recent)
         if record is not None:
             self._fallback[key_id] = (record, time.monotonic())
             self._fallback.move_to_end(key_id)
@@ -194,19 +192,22 @@ class Authenticator:
             return
         try:
             failures = await self._limiter.count(self._ip_window(client_ip))
-        except RedisUnavailable:
-            return  # a protective check: skipping it is the lesser harm
+        except RedisUnavailable as exc:
+            self._policy.tolerate(exc, "the per-IP failure check")  # the lesser harm
+            return
         if failures >= self._ip_limit:
             self._metrics.ratelimit_rejections.labels("auth_ip").inc()
             raise RateLimited("Too many failed authentication attempts from this address.", 60)
 
-    async def _refuse(self, client_ip: str, message: str, code: str | None) -> None:
+    async def _refuse(self, client_ip: str, message: str, code: str | None) -> NoReturn:
         self._metrics.auth_failures.inc()
         self._suspects[client_ip] = time.monotonic()
         self._suspects.move_to_end(client_ip)
         if len(self._suspects) > _SUSPECT_IPS:
             self._suspects.popitem(last=False)
         # If Redis fails here the 401 stands; only the brute-force counter misses one.
-        with contextlib.suppress(RedisUnavailable):
+        try:
             await self._limiter.acquire([self._ip_window(client_ip)], uuid.uuid4().hex)
+        except RedisUnavailable as exc:
+            self._policy.tolerate(exc, "the per-IP failure counter")
         raise AuthenticationFailed(message, code=code)

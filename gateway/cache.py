@@ -21,13 +21,16 @@ import logging
 import time
 import zlib
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
 from gateway.cache_key import CachePlan, plan
+from gateway.errors import RedisUnavailable
 from gateway.metrics import Metrics
-from gateway.redis_guard import RedisGuard, RedisUnavailable
+from gateway.redis_guard import RedisGuard
+from gateway.redis_policy import RedisPolicy
 from gateway.replay import StreamRecorder, dump, load
 from gateway.sealing import Sealer, is_sealed
 from gateway.settings import CacheSettings
@@ -106,8 +109,12 @@ class ResponseCache:
         settings: CacheSettings,
         metrics: Metrics,
         sealer: Sealer | None = None,
+        policy: RedisPolicy | None = None,
     ) -> None:
         self._store = store
+        # A cache call only ever fails open (a broken cache is an empty cache), so any
+        # policy's answer is the same; the app passes its shared one.
+        self._policy = policy or RedisPolicy("open", metrics)
         self._sealer = sealer
         self._settings = settings
         self._metrics = metrics
@@ -137,8 +144,9 @@ class ResponseCache:
         started = time.perf_counter()
         try:
             stored = await self._store.get(key)
-        except RedisUnavailable:
-            return None  # a broken cache is an empty cache
+        except RedisUnavailable as exc:
+            self._policy.tolerate(exc, "a cache read")
+            return None
         if stored is None:
             return None
         opened = self._open(key, stored)
@@ -180,26 +188,44 @@ class ResponseCache:
             stored = self._sealer.seal(stored, b"cache:" + key.encode())
         try:
             await self._store.set(key, stored, ttl_s)
-        except RedisUnavailable:
+        except RedisUnavailable as exc:
+            self._policy.tolerate(exc, "a cache write")
             return
         self._metrics.cache_stores.inc()
         self._metrics.cache_stored_bytes.inc(len(stored))
 
-    def lead(self, key: str) -> Flight | None:
+    async def begin(self, plan: CachePlan) -> Hit | Ticket:
+        """The stored answer for ``plan`` (or the one an identical request in flight
+        hands over), else a ticket the caller must ``finish`` whatever happens: the
+        first request of a key leads (its duplicates wait for its answer), the rest of
+        a miss goes on without waiting again."""
+        key = plan.key
+        if key is None or not plan.read:
+            return Ticket(self, plan, None)
+        entry = await self.lookup(key)
+        flight = None
+        if entry is None:
+            flight = self._lead(key)
+            if flight is None:  # an identical request is in flight: wait for its answer
+                entry = await self._follow(key)
+                flight = self._lead(key) if entry is None else None
+        return Hit(entry) if entry is not None else Ticket(self, plan, flight)
+
+    def _lead(self, key: str) -> Flight | None:
         """Become the one request computing ``key``; None if another already is."""
         if key in self._inflight:
             return None
         flight = self._inflight[key] = Flight()
         return flight
 
-    def release(self, key: str, flight: Flight, entry: dict[str, Any] | None) -> None:
+    def hand_over(self, key: str, flight: Flight, entry: dict[str, Any] | None) -> None:
         """Hand the answer (None: none usable) to the requests waiting on ``flight``."""
         if self._inflight.get(key) is flight:
             del self._inflight[key]
         flight.entry = entry
         flight.done.set()
 
-    async def follow(self, key: str) -> dict[str, Any] | None:
+    async def _follow(self, key: str) -> dict[str, Any] | None:
         """Wait (bounded) for the request computing ``key``; its answer, if complete."""
         flight = self._inflight.get(key)
         if flight is None:
@@ -211,3 +237,43 @@ class ResponseCache:
         except TimeoutError:
             return None
         return flight.entry
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A stored answer, to be replayed."""
+
+    entry: dict[str, Any]
+
+
+class Ticket:
+    """A request the cache could not answer: what it may store, and the duplicates
+    waiting for it. ``finish`` runs once in every outcome (later calls do nothing)."""
+
+    def __init__(self, cache: ResponseCache, plan: CachePlan, flight: Flight | None) -> None:
+        self._cache = cache
+        self._plan = plan
+        self._flight = flight
+        self._finished = False
+        # x-cache: "miss" when the cache was asked, "bypass" when it may not be.
+        self.result = "miss" if plan.key is not None and plan.read else "bypass"
+
+    def recorder(self) -> StreamRecorder | None:
+        """Records a relayed stream for storing; None when the answer may not be stored."""
+        if not self._plan.write or self._plan.key is None:
+            return None
+        return self._cache.recorder()
+
+    async def finish(self, entry: dict[str, Any] | None = None) -> None:
+        """Store ``entry`` (a complete answer; None: nothing usable) if the plan allows,
+        and hand it to the duplicates waiting for this request."""
+        if self._finished:
+            return
+        self._finished = True
+        key = self._plan.key
+        try:
+            if entry is not None and self._plan.write and key is not None:
+                await self._cache.store(key, entry, self._plan.ttl_s)
+        finally:
+            if self._flight is not None and key is not None:
+                self._cache.hand_over(key, self._flight, entry)

@@ -212,9 +212,6 @@ class EnginePool:
         self.nodes: list[EngineNode] = []
         self._set_urls(discovery.static_urls())  # DNS entries join at the first discover()
         self._interval_s = routing.health_interval_s
-        # Routers wait here for a free slot; releases notify it while any request waits.
-        self.freed = asyncio.Condition()
-        self.waiting = 0  # requests queued for a slot (the router keeps it)
 
     async def discover(self) -> None:
         """Resolve the DNS entries again: new addresses join, vanished ones leave."""

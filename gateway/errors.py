@@ -10,15 +10,22 @@
     ├── PermissionDenied            403 permission_denied (model not allowed, not an admin)
     ├── NotFound                    404 (unknown model: code model_not_found)
     ├── RateLimited                 429 rate_limit_exceeded / insufficient_quota, Retry-After
-    ├── BackendUnavailable          503 Redis down under the fail-closed policy, Retry-After
+    ├── BackendUnavailable          503 a backing store is down, Retry-After
+    │   └── RedisUnavailable        Redis did not answer in time, refused, or its breaker is
+    │                               open (gateway.redis_guard); gateway.redis_policy decides
+    │                               whether a caller goes on without it or answers this 503
     ├── UpstreamError               problems reaching or hearing from an engine
     │   ├── EngineUnavailable       503 (connect refused/reset, no healthy engine, queue full)
+    │   │   ├── EngineUnreachable   a transport could not connect or lost the connection
+    │   │   │                           before the headers (gateway.upstream maps it)
     │   │   └── EngineBusy          503 the engine's own 503 (its queue is full), Retry-After
     │   ├── EngineTimeout           504 (no headers in time; a stream that stalled)
     │   └── EngineRejected          the engine's own 4xx/5xx, status and message passed through
     └── InternalError               500, message never carries details
 
-httpx exceptions become ``UpstreamError`` in :mod:`gateway.upstream` only.
+Transport exceptions (aiohttp, OSError) become ``UpstreamError`` in
+:mod:`gateway.upstream` only; redis-py's become ``RedisUnavailable`` in
+:mod:`gateway.redis_guard` only.
 """
 
 from __future__ import annotations
@@ -121,6 +128,15 @@ class BackendUnavailable(GatewayError):
     code = "backend_unavailable"
 
 
+class RedisUnavailable(BackendUnavailable):
+    """Redis did not answer in time, refused, or the breaker is open. ``reason`` is for
+    logs; the client's message never carries it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("Key store unavailable; retry shortly.", headers={"retry-after": "1"})
+        self.reason = reason
+
+
 class NotFound(GatewayError):
     status_code = 404
     error_type = "invalid_request_error"
@@ -135,6 +151,10 @@ class EngineUnavailable(UpstreamError):
     status_code = 503
     error_type = "service_unavailable"
     code = "engine_unavailable"
+
+
+class EngineUnreachable(EngineUnavailable):
+    """A transport could not connect, or the connection broke before the headers."""
 
 
 class EngineBusy(EngineUnavailable):

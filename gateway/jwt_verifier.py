@@ -20,86 +20,21 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import jwt
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.exceptions import InvalidSubjectError
-from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from gateway.errors import AuthenticationFailed
 from gateway.jwks import JWKSCache
+from gateway.jwt_keys import load_public_key
+from gateway.settings import JWTSettings
 
-# RFC 7518 section 3.2: an HS256 key must be at least as long as the SHA-256 output.
-_MIN_SECRET_BYTES = 32
-_MIN_RSA_BITS = 2048
 # 9999-12-31T23:59:59Z: keeps 'exp' within float range and any sane calendar.
 _MAX_EXP = 253_402_300_799
 _ASYMMETRIC = frozenset({"RS256", "ES256"})
 _SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-
-AsymmetricAlgorithm = Literal["RS256", "ES256"]
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
-
-
-class JWTSettings(BaseModel):
-    """JWT bearer verification; off unless a secret, a public key or a JWKS URL is set."""
-
-    secret: SecretStr | None = Field(
-        None, description="HS256 shared secret (at least 32 bytes). Verifies HS256 tokens only."
-    )
-    public_key: str | None = Field(
-        None,
-        description="PEM public key: RSA of 2048+ bits verifies RS256 only, EC P-256 verifies "
-        "ES256 only. Literal \\n sequences are read as newlines.",
-    )
-    jwks_url: str | None = Field(
-        None, description="JWKS endpoint; RS256/ES256 tokens pick their key by the kid header."
-    )
-    audience: str | None = Field(
-        None,
-        description="Required aud claim when set. When unset, a token carrying aud is refused.",
-    )
-    issuer: str | None = Field(None, description="Required iss claim when set.")
-    leeway_s: float = Field(30, ge=0, description="Clock skew allowed on exp, nbf and iat.")
-    jwks_min_refresh_s: float = Field(
-        30, gt=0, description="A token with an unknown kid refetches the JWKS at most this often."
-    )
-    jwks_timeout_s: float = Field(2, gt=0, description="Time limit on one JWKS fetch.")
-
-    @property
-    def enabled(self) -> bool:
-        return any(v is not None for v in (self.secret, self.public_key, self.jwks_url))
-
-    @field_validator("secret")
-    @classmethod
-    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        raw = "" if value is None else value.get_secret_value()
-        if value is not None and len(raw.encode()) < _MIN_SECRET_BYTES:
-            raise ValueError(
-                f"the HS256 secret must be at least {_MIN_SECRET_BYTES} bytes; "
-                "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
-            )
-        if raw.lstrip().startswith("-----BEGIN"):
-            raise ValueError("the HS256 secret looks like a PEM key: set it as public_key instead")
-        return value
-
-    @field_validator("public_key")
-    @classmethod
-    def _usable_public_key(cls, value: str | None) -> str | None:
-        if value is not None:
-            load_public_key(value)
-        return value
-
-    @field_validator("jwks_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("https://", "http://")):
-            raise ValueError("jwks_url must be an http(s) URL")
-        return value
 
 
 @dataclass(frozen=True)
@@ -112,23 +47,6 @@ class JWTClaims:
     rpm: int | None
     tpm: int | None
     expires_at: float
-
-
-def load_public_key(pem: str) -> tuple[PublicKey, AsymmetricAlgorithm]:
-    """Parse a PEM public key and name the one algorithm it verifies; ValueError if unusable."""
-    # Environment variables rarely hold newlines; a PEM never contains a backslash.
-    data = pem.replace("\\n", "\n").strip().encode()
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise ValueError("public_key is not a PEM public key (-----BEGIN PUBLIC KEY-----)") from exc
-    if isinstance(key, rsa.RSAPublicKey) and key.key_size >= _MIN_RSA_BITS:
-        return key, "RS256"
-    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
-        return key, "ES256"
-    raise ValueError(
-        f"public_key must be an RSA key of {_MIN_RSA_BITS}+ bits (RS256) or an EC P-256 key (ES256)"
-    )
 
 
 def looks_like_jwt(token: str) -> bool:

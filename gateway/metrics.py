@@ -43,6 +43,13 @@ class Metrics:
             # Process memory and CPU (the seed's model-memory gauge, for the gateway).
             ProcessCollector(namespace="portico", registry=self.registry)
         r = self.registry
+        self._request_families(r)
+        self._engine_families(r)
+        self._limit_families(r)
+        self._cache_families(r)
+
+    def _request_families(self, r: CollectorRegistry) -> None:
+        """Requests as the client sees them: counts, durations, tokens, streams."""
         self.requests = Counter(
             "portico_requests",
             "HTTP requests answered, by route template, model and status class.",
@@ -86,6 +93,9 @@ class Metrics:
             "portico_completion_tokens", "Completion tokens the engine reported.", ["model"],
             registry=r,
         )  # fmt: skip
+
+    def _engine_families(self, r: CollectorRegistry) -> None:
+        """The engines: outcomes, health, load, retries, queueing."""
         self.upstream_requests = Counter(
             "portico_upstream_requests",
             "Requests sent to an engine, by outcome: ok, rejected (engine 4xx/5xx), "
@@ -128,6 +138,9 @@ class Metrics:
             "body bytes).",
             ["reason"], registry=r,
         )  # fmt: skip
+
+    def _limit_families(self, r: CollectorRegistry) -> None:
+        """Limits, authentication and Redis trouble."""
         self.ratelimit_rejections = Counter(
             "portico_ratelimit_rejections",
             "Requests refused by a limit, by kind: rpm, tpm, budget, auth_ip.",
@@ -144,6 +157,9 @@ class Metrics:
             "Requests admitted without a limit check because Redis failed (policy 'open').",
             registry=r,
         )
+
+    def _cache_families(self, r: CollectorRegistry) -> None:
+        """The response cache and redaction."""
         self.cache_results = Counter(
             "portico_cache_requests", "Generation requests by cache result: hit, miss, bypass.",
             ["result"], registry=r,

@@ -13,6 +13,7 @@ client's original bytes plus the gateway's own fields appended (see
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -92,6 +93,11 @@ class ChatCompletionRequest(SamplingRequest):
 
 GenerationRequest = CompletionRequest | ChatCompletionRequest
 
+# A streamed event's usage member, with its comma, as vLLM writes it (compact JSON,
+# one nesting level: *_tokens_details). The relay and the cache's recorder both cut
+# it out without parsing the event.
+USAGE_MEMBER = re.compile(rb',"usage":(?:null|\{(?:[^{}]|\{[^{}]*\})*\})')
+
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "literal"})
 
 
@@ -124,6 +130,32 @@ def parse(model: type[GenerationRequest], body: bytes) -> GenerationRequest:
                 code="unsupported_parameter",
             )
     return request
+
+
+def batch_size(prompt: str | list[str] | list[int] | list[list[int]]) -> int:
+    """How many prompts a completions request holds (one token array is one prompt)."""
+    if isinstance(prompt, str) or not prompt or isinstance(prompt[0], int):
+        return 1
+    return len(prompt)
+
+
+def output_limit(request: GenerationRequest) -> int | None:
+    """The completion tokens per choice the engine will allow (vLLM's rule: a chat
+    request's max_completion_tokens wins over its max_tokens); None when unset."""
+    if isinstance(request, ChatCompletionRequest) and request.max_completion_tokens:
+        return request.max_completion_tokens
+    return request.max_tokens
+
+
+def completion_allowance(request: GenerationRequest, default: int) -> int:
+    """Completion tokens the request may generate: per choice, per prompt of a batch."""
+    limit = output_limit(request)
+    choices = request.n or 1
+    if isinstance(request, CompletionRequest):
+        if request.best_of:
+            choices = max(choices, request.best_of)
+        choices *= batch_size(request.prompt)
+    return (limit or default) * choices
 
 
 def with_fields(body: bytes, fields: dict[str, Any]) -> bytes:

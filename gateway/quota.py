@@ -19,40 +19,14 @@ import uuid
 from dataclasses import dataclass, field
 
 from gateway.auth import Principal
-from gateway.errors import BackendUnavailable, RateLimited
+from gateway.errors import RateLimited, RedisUnavailable
 from gateway.metrics import Metrics
-from gateway.protocol import ChatCompletionRequest, CompletionRequest, GenerationRequest
+from gateway.protocol import GenerationRequest, completion_allowance
 from gateway.ratelimit import Decision, Limiter, Window
-from gateway.redis_guard import RedisUnavailable
+from gateway.redis_policy import RedisPolicy
 from gateway.settings import RateLimitSettings
 
 _log = logging.getLogger("portico.quota")
-
-
-def batch_size(prompt: str | list[str] | list[int] | list[list[int]]) -> int:
-    """How many prompts a completions request holds (one token array is one prompt)."""
-    if isinstance(prompt, str) or not prompt or isinstance(prompt[0], int):
-        return 1
-    return len(prompt)
-
-
-def output_limit(request: GenerationRequest) -> int | None:
-    """The completion tokens per choice the engine will allow (vLLM's rule: a chat
-    request's max_completion_tokens wins over its max_tokens); None when unset."""
-    if isinstance(request, ChatCompletionRequest) and request.max_completion_tokens:
-        return request.max_completion_tokens
-    return request.max_tokens
-
-
-def completion_allowance(request: GenerationRequest, default: int) -> int:
-    """Completion tokens the request may generate: per choice, per prompt of a batch."""
-    limit = output_limit(request)
-    choices = request.n or 1
-    if isinstance(request, CompletionRequest):
-        if request.best_of:
-            choices = max(choices, request.best_of)
-        choices *= batch_size(request.prompt)
-    return (limit or default) * choices
 
 
 def _reset(seconds: float) -> str:
@@ -98,9 +72,9 @@ class Admission:
                 await self.limiter.settle(self.tpm, self.reservation, tokens)
             if self.usage_charged:
                 await self.limiter.charge(self.principal.id, None, tokens - self.reserved)
-        except RedisUnavailable:
+        except RedisUnavailable as exc:
             # The reservation stays as charged and ages out with its window.
-            _log.warning("could not settle usage for %s", self.principal.id)
+            _log.warning("could not settle usage for %s (%s)", self.principal.id, exc.reason)
 
 
 class QuotaService:
@@ -109,7 +83,7 @@ class QuotaService:
         limiter: Limiter,
         settings: RateLimitSettings,
         max_tokens: int,
-        policy: str,
+        policy: RedisPolicy,
         metrics: Metrics,
     ) -> None:
         self._limiter = limiter
@@ -153,11 +127,7 @@ class QuotaService:
                     self._refuse(decision)
             await self._charge_budget(admission)
         except RedisUnavailable as exc:
-            if self._policy == "closed":
-                raise BackendUnavailable(
-                    "Rate limiter unavailable; retry shortly.", headers={"retry-after": "1"}
-                ) from exc
-            self._metrics.redis_fail_open.inc()
+            self._policy.limits_unchecked(exc)
             # Still settled at the end: a call that timed out may have run in Redis
             # anyway (its answer was lost), and its reservation must not hold the
             # client's tpm for a window. Usage is left alone: whether the budget was

@@ -32,6 +32,7 @@ from typing import TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from gateway.errors import RedisUnavailable
 from gateway.metrics import Metrics
 from gateway.settings import RedisSettings
 
@@ -40,10 +41,6 @@ _log = logging.getLogger("portico.redis")
 _TICK_S = 0.01
 _TICKS_KEPT = 500  # ~5 s of ticks on a calm loop (_MAX_LAG_EXTENSION_S)
 _MAX_LAG_EXTENSION_S = 5.0
-
-
-class RedisUnavailable(Exception):
-    """Redis did not answer in time, refused, or the breaker is open."""
 
 
 class LoopLag:

@@ -37,14 +37,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.protocol import USAGE_MEMBER
+
 COMPLETE = frozenset({"stop", "length", "tool_calls"})
 # Kinds of cut: an event's usage (continuous_usage_stats); the final usage-only
 # event (include_usage).
 RUNNING_USAGE, FINAL_USAGE = "u", "f"
 _USAGE_KEY = b',"usage":'
-# An event's usage member, with its comma, as vLLM writes it (compact JSON, one
-# nesting level: *_tokens_details). The relay (gateway.streaming) finds it the same way.
-USAGE_MEMBER = re.compile(rb',"usage":(?:null|\{(?:[^{}]|\{[^{}]*\})*\})')
 # The random part of a tool-call id (vLLM: chatcmpl-tool-<16 hex>; Mistral: 9 alnum).
 _RANDOM_TAIL = re.compile(r"[0-9A-Za-z]{8,}$")
 _HEX = frozenset("0123456789abcdef")

@@ -22,10 +22,12 @@ from gateway.generation import GenerationService
 from gateway.jwt_verifier import JWTVerifier
 from gateway.keys import KeyHasher, KeyStore, MemoryKeyStore, RedisKeyStore
 from gateway.metrics import Metrics
+from gateway.preparation import Preparation
 from gateway.quota import QuotaService
 from gateway.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from gateway.redaction import Redactor
 from gateway.redis_guard import LoopLag, RedisGuard
+from gateway.redis_policy import RedisPolicy
 from gateway.routing import Router
 from gateway.sealing import Sealer
 from gateway.settings import GatewaySettings
@@ -100,9 +102,16 @@ def _routing(
     return pool, Router(pool, settings.routing, metrics), drain
 
 
-def _redactor(settings: GatewaySettings) -> Redactor | None:
+def _preparation(settings: GatewaySettings, catalog: ModelCatalog, metrics: Metrics) -> Preparation:
     redaction = settings.redaction
-    return Redactor(redaction.kinds) if redaction.mode == "redact" else None
+    return Preparation(
+        catalog,
+        settings.limits,
+        metrics,
+        Redactor(redaction.kinds) if redaction.mode == "redact" else None,
+        settings.rate_limits.default_max_tokens,
+        settings.isolate_prefix_cache,
+    )
 
 
 def lifespan_for(
@@ -113,7 +122,7 @@ def lifespan_for(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            transport = build_transport(settings.upstream, settings.upstream_transport)
+            transport = build_transport(settings.upstream)
             stack.push_async_callback(transport.aclose)
             # JWKS fetches (rare) use httpx; engines get the transport above.
             client = httpx.AsyncClient(timeout=settings.upstream.probe_s)
@@ -124,7 +133,7 @@ def lifespan_for(
             jwt = JWTVerifier(settings.jwt, client)
             pool, router, drain = _routing(settings, metrics, transport, stack)
             catalog = ModelCatalog(pool, settings.models_refresh_s)
-            policy = settings.redis.failure_policy
+            policy = RedisPolicy(settings.redis.failure_policy, metrics)
             quota = QuotaService(
                 limiter, settings.rate_limits, settings.limits.max_tokens, policy, metrics
             )
@@ -134,22 +143,18 @@ def lifespan_for(
                 hasher=hasher,
                 keys=keys,
                 limiter=limiter,
-                auth=Authenticator(settings, hasher, keys, jwt, limiter, metrics),
+                auth=Authenticator(settings, hasher, keys, jwt, limiter, metrics, policy),
                 pool=pool,
                 router=router,
                 drain=drain,
                 catalog=catalog,
                 generation=GenerationService(
-                    router,
-                    catalog,
-                    settings.limits,
-                    settings.routing,
+                    _preparation(settings, catalog, metrics),
+                    ResponseCache(cache_store, settings.cache, metrics, _sealer(settings), policy),
                     quota,
-                    ResponseCache(cache_store, settings.cache, metrics, _sealer(settings)),
+                    router,
+                    settings.routing,
                     metrics,
-                    _redactor(settings),
-                    settings.rate_limits.default_max_tokens,
-                    settings.isolate_prefix_cache,
                 ),
             )
             yield

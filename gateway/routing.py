@@ -27,11 +27,9 @@ tenant's own request can cause either.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
-import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 from gateway.engines import EngineNode, EnginePool
 from gateway.errors import (
@@ -44,44 +42,35 @@ from gateway.errors import (
 from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, GenerationRequest
 from gateway.settings import RoutingSettings
+from gateway.slots import Lease, Slots, refusal
 from gateway.upstream import Answer
 
 
-class Lease:
-    """One slot on one engine, held until the answer ends; ``release`` is idempotent."""
+class EngineCall:
+    """One request's answer from one engine and the slot it holds there. ``close`` is
+    idempotent and must run in every outcome: it closes the answer and frees the slot."""
 
-    def __init__(self, pool: EnginePool, node: EngineNode) -> None:
-        self._pool = pool
-        self.node = node
-        self._held = True
-        node.acquire()
+    def __init__(self, answer: Answer, lease: Lease) -> None:
+        self._answer = answer
+        self._lease = lease
+        self._engine = lease.node.engine
+        self.status_code = answer.status_code
+        self.headers = answer.headers
 
-    def release(self, suspect: bool = False) -> None:
-        """Give the slot back; ``suspect``: the answer failed in a way that may be the
-        engine's fault (its /health decides)."""
-        if not self._held:
-            return
-        self._held = False
-        self.node.release()
-        if suspect:
-            self.node.suspect()
-        if self._pool.waiting:
-            self._wake()
+    async def read(self) -> bytes:
+        return await self._engine.read(self._answer)
 
-    def _wake(self) -> None:
-        # Runs from sync code (stream ends): hand the notification to the loop.
-        async def notify() -> None:
-            async with self._pool.freed:
-                self._pool.freed.notify_all()  # waiters re-check; one may want another model
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self._engine.chunks(self._answer)
 
-        task = asyncio.get_running_loop().create_task(notify())
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+    def broke(self) -> None:
+        """The engine broke the stream after its first byte (counted per engine)."""
+        self._engine.broke()
 
-
-# Strong references to notify tasks until they finish (the loop keeps only weak ones);
-# each finishes at once, so the set stays small.
-_background: set[asyncio.Task[None]] = set()
+    async def close(self, suspect: bool = False) -> None:
+        """``suspect``: the answer failed in a way that may be the engine's fault."""
+        self._lease.release(suspect=suspect)
+        await self._answer.aclose()
 
 
 def affinity_key(request: GenerationRequest, session: str | None, prefix_chars: int) -> str | None:
@@ -107,6 +96,7 @@ def _weight(key: str, url: str) -> bytes:
 class Router:
     def __init__(self, pool: EnginePool, settings: RoutingSettings, metrics: Metrics) -> None:
         self._pool = pool
+        self._slots = Slots(settings, metrics)
         self._settings = settings
         self._metrics = metrics
         self._turn = 0  # rotates ties between equally loaded engines
@@ -134,58 +124,21 @@ class Router:
 
     async def acquire(self, model: str, key: str | None, tried: set[str]) -> Lease:
         """A slot on an engine serving ``model`` not in ``tried``, waiting if all are full."""
-        started = time.monotonic()
-        if not self._pool.waiting:
-            # Fast path, no lock: nobody is queued (so nobody is overtaken) and nothing
-            # below awaits between the choice and the lease.
-            node = self._pick(model, key, tried)
-            if node is not None:
-                self._metrics.engine_queue_wait.labels(node.name).observe(0.0)
-                return Lease(self._pool, node)
-        deadline = started + self._settings.queue_wait_s
-        async with self._pool.freed:
-            queued = False
-            try:
-                while True:
-                    node = self._pick(model, key, tried)
-                    if node is not None:
-                        waited = time.monotonic() - started
-                        self._metrics.engine_queue_wait.labels(node.name).observe(waited)
-                        return Lease(self._pool, node)
-                    if not queued:
-                        if self._pool.waiting >= self._settings.queue_size:
-                            raise self._refuse("queue_full", "All engines are at capacity.")
-                        self._pool.waiting += 1
-                        queued = True
-                    await self._wait(deadline)
-            finally:
-                if queued:
-                    self._pool.waiting -= 1
+        return await self._slots.acquire(lambda: self._pick(model, key, tried))
 
     def _pick(self, model: str, key: str | None, tried: set[str]) -> EngineNode | None:
         """The engine to use now, None if all are at their cap; refuses if none serves."""
         nodes = [n for n in self._pool.candidates(model) if n.url not in tried]
         if not nodes:
-            raise self._refuse("no_engine", "No engine serving this model is available.")
+            raise refusal(self._metrics, "no_engine", "No engine serving this model is available.")
         return self.choose(nodes, key)
-
-    async def _wait(self, deadline: float) -> None:
-        try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                await self._pool.freed.wait()
-        except TimeoutError:
-            raise self._refuse("queue_timeout", "All engines stayed at capacity.") from None
-
-    def _refuse(self, reason: str, message: str) -> EngineUnavailable:
-        self._metrics.backpressure_rejections.labels(reason).inc()
-        return EngineUnavailable(message + " Retry shortly.", headers={"retry-after": "1"})
 
     async def open(
         self, request: GenerationRequest, key: str | None, path: str, body: bytes,
         headers: Mapping[str, str],
-    ) -> tuple[Answer, Lease]:  # fmt: skip
+    ) -> EngineCall:  # fmt: skip
         """Send to a chosen engine; fail over before the first byte within the budget.
-        The caller owns both the response (``aclose``) and the lease (``release``)."""
+        The caller owns the returned call and must ``close`` it."""
         tried: set[str] = set()
         while True:
             lease = await self.acquire(request.model, key, tried)
@@ -203,7 +156,7 @@ class Router:
                 self._metrics.engine_retries.labels(lease.node.name).inc()
                 continue
             lease.node.succeeded()
-            return response, lease
+            return EngineCall(response, lease)
 
     def _others(self, model: str, tried: set[str]) -> bool:
         return any(n.url not in tried for n in self._pool.candidates(model))

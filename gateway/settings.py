@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.discovery import EngineSource
 from gateway.hosts import AllowedHostPatterns
-from gateway.jwt_verifier import JWTSettings
+from gateway.jwt_keys import MIN_SECRET_BYTES, load_public_key
 from gateway.proxies import TrustedProxies
 from gateway.redaction import KINDS, Kind
 from gateway.sealing import parse_key
@@ -223,6 +223,63 @@ class RoutingSettings(BaseModel):
     )
 
 
+class JWTSettings(BaseModel):
+    """JWT bearer verification; off unless a secret, a public key or a JWKS URL is set."""
+
+    secret: SecretStr | None = Field(
+        None, description="HS256 shared secret (at least 32 bytes). Verifies HS256 tokens only."
+    )
+    public_key: str | None = Field(
+        None,
+        description="PEM public key: RSA of 2048+ bits verifies RS256 only, EC P-256 verifies "
+        "ES256 only. Literal \\n sequences are read as newlines.",
+    )
+    jwks_url: str | None = Field(
+        None, description="JWKS endpoint; RS256/ES256 tokens pick their key by the kid header."
+    )
+    audience: str | None = Field(
+        None,
+        description="Required aud claim when set. When unset, a token carrying aud is refused.",
+    )
+    issuer: str | None = Field(None, description="Required iss claim when set.")
+    leeway_s: float = Field(30, ge=0, description="Clock skew allowed on exp, nbf and iat.")
+    jwks_min_refresh_s: float = Field(
+        30, gt=0, description="A token with an unknown kid refetches the JWKS at most this often."
+    )
+    jwks_timeout_s: float = Field(2, gt=0, description="Time limit on one JWKS fetch.")
+
+    @property
+    def enabled(self) -> bool:
+        return any(v is not None for v in (self.secret, self.public_key, self.jwks_url))
+
+    @field_validator("secret")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        raw = "" if value is None else value.get_secret_value()
+        if value is not None and len(raw.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"the HS256 secret must be at least {MIN_SECRET_BYTES} bytes; "
+                "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        if raw.lstrip().startswith("-----BEGIN"):
+            raise ValueError("the HS256 secret looks like a PEM key: set it as public_key instead")
+        return value
+
+    @field_validator("public_key")
+    @classmethod
+    def _usable_public_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            load_public_key(value)
+        return value
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("jwks_url must be an http(s) URL")
+        return value
+
+
 class GatewaySettings(BaseSettings):
     """Everything the gateway process is configured with."""
 
@@ -265,11 +322,6 @@ class GatewaySettings(BaseSettings):
         "other Host gets 400 invalid_host; /healthz, /readyz and /metrics answer any Host "
         "(probes and scrapes use the pod IP). Empty: any Host, with a start-up warning "
         "outside dev mode; set it in production (the Helm chart does).",
-    )
-    upstream_transport: Literal["aiohttp", "httpx"] = Field(
-        "aiohttp",
-        description="HTTP client to engines: aiohttp (used directly) or httpx. aiohttp costs "
-        "the gateway much less CPU per request (measured in bench/).",
     )
     isolate_prefix_cache: bool = Field(
         True,

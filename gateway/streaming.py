@@ -1,9 +1,9 @@
-"""Relaying an engine's response body to the client chunk by chunk.
+"""What the relay of a stream reads from the SSE events as they pass.
 
-The upstream response is closed in every outcome: normal end, engine failure,
-and client disconnect (Starlette cancels the body task; ``RelayResponse``
-closes the upstream after that, so vLLM sees the connection drop and aborts
-the request instead of generating tokens nobody reads).
+The relay itself (chunk by chunk, closed in every outcome, so vLLM sees a
+client's disconnect and aborts the request instead of generating tokens nobody
+reads) is :class:`gateway.exchange.Exchange`'s; this module only knows the
+event format.
 
 ``UsageTap`` watches the SSE events as they pass. The gateway asks the engine
 for ``stream_options: {include_usage, continuous_usage_stats}`` on every stream,
@@ -19,20 +19,12 @@ final usage chunk.
 from __future__ import annotations
 
 import json
-import logging
 import re
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
 
-from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
-
-from gateway import telemetry
 from gateway.errors import UpstreamError
-from gateway.replay import USAGE_MEMBER, StreamRecorder
-from gateway.upstream import Answer, Engine
+from gateway.protocol import USAGE_MEMBER
 
-_log = logging.getLogger("portico.streaming")
 _DONE = b"data: [DONE]\n\n"
 
 
@@ -46,6 +38,12 @@ _TOTAL = re.compile(rb'"total_tokens":(\d+)')
 _INDEX = re.compile(rb'"index":(\d+)')
 
 
+class EventSink(Protocol):
+    """Takes every event's data as it is relayed (the cache's stream recorder)."""
+
+    def add(self, data: bytes) -> None: ...
+
+
 class UsageTap:
     """Splits the byte stream into SSE events and inspects the ones that matter."""
 
@@ -53,7 +51,7 @@ class UsageTap:
         self,
         strip_usage: bool,
         strip_running_usage: bool = True,
-        recorder: StreamRecorder | None = None,
+        recorder: EventSink | None = None,
     ) -> None:
         self._strip = strip_usage  # the final usage chunk
         self._strip_running = strip_running_usage  # the usage on every other event
@@ -139,60 +137,3 @@ class UsageTap:
         if not self._strip_running:
             return event + b"\n\n"
         return event[: field.start()] + event[field.end() :] + b"\n\n"
-
-
-async def _relay(
-    engine: Engine,
-    upstream: Answer,
-    tap: UsageTap,
-    on_end: Callable[[UsageTap], Awaitable[None]],
-) -> AsyncIterator[bytes]:
-    record = telemetry.current()
-    try:
-        async for chunk in engine.chunks(upstream):
-            out = tap.feed(chunk)
-            if out:
-                if record.first_token_at is None and tap.content_events:
-                    record.first_token_at = time.perf_counter()
-                yield out
-        await on_end(tap)
-        rest = tap.flush()
-        if rest:
-            yield rest
-    except UpstreamError as exc:
-        _log.warning("stream broken by engine: %s", exc.message)
-        engine.broke()
-        tap.error = exc
-        yield sse_error(exc)
-    finally:
-        await upstream.aclose()
-
-
-class RelayResponse(StreamingResponse):
-    """A streamed engine response that always closes its upstream and reports what
-    passed through to ``on_end`` (usage settlement, caching): before the final
-    ``[DONE]`` on a normal end, after the disconnect or failure otherwise.
-    ``on_end`` must tolerate being called twice."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        upstream: Answer,
-        media_type: str,
-        tap: UsageTap,
-        on_end: Callable[[UsageTap], Awaitable[None]],
-        headers: dict[str, str],
-    ) -> None:
-        super().__init__(_relay(engine, upstream, tap, on_end), status_code=upstream.status_code)
-        self.media_type = media_type
-        self.init_headers({**headers, "content-type": media_type, "cache-control": "no-cache"})
-        self._upstream = upstream
-        self._tap = tap
-        self._on_end = on_end
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._upstream.aclose()
-            await self._on_end(self._tap)

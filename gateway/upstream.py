@@ -1,12 +1,13 @@
 """Talking to one vLLM engine over HTTP, and the boundary where client errors
 become gateway errors.
 
-Two transports carry the requests, chosen by ``upstream_transport``: aiohttp
-used directly (the default: the generation path is the gateway's hottest code,
-and httpx's request building, URL parsing and cookie handling on top of
-aiohttp cost about a third of the gateway's CPU per request in bench/), or
-httpx with its own transport. Both sit behind :class:`Transport`, and both give
-back an :class:`Answer`; every error either raises is translated here.
+One transport carries the requests: aiohttp, used directly. The generation
+path is the gateway's hottest code, and httpx's request building, URL parsing
+and cookie handling cost about a third of the gateway's CPU per request when
+bench/ compared the two; the httpx transport was removed (JWKS fetches still
+use httpx, where a request a minute costs nothing). It sits behind
+:class:`Transport` (tests substitute their own) and gives back an
+:class:`Answer`; every error it raises is translated here.
 
 Every call has explicit time limits: the connect limit is given to the
 client; time to first byte and the idle gap between body chunks are enforced
@@ -22,7 +23,6 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 import aiohttp
-import httpx
 
 from gateway import telemetry
 from gateway.errors import (
@@ -30,6 +30,7 @@ from gateway.errors import (
     EngineRejected,
     EngineTimeout,
     EngineUnavailable,
+    EngineUnreachable,
     GatewayError,
     UpstreamError,
 )
@@ -38,11 +39,6 @@ from gateway.settings import UpstreamTimeouts
 
 # The engine's error body is relayed to the client; cap what we read of it.
 _MAX_ERROR_BODY = 64 * 1024
-
-
-class Unreachable(Exception):
-    """The engine could not be reached, or dropped the connection before answering:
-    nothing was generated for the client yet, so another engine may be tried."""
 
 
 class Answer(Protocol):
@@ -60,7 +56,7 @@ class Answer(Protocol):
 
 class Transport(Protocol):
     """POST with a streamed answer, and short GETs; connection failures raise
-    :class:`Unreachable`, the rest raise the client's own errors."""
+    :class:`~gateway.errors.EngineUnreachable`, the rest raise the client's own errors."""
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer: ...
     async def get(self, url: str) -> tuple[int, bytes]: ...
@@ -97,11 +93,11 @@ class AiohttpTransport:
         try:
             response = await self._session.post(url, data=body, headers=headers)
         except aiohttp.ConnectionTimeoutError as exc:  # before TimeoutError: it is one
-            raise Unreachable(type(exc).__name__) from exc
+            raise EngineUnreachable(type(exc).__name__) from exc
         except (aiohttp.ClientConnectionError, OSError) as exc:
             # Refused, reset, or a pooled keep-alive connection the engine dropped
             # (ServerDisconnectedError) before any answer.
-            raise Unreachable(type(exc).__name__) from exc
+            raise EngineUnreachable(type(exc).__name__) from exc
         return _AiohttpAnswer(response)
 
     async def get(self, url: str) -> tuple[int, bytes]:
@@ -112,61 +108,13 @@ class AiohttpTransport:
         await self._session.close()
 
 
-class _HttpxAnswer:
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self.status_code = response.status_code
-        self.headers: Mapping[str, str] = response.headers
-
-    def raw(self) -> AsyncIterator[bytes]:
-        return self._response.aiter_raw()
-
-    async def aclose(self) -> None:
-        await self._response.aclose()
-
-
-class HttpxTransport:
-    def __init__(self, timeouts: UpstreamTimeouts) -> None:
-        timeout = httpx.Timeout(
-            connect=timeouts.connect_s,
-            # Reads are bounded by first_byte_s / stream_idle_s in Engine; a backstop.
-            read=max(timeouts.first_byte_s, timeouts.stream_idle_s) + 5,
-            write=timeouts.connect_s,
-            pool=timeouts.first_byte_s,
-        )
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
-        self._client = httpx.AsyncClient(timeout=timeout, limits=limits)
-
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
-        request = self._client.build_request("POST", url, content=body, headers=headers)
-        try:
-            response = await self._client.send(request, stream=True)
-        except httpx.ConnectTimeout as exc:  # before TimeoutException: it is one
-            raise Unreachable(type(exc).__name__) from exc
-        except httpx.TimeoutException:
-            raise  # a slow engine, not an unreachable one: Engine.open makes it a 504
-        except (httpx.TransportError, OSError) as exc:
-            # Refused, reset, or disconnected before the response headers.
-            raise Unreachable(type(exc).__name__) from exc
-        return _HttpxAnswer(response)
-
-    async def get(self, url: str) -> tuple[int, bytes]:
-        response = await self._client.get(url)
-        return response.status_code, response.content
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-
-def build_transport(timeouts: UpstreamTimeouts, transport: str) -> Transport:
+def build_transport(timeouts: UpstreamTimeouts) -> Transport:
     """The pooled client the lifespan owns (and closes)."""
-    if transport == "aiohttp":
-        return AiohttpTransport(timeouts)
-    return HttpxTransport(timeouts)
+    return AiohttpTransport(timeouts)
 
 
 # Errors a transport may raise mid-body: the engine's connection broke.
-_BROKEN = (aiohttp.ClientError, httpx.HTTPError, OSError)
+_BROKEN = (aiohttp.ClientError, OSError)
 
 
 class Engine:
@@ -200,7 +148,7 @@ class Engine:
         try:
             async with asyncio.timeout(self._timeouts.probe_s):
                 status, content = await self._transport.get(self.base_url + path)
-        except (Unreachable, TimeoutError, *_BROKEN) as exc:
+        except (EngineUnreachable, TimeoutError, *_BROKEN) as exc:
             up.set(0)
             raise EngineUnavailable(f"Engine unreachable: {type(exc).__name__}.") from exc
         if status != 200:
@@ -228,10 +176,10 @@ class Engine:
         try:
             async with asyncio.timeout(limits.first_byte_s if stream else limits.generation_s):
                 answer = await self._transport.post(self.base_url + path, body, headers)
-        except Unreachable as exc:
+        except EngineUnreachable as exc:
             self._unavailable.inc()
-            raise EngineUnavailable(f"Engine unreachable: {exc}.") from exc
-        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise EngineUnavailable(f"Engine unreachable: {exc.message}.") from exc
+        except TimeoutError as exc:
             self._timeout.inc()
             raise EngineTimeout(
                 "Engine did not start answering in time."

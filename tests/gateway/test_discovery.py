@@ -115,7 +115,7 @@ def test_pool_adds_resolved_engines_and_drops_vanished_ones_with_their_metrics(
     url_a, url_b = f"http://127.0.0.1:{port}", f"http://127.0.0.2:{port}"
 
     async def run() -> tuple[list[str], list[str], str, str]:
-        transport = build_transport(UpstreamTimeouts(), "aiohttp")
+        transport = build_transport(UpstreamTimeouts())
         try:
             discovery = Discovery([f"dns+http://pods:{port}"], 1.0, resolver)
             pool = EnginePool(transport, discovery, UpstreamTimeouts(), RoutingSettings(), metrics)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import pytest
@@ -24,16 +24,13 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 SYSTEM = "You are a meticulous assistant for the accounts team. " * 50  # past the 2048 hashed
 
 
-def _settings(
-    urls: list[str], transport: Literal["aiohttp", "httpx"] = "aiohttp", **routing: Any
-) -> GatewaySettings:
+def _settings(urls: list[str], **routing: Any) -> GatewaySettings:
     defaults = {"health_interval_s": 0.2, "breaker_reset_s": 0.5, "breaker_failures": 1}
     return GatewaySettings(
         engines=urls,
         api_keys=[KEY],
         upstream={"first_byte_s": 5.0, "stream_idle_s": 5.0, "probe_s": 1.0},
         routing={**defaults, **routing},
-        upstream_transport=transport,
     )
 
 
@@ -116,17 +113,14 @@ def test_fake_engines_a_hot_prefix_spills_over_when_its_engine_is_at_its_bound(
     assert max(engines.count("a"), engines.count("b")) <= 5
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
 def test_fake_engine_killed_requests_fail_over_and_the_restarted_engine_is_taken_back(
-    fakes: tuple[list[FakeEngine], list[str]],
-    tmp_path: Path,
-    transport: Literal["aiohttp", "httpx"],
+    fakes: tuple[list[FakeEngine], list[str]], tmp_path: Path
 ) -> None:
     _, urls = fakes
     c = FakeEngineProcess("c", tmp_path)
     try:
         with (
-            serving(create_app(_settings([urls[0], c.url], transport))) as url,
+            serving(create_app(_settings([urls[0], c.url]))) as url,
             httpx.Client(base_url=url, headers=AUTH) as client,
         ):
             before = {_who(client.post("/v1/completions", json=_body(f"{i}"))) for i in range(12)}

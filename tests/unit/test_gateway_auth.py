@@ -17,12 +17,11 @@ from typing import Any
 import pytest
 
 from gateway.auth import ANONYMOUS, Authenticator, Principal, presented_key
-from gateway.errors import AuthenticationFailed, BackendUnavailable, RateLimited
+from gateway.errors import AuthenticationFailed, BackendUnavailable, RateLimited, RedisUnavailable
 from gateway.jwt_verifier import JWTVerifier
 from gateway.keys import KeyHasher, KeyRecord, KeySpec, MemoryKeyStore
 from gateway.metrics import Metrics
 from gateway.ratelimit import MemoryLimiter
-from gateway.redis_guard import RedisUnavailable
 from gateway.settings import GatewaySettings
 
 FIRST = "pk-test-first-4f1c9a"

@@ -22,7 +22,8 @@ from jwt.algorithms import RSAAlgorithm
 from pydantic import ValidationError
 
 from gateway.errors import AuthenticationFailed
-from gateway.jwt_verifier import JWTClaims, JWTSettings, JWTVerifier, looks_like_jwt
+from gateway.jwt_verifier import JWTClaims, JWTVerifier, looks_like_jwt
+from gateway.settings import JWTSettings
 from tests.conftest import free_port
 from tests.gateway.jwt_tokens import (
     JWKSHost,

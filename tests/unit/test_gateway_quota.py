@@ -9,15 +9,21 @@ from typing import Any
 import pytest
 
 from gateway.auth import Principal
-from gateway.errors import RateLimited
+from gateway.errors import RateLimited, RedisUnavailable
 from gateway.metrics import Metrics
-from gateway.protocol import ChatCompletionRequest, CompletionRequest
-from gateway.quota import QuotaService, batch_size, completion_allowance
+from gateway.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    batch_size,
+    completion_allowance,
+)
+from gateway.quota import QuotaService
 from gateway.ratelimit import Decision, MemoryLimiter, Window
-from gateway.redis_guard import RedisUnavailable
+from gateway.redis_policy import RedisPolicy
 from gateway.settings import RateLimitSettings
 
 DEFAULT = 512
+_OPEN = RedisPolicy("open", Metrics())  # the fail-open policy these tests run under
 
 
 def _completion(**fields: Any) -> CompletionRequest:
@@ -84,7 +90,7 @@ class LostAnswerLimiter(MemoryLimiter):
 
 def test_an_admission_that_failed_open_still_settles_its_reservation() -> None:
     limiter = LostAnswerLimiter()
-    quota = QuotaService(limiter, RateLimitSettings(), 4096, "open", Metrics())
+    quota = QuotaService(limiter, RateLimitSettings(), 4096, _OPEN, Metrics())
     principal = Principal(id="key_a", kind="key", rpm=100, tpm=10_000)
     request = _completion(max_tokens=1000)
 
@@ -103,7 +109,7 @@ def test_an_admission_that_failed_open_still_settles_its_reservation() -> None:
 def test_a_request_larger_than_the_tpm_limit_is_told_not_to_retry() -> None:
     # Waiting cannot help: without x-should-retry: false the OpenAI SDK would wait
     # out Retry-After twice and then fail anyway.
-    quota = QuotaService(MemoryLimiter(60), RateLimitSettings(), 4096, "open", Metrics())
+    quota = QuotaService(MemoryLimiter(60), RateLimitSettings(), 4096, _OPEN, Metrics())
     principal = Principal(id="key_b", kind="key", tpm=1000)
     with pytest.raises(RateLimited) as info:
         asyncio.run(quota.admit(principal, _completion(max_tokens=2000), 5))
@@ -113,7 +119,7 @@ def test_a_request_larger_than_the_tpm_limit_is_told_not_to_retry() -> None:
 
 def test_a_cache_hit_reads_the_tpm_window_without_spending_or_being_refused() -> None:
     limiter = MemoryLimiter(60)
-    quota = QuotaService(limiter, RateLimitSettings(), 4096, "open", Metrics())
+    quota = QuotaService(limiter, RateLimitSettings(), 4096, _OPEN, Metrics())
     principal = Principal(id="key_c", kind="key", rpm=10, tpm=100)
 
     async def scenario() -> dict[str, str]:

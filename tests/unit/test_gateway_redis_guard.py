@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from gateway.errors import RedisUnavailable
 from gateway.metrics import Metrics
-from gateway.redis_guard import LoopLag, RedisGuard, RedisUnavailable
+from gateway.redis_guard import LoopLag, RedisGuard
 from gateway.settings import RedisSettings
 
 TIMEOUT_S = 0.05

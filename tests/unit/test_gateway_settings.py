@@ -60,13 +60,11 @@ def test_invalid_nested_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
         GatewaySettings()
 
 
-def test_engine_url_and_transport_come_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_engine_url_comes_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PORTICO_API_KEYS", "pk-one")
     monkeypatch.setenv("PORTICO_ENGINE_URL", "http://engine:8000")
-    monkeypatch.setenv("PORTICO_UPSTREAM_TRANSPORT", "httpx")
     settings = GatewaySettings()
     assert settings.engine_url == "http://engine:8000"
-    assert settings.upstream_transport == "httpx"
 
 
 def test_secrets_do_not_appear_in_repr_or_str(monkeypatch: pytest.MonkeyPatch) -> None:

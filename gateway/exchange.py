@@ -1,0 +1,194 @@
+"""One generation call, from the cache's verdict to its end, and the answer it gives.
+
+A ``Call`` is the request as the service sees it (plain values, no HTTP). An
+``Exchange`` owns everything a call holds while it runs: the cache ticket (the
+duplicates waiting for this answer), the admission (tokens reserved against
+the caller's limits) and the engine call (a slot on one engine and its open
+answer). ``finish`` is the only way out, whatever happens: it frees the slot,
+settles the admission to what the answer cost and stores the answer or tells
+the waiting duplicates there is none. It runs once; every exit path calls it.
+
+A ``Reply`` is what the service returns: a whole body, or the SSE bytes of a
+stream plus the ``close`` its consumer awaits when it stops reading (at the end,
+on a disconnect, on a failure). Only ``gateway.api`` turns it into HTTP; a batch
+worker can consume the same object.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway import telemetry
+from gateway.auth import Principal
+from gateway.cache import Ticket
+from gateway.errors import EngineRejected, EngineTimeout, GatewayError, UpstreamError
+from gateway.protocol import ChatCompletionRequest, GenerationRequest
+from gateway.quota import Admission
+from gateway.replay import StreamRecorder, entry_from_body
+from gateway.routing import EngineCall
+from gateway.streaming import UsageTap, sse_error
+
+_log = logging.getLogger("portico.streaming")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One generation request, as the service sees it."""
+
+    route: str
+    body: bytes
+    request: GenerationRequest
+    principal: Principal
+    request_id: str
+    cache_control: str | None = None
+    cache_mode: str | None = None
+    session: str | None = None  # the session header's value: sticks the call to one engine
+
+    @property
+    def chat(self) -> bool:
+        return isinstance(self.request, ChatCompletionRequest)
+
+    @property
+    def wants_usage(self) -> bool:
+        options = self.request.stream_options
+        return bool(options and options.include_usage)
+
+    @property
+    def wants_running_usage(self) -> bool:
+        # vLLM's rule: running usage on every event only together with include_usage.
+        options = self.request.stream_options
+        return bool(options and options.include_usage and options.continuous_usage_stats)
+
+
+@dataclass
+class Reply:
+    """The service's answer before HTTP. A stream's consumer must await ``close`` when
+    it stops reading, however it stops."""
+
+    status_code: int
+    media_type: str
+    headers: dict[str, str]
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+    close: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
+
+
+def failure_charge(exc: BaseException, prompt: int) -> int:
+    """What a request the engine did not answer is charged. Refused before any work
+    (no engine, a full queue, a refused connection, the engine's own 4xx): nothing.
+    A timeout or an engine 5xx after the engine accepted it: its prompt, which the
+    engine did read. The client received no tokens, and holding its whole reservation
+    would shrink its limit for a window over a failure that may be the engine's. A
+    call cancelled on its way (the client left) is charged its prompt too: the engine
+    may have read it."""
+    if isinstance(exc, EngineTimeout):
+        return prompt
+    if isinstance(exc, EngineRejected):
+        return prompt if exc.status_code >= 500 else 0
+    return 0 if isinstance(exc, GatewayError) else prompt
+
+
+class Exchange:
+    def __init__(self, call: Call, ticket: Ticket, prompt: int) -> None:
+        self.call = call
+        self.ticket = ticket
+        self.prompt = prompt  # the prompt's estimated tokens, what a failure may cost
+        self.admission: Admission | None = None
+        self.engine: EngineCall | None = None
+        self._finished = False
+
+    async def finish(
+        self, tokens: int, entry: dict[str, Any] | None = None, suspect: bool = False
+    ) -> None:
+        """The one exit: free the engine slot (``suspect``: the engine may be at fault),
+        settle the admission to ``tokens``, store ``entry`` (a complete answer) or hand
+        the waiting duplicates nothing. Runs once; later calls return at once."""
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            if self.engine is not None:
+                await self.engine.close(suspect=suspect)
+            if self.admission is not None:
+                await self.admission.settle(tokens)
+        finally:
+            await self.ticket.finish(entry)
+
+    async def fail(self, exc: BaseException) -> None:
+        """The call ended before the engine answered."""
+        await self.finish(failure_charge(exc, self.prompt))
+
+    def _headers(self) -> dict[str, str]:
+        limits = self.admission.headers if self.admission is not None else {}
+        return {**limits, "x-cache": self.ticket.result}
+
+    async def read(self, engine: EngineCall) -> Reply:
+        """A non-streamed answer, read whole; the call is finished when this returns."""
+        self.engine = engine
+        try:
+            content = await engine.read()
+        except BaseException as exc:
+            # The client gets an error, not the answer: charged its prompt, as a broken
+            # stream is charged what it relayed.
+            await self.finish(self.prompt, suspect=isinstance(exc, GatewayError))
+            raise
+        usage = _usage(content)
+        telemetry.current().add_usage(usage)
+        total = usage.get("total_tokens") if usage else None
+        reserved = self.admission.reserved if self.admission is not None else 0
+        stored = entry_from_body(content) if engine.status_code < 300 else None
+        await self.finish(total if isinstance(total, int) else reserved, stored)
+        media_type = engine.headers.get("content-type", "application/json")
+        return Reply(engine.status_code, media_type, self._headers(), body=content)
+
+    def relay(self, engine: EngineCall, recorder: StreamRecorder | None) -> Reply:
+        """A streamed answer, relayed event by event. Finished before the final
+        ``[DONE]`` on a normal end (so a client that saw it sees its effects), or by
+        the consumer's ``close`` after a disconnect or a failure."""
+        self.engine = engine
+        call = self.call
+        tap = UsageTap(not call.wants_usage, not call.wants_running_usage, recorder)
+
+        async def close() -> None:
+            telemetry.current().add_usage(tap.usage)
+            entry = recorder.entry() if recorder is not None else None
+            await self.finish(tap.charge(self.prompt), entry, suspect=tap.error is not None)
+
+        media_type = engine.headers.get("content-type", "text/event-stream")
+        events = _relay(engine, tap, close)
+        return Reply(engine.status_code, media_type, self._headers(), stream=events, close=close)
+
+
+async def _relay(
+    engine: EngineCall, tap: UsageTap, close: Callable[[], Awaitable[None]]
+) -> AsyncIterator[bytes]:
+    record = telemetry.current()
+    try:
+        async for chunk in engine.chunks():
+            out = tap.feed(chunk)
+            if out:
+                if record.first_token_at is None and tap.content_events:
+                    record.first_token_at = time.perf_counter()
+                yield out
+        await close()
+        rest = tap.flush()
+        if rest:
+            yield rest
+    except UpstreamError as exc:
+        _log.warning("stream broken by engine: %s", exc.message)
+        engine.broke()
+        tap.error = exc
+        yield sse_error(exc)
+
+
+def _usage(content: bytes) -> dict[str, Any] | None:
+    try:
+        usage = json.loads(content).get("usage")
+    except (ValueError, AttributeError):
+        return None
+    return usage if isinstance(usage, dict) else None

@@ -1,0 +1,146 @@
+"""Everything done to a generation request before the cache and the engine see it.
+
+``validate`` refuses what must never reach an engine (a malformed body, a
+value over the gateway's caps, a model the key may not use or no engine
+serves). ``prepare`` shapes what is left: ``max_tokens`` set when the client
+left it out, PII redacted when redaction is on. ``engine_body`` adds the
+gateway's own fields. ``prompt_tokens`` is the estimate admission reserves.
+All of it is plain computation on the request's bytes and parsed model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from typing import Any
+
+from gateway.auth import Principal
+from gateway.catalog import ModelCatalog
+from gateway.errors import InvalidRequest, PermissionDenied
+from gateway.estimate import estimate_prompt_tokens
+from gateway.exchange import Call
+from gateway.metrics import Metrics
+from gateway.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    GenerationRequest,
+    batch_size,
+    output_limit,
+    parse,
+    with_fields,
+)
+from gateway.redaction import Redactor
+from gateway.settings import Limits
+
+ROUTES: dict[str, type[GenerationRequest]] = {
+    "/v1/completions": CompletionRequest,
+    "/v1/chat/completions": ChatCompletionRequest,
+}
+
+
+class Preparation:
+    def __init__(
+        self,
+        catalog: ModelCatalog,
+        limits: Limits,
+        metrics: Metrics,
+        redactor: Redactor | None = None,
+        default_max_tokens: int | None = None,
+        isolate_prefix_cache: bool = True,
+    ) -> None:
+        self._catalog = catalog
+        self._limits = limits
+        self._metrics = metrics
+        self._redactor = redactor  # None: redaction off, bodies pass untouched
+        self._default_max_tokens = default_max_tokens
+        self._isolate = isolate_prefix_cache
+
+    async def validate(self, route: str, body: bytes, principal: Principal) -> GenerationRequest:
+        """Everything that can refuse a request before the engine sees it."""
+        request = parse(ROUTES[route], body)
+        self._check_caps(request, principal)
+        if not principal.may_use(request.model):
+            raise PermissionDenied(
+                f"This key may not use the model '{request.model[:200]}'.", param="model"
+            )
+        await self._catalog.require(request.model)
+        return request
+
+    def prepare(self, call: Call) -> Call:
+        """The call as the cache key, routing and the engine must see it."""
+        call = self._bounded(call)
+        return call if self._redactor is None else self._redact(call, self._redactor)
+
+    def prompt_tokens(self, call: Call) -> int:
+        """The prompt's estimated tokens, never more than the model's context (vLLM
+        refuses a longer prompt before any work): the estimate runs high on prose."""
+        estimate = estimate_prompt_tokens(call.request, call.body)
+        context = self._catalog.context_length(call.request.model)
+        return estimate if context is None else min(estimate, context)
+
+    def engine_body(self, call: Call) -> bytes:
+        """The client's bytes plus the gateway's own fields. On streams: usage on every
+        event and at the end, so a stream is charged the engine's own count however it
+        ends. With prefix-cache isolation: vLLM's ``cache_salt``, derived from the
+        principal (and the client's own salt, which then only subdivides its own cache)."""
+        fields: dict[str, Any] = {}
+        if call.request.stream:
+            fields["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
+        if self._isolate:
+            own = (call.request.model_extra or {}).get("cache_salt")
+            seed = f"{call.principal.id}\0{own if isinstance(own, str) else ''}"
+            fields["cache_salt"] = hashlib.sha256(seed.encode()).hexdigest()
+        return with_fields(call.body, fields)
+
+    def _bounded(self, call: Call) -> Call:
+        """The call with ``max_tokens`` set when the client left it out (or null): the
+        engine would otherwise generate up to the model's context, past what was
+        reserved and past the key's cap. Appended to the client's bytes, which the
+        engine (and the cache key) then read; the parsed request gets it too."""
+        if output_limit(call.request) is not None:
+            return call
+        cap = self._output_cap(call.principal)
+        context = self._catalog.context_length(call.request.model)
+        limit = min(cap, self._default_max_tokens or cap, context or cap)
+        request = call.request.model_copy(update={"max_tokens": limit})
+        return replace(call, body=with_fields(call.body, {"max_tokens": limit}), request=request)
+
+    def _redact(self, call: Call, redactor: Redactor) -> Call:
+        """The call with PII in its prompt text replaced; the same call when nothing
+        was found."""
+        body, counts = redactor.body(call.body, call.chat)
+        if not counts:
+            return call
+        for kind, count in counts.items():
+            self._metrics.redactions.labels(kind).inc(count)
+        # Parsed again so that routing's prefix hash and token estimate read what the
+        # engine will read.
+        return replace(call, body=body, request=parse(ROUTES[call.route], body))
+
+    def _output_cap(self, principal: Principal) -> int:
+        """The most completion tokens per choice this principal may ask for."""
+        cap = self._limits.max_tokens
+        return min(cap, principal.max_tokens) if principal.max_tokens else cap
+
+    def _check_caps(self, request: GenerationRequest, principal: Principal) -> None:
+        limits = self._limits
+        max_tokens = self._output_cap(principal)
+        stop = [request.stop] if isinstance(request.stop, str) else request.stop or []
+        # (param, value, cap, unit); a message states the cap, never the client's value.
+        caps = [("max_tokens", request.max_tokens, max_tokens, "")]
+        if isinstance(request, ChatCompletionRequest):
+            caps.append(("max_completion_tokens", request.max_completion_tokens, max_tokens, ""))
+        caps.append(("n", request.n, limits.max_n, ""))
+        if isinstance(request, CompletionRequest):
+            caps.append(("best_of", request.best_of, limits.max_n, ""))
+            caps.append(("prompt", batch_size(request.prompt), limits.max_prompts, " prompts"))
+        caps.append(("stop", len(stop), limits.max_stop, " sequences"))
+        longest = max((len(s) for s in stop), default=0)
+        caps.append(("stop", longest, limits.max_stop_chars, " characters per sequence"))
+        for param, value, cap, unit in caps:
+            if value is not None and value > cap:
+                raise InvalidRequest(
+                    f"'{param}' is above this gateway's limit of {cap}{unit}.",
+                    param=param,
+                    code="limit_exceeded",
+                )
