@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,19 +154,24 @@ class Exchange:
         call = self.call
         tap = UsageTap(not call.wants_usage, not call.wants_running_usage, recorder)
 
-        async def close() -> None:
+        async def end() -> None:
             telemetry.current().add_usage(tap.usage)
             entry = recorder.entry() if recorder is not None else None
             await self.finish(tap.charge(self.prompt), entry, suspect=tap.error is not None)
 
+        events = _relay(engine, tap, end)
+
+        async def close() -> None:
+            await events.aclose()  # a consumer that stopped early: the relay stops too
+            await end()
+
         media_type = engine.headers.get("content-type", "text/event-stream")
-        events = _relay(engine, tap, close)
         return Reply(engine.status_code, media_type, self._headers(), stream=events, close=close)
 
 
 async def _relay(
-    engine: EngineCall, tap: UsageTap, close: Callable[[], Awaitable[None]]
-) -> AsyncIterator[bytes]:
+    engine: EngineCall, tap: UsageTap, end: Callable[[], Awaitable[None]]
+) -> AsyncGenerator[bytes, None]:
     record = telemetry.current()
     try:
         async for chunk in engine.chunks():
@@ -175,7 +180,7 @@ async def _relay(
                 if record.first_token_at is None and tap.content_events:
                     record.first_token_at = time.perf_counter()
                 yield out
-        await close()
+        await end()
         rest = tap.flush()
         if rest:
             yield rest
