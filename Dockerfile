@@ -5,7 +5,7 @@
 #   docker build --target engine  -t portico-engine  .   # vLLM (official GPU image) + launcher
 #
 # Dependencies are installed in their own layers before any source is copied, so
-# editing gateway/ or engine/ rebuilds only the last, small layer. See docs/deploy.md.
+# editing the Python packages rebuilds only the last, small layer. See docs/deploy.md.
 
 FROM python:3.11-slim-bookworm AS python-base
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -23,11 +23,17 @@ COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
     && pip install --no-cache-dir -r requirements.txt
 COPY README.md ./
+# The gateway, and what the `portico` command imports (keys, loadtest, the launcher).
 COPY gateway ./gateway
 COPY engine ./engine
+COPY portico ./portico
+COPY loadtest ./loadtest
+COPY modeltools ./modeltools
 RUN pip install --no-cache-dir --no-deps .
 
-# Engine: a wheel holding only the engine package
+# Engine: a wheel holding only the engine package. Its entrypoint is `python3 -m engine`
+# (the launcher's own command line); the `portico` command (package portico, which
+# imports the gateway's permissions) is not in this image.
 FROM python-base AS engine-wheel
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -87,5 +93,5 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=30m --retries=3 \
 # server, forwards SIGTERM and exits with vLLM's code. Flags after these come from
 # CMD (or the pod's args); every flag is also a PORTICO_ENGINE_* variable. python3 is
 # the interpreter name the vLLM image guarantees (its own entrypoint uses it).
-ENTRYPOINT ["python3", "-m", "engine", "engine", "serve"]
+ENTRYPOINT ["python3", "-m", "engine", "serve"]
 CMD ["--host", "0.0.0.0", "--port", "8000", "--device", "cuda"]

@@ -1,7 +1,7 @@
-"""``python -m engine ...`` is the same as ``portico ...``."""
+"""``python -m engine serve|prepare|command``: the launcher alone (see :mod:`engine.main`)."""
 
 import sys
 
-from engine.cli import main
+from engine.main import main
 
 sys.exit(main())

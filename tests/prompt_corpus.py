@@ -63,8 +63,8 @@ PUNCTUATION = (
 
 
 def texts() -> list[str]:
-    """Portico's own short English and code samples (engine/data/calibration.jsonl)."""
-    raw = resources.files("engine.data").joinpath("calibration.jsonl").read_text("utf-8")
+    """Portico's own short English and code samples (modeltools/data/calibration.jsonl)."""
+    raw = resources.files("modeltools.data").joinpath("calibration.jsonl").read_text("utf-8")
     return [json.loads(line)["text"] for line in raw.splitlines() if line.strip()]
 
 

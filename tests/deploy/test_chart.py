@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import kubernetes_validate.utils as kubernetes
 import pytest
 
-from engine import cli
+from engine import main as engine_main
 from engine.checkpoint import Checkpoint
 from engine.command import build_command
 from gateway.settings import GatewaySettings
@@ -132,13 +132,13 @@ def test_engine_args_reach_vllm_through_the_launcher(
     values = r.values["engine"]
     container = r.container("StatefulSet", "engine")
     command = container["command"]
-    assert command == ["python3", "-m", "engine", "engine", "serve"]
+    assert command == ["python3", "-m", "engine", "serve"]
     for var in container.get("env", []):
         assert not var["name"].startswith("PORTICO_ENGINE_"), "engine settings go in flags"
 
     # The launcher's own parser and settings: a wrong flag or value fails here.
-    args = cli.build_parser().parse_args([*command[3:], *container["args"]])
-    settings = cli._engine_settings(args)
+    args = engine_main.build_parser().parse_args([*command[3:], *container["args"]])
+    settings = engine_main.settings_from(args)
     assert settings.model == values["model"]
     assert settings.quantization == values["quantization"]
     assert settings.tensor_parallel_size == values["tensorParallelSize"]

@@ -17,7 +17,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from engine import cli
+from engine import main as engine_main
+from portico import gateway
 from tests.deploy.chart import ROOT, render
 from tests.deploy.contract import gateway_routes
 
@@ -112,7 +113,7 @@ def test_every_gateway_launcher_turns_off_uvicorns_proxy_headers() -> None:
     launchers = {
         "Dockerfile ENTRYPOINT": _exec_form(_only("gateway", "ENTRYPOINT")),
         "chart command": render().container("Deployment", "gateway")["command"],
-        "portico gateway serve / up": cli._gateway_argv("127.0.0.1", 8080, 2),
+        "portico gateway serve / up": gateway.gateway_argv("127.0.0.1", 8080, 2),
     }
     for name, argv in launchers.items():
         assert "--no-proxy-headers" in argv, name
@@ -132,9 +133,10 @@ def test_healthchecks_probe_routes_that_exist() -> None:
 
 def test_engine_entrypoint_and_default_flags_parse_with_the_launcher() -> None:
     entrypoint = _exec_form(_only("engine", "ENTRYPOINT"))
-    assert entrypoint == ["python3", "-m", "engine", "engine", "serve"]
+    assert entrypoint == ["python3", "-m", "engine", "serve"]
     assert entrypoint == render().container("StatefulSet", "engine")["command"]
-    args = cli.build_parser().parse_args([*entrypoint[3:], *_exec_form(_only("engine", "CMD"))])
+    cmd = _exec_form(_only("engine", "CMD"))
+    args = engine_main.build_parser().parse_args([*entrypoint[3:], *cmd])
     assert (args.host, args.port, args.device) == ("0.0.0.0", "8000", "cuda")
 
 
@@ -148,10 +150,10 @@ def test_dependencies_are_installed_before_sources_are_copied(stage: str) -> Non
     assert all(d < min(sources) for d in dependencies)
 
 
-# Extras of tools the `portico` command carries beside the launcher (`portico bench`,
-# `portico model quantize`): the engine image need not have them, as long as they are
-# imported only where used, never when a module loads.
-_TOOL_EXTRAS = ("bench", "quantize")
+# Extras of the tools the `portico` command carries beside the launcher (`portico loadtest`,
+# `portico model quantize`, packages loadtest and modeltools): the engine image need not
+# have them, as long as engine/ imports them only where used, never when a module loads.
+_TOOL_EXTRAS = ("loadtest", "quantize")
 
 
 def _imports(source: Path) -> list[tuple[str, bool]]:

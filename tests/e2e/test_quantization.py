@@ -19,11 +19,12 @@ import pytest
 from openai import OpenAI
 from safetensors import safe_open
 
-from engine import calibration, hardware, launcher, measure, model
+from engine import hardware, launcher, model
 from engine.checkpoint import from_config, read_config
 from engine.command import build_command, validate
 from engine.errors import ConfigurationError
 from engine.settings import EngineSettings
+from modeltools import calibration, measure
 from tests.e2e.conftest import LOG_DIR, MODEL, Stack, running_stack
 
 # Quantizing takes ~2 min per method on an idle 2-core box, but the first test to

@@ -418,7 +418,7 @@ def _served_gateway(tmp_path: Path, **settings: str) -> Iterator[str]:
             PORTICO_RATE_LIMITS__AUTH_FAILURES_PER_IP=str(FAILURES_PER_IP), **settings,
         )  # fmt: skip
         env.pop("FORWARDED_ALLOW_IPS", None)  # uvicorn's own variable: its default applies
-        argv = [sys.executable, "-m", "engine", "gateway", "serve", "--port", str(port)]
+        argv = [sys.executable, "-m", "portico", "gateway", "serve", "--port", str(port)]
         child = Child(argv, tmp_path / "gateway.log", env)
         url = f"http://127.0.0.1:{port}"
         try:

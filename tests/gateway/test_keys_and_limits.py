@@ -245,7 +245,7 @@ def _cli(base_url: str, *args: str) -> tuple[int, Any]:
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "engine", "keys", "--url", base_url, "--admin-token", ADMIN, *args],
+        [sys.executable, "-m", "portico", "keys", "--url", base_url, "--admin-token", ADMIN, *args],
         capture_output=True,
         text=True,
         timeout=30,

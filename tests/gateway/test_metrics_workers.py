@@ -33,7 +33,7 @@ def two_workers(tmp_path: Path) -> Iterator[str]:
             PORTICO_API_KEYS="k",
             PROMETHEUS_MULTIPROC_DIR=str(shared),
         )
-        argv = [sys.executable, "-m", "engine", "gateway", "serve", "--port", str(port)]
+        argv = [sys.executable, "-m", "portico", "gateway", "serve", "--port", str(port)]
         log = (tmp_path / "gateway.log").open("wb")
         proc = subprocess.Popen([*argv, "--workers", "2"], env=env, stdout=log, stderr=log)
         url = f"http://127.0.0.1:{port}"

@@ -17,9 +17,9 @@ import jwt
 import pytest
 import redis
 
-from gateway import keyctl
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from portico import cli as portico_cli
 from tests.gateway import rawhttp
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.servers import serving
@@ -207,11 +207,11 @@ def test_a_refused_caller_has_its_403_before_a_byte_of_the_body_is_read(
     assert answer.sent < 20  # answered at once, not after the trickled body
 
 
-def test_keyctl_creates_a_key_with_permissions(
+def test_portico_keys_creates_a_key_with_permissions(
     gateway: httpx.Client, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["--url", str(gateway.base_url), "--admin-token", ADMIN]
-    code = keyctl.main([*argv, "create", "--name", "ops", "--permissions", "model_admin"])
+    argv = ["keys", "--url", str(gateway.base_url), "--admin-token", ADMIN]
+    code = portico_cli.main([*argv, "create", "--name", "ops", "--permissions", "model_admin"])
     assert code == 0
     created = json.loads(capsys.readouterr().out)
     assert created["permissions"] == ["model_admin"]

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from engine import quantize
 from engine.errors import ConfigurationError, ModelError
-from engine.quantize import Plan, Request
 from engine.settings import EngineSettings
+from modeltools import quantize
+from modeltools.quantize import Plan, Request
 
 SMOLLM2 = {"architectures": ["LlamaForCausalLM"], "hidden_size": 576, "intermediate_size": 1536}
 

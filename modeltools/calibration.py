@@ -1,8 +1,8 @@
-"""Text sets shipped with the engine package: calibration and held-out.
+"""Text sets shipped with the modeltools package: calibration and held-out.
 
 ``calibration.jsonl`` feeds llm-compressor's GPTQ/AWQ calibration;
 ``heldout.jsonl`` (different texts) measures perplexity. Both were written for
-Portico and are Apache-2.0 like the code (see ``engine/data/README.md``). A
+Portico and are Apache-2.0 like the code (see ``modeltools/data/README.md``). A
 user file in the same format, one ``{"text": ...}`` object per line, or plain
 text with one sample per non-blank line, can replace the calibration set.
 """
@@ -21,7 +21,7 @@ HELDOUT = "heldout.jsonl"
 
 def bundled(name: str) -> list[str]:
     """One of the shipped text sets, by file name."""
-    text = resources.files("engine.data").joinpath(name).read_text(encoding="utf-8")
+    text = resources.files("modeltools.data").joinpath(name).read_text(encoding="utf-8")
     return parse(text, name)
 
 

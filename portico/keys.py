@@ -16,23 +16,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
 from gateway.permissions import Permission
+from portico.settings import CliSettings
 
-_TIMEOUT_S = 10.0
+TIMEOUT_S = 10.0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="portico keys", description="Manage API keys.")
-    parser.add_argument("--url", default=os.environ.get("PORTICO_URL", "http://127.0.0.1:8080"))
-    parser.add_argument("--admin-token", default=os.environ.get("PORTICO_ADMIN_TOKEN"))
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags and actions of ``portico keys``; unset flags fall back to CliSettings."""
+    parser.add_argument("--url", default=None, help="gateway URL (default: $PORTICO_URL)")
+    parser.add_argument(
+        "--admin-token", default=None, help="credential (default: $PORTICO_ADMIN_TOKEN)"
+    )
     actions = parser.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create")
     create.add_argument("--name", required=True)
@@ -44,10 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     actions.add_parser("list")
     for name in ("show", "revoke"):
         actions.add_parser(name).add_argument("key_id")
-    return parser
 
 
-def _create_body(args: argparse.Namespace) -> dict[str, Any]:
+def create_body(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {"name": args.name}
     for field in ("models", "rpm", "tpm", "max_tokens", "budget_tokens", "permissions"):
         if getattr(args, field) is not None:
@@ -57,30 +57,29 @@ def _create_body(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if not args.admin_token:
+def run(args: argparse.Namespace, settings: CliSettings) -> int:
+    """One admin call; prints the JSON answer. 0 on success, 1 if refused or unreachable."""
+    url: str = args.url or settings.url
+    token = args.admin_token or (settings.admin_token and settings.admin_token.get_secret_value())
+    if not token:
         print("portico keys: set --admin-token or PORTICO_ADMIN_TOKEN", file=sys.stderr)
         return 2
-    headers = {"Authorization": f"Bearer {args.admin_token}"}
+    key_path = f"/admin/keys/{getattr(args, 'key_id', '')}"
     calls = {
         "create": ("POST", "/admin/keys"),
         "list": ("GET", "/admin/keys"),
-        "show": ("GET", f"/admin/keys/{getattr(args, 'key_id', '')}"),
-        "revoke": ("DELETE", f"/admin/keys/{getattr(args, 'key_id', '')}"),
+        "show": ("GET", key_path),
+        "revoke": ("DELETE", key_path),
     }
     method, path = calls[args.action]
-    body = _create_body(args) if args.action == "create" else None
+    body = create_body(args) if args.action == "create" else None
+    headers = {"Authorization": f"Bearer {token}"}
     try:
         response = httpx.request(
-            method, args.url.rstrip("/") + path, json=body, headers=headers, timeout=_TIMEOUT_S
+            method, url.rstrip("/") + path, json=body, headers=headers, timeout=TIMEOUT_S
         )
     except httpx.HTTPError as exc:
-        print(f"portico keys: cannot reach {args.url}: {type(exc).__name__}", file=sys.stderr)
+        print(f"portico keys: cannot reach {url}: {type(exc).__name__}", file=sys.stderr)
         return 1
     print(json.dumps(response.json(), indent=2))
     return 0 if response.is_success else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

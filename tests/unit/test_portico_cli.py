@@ -1,3 +1,7 @@
+"""The ``portico`` command's parser and its engine, model, keys and up commands, run
+in-process (``loadtest`` is in test_loadtest.py; the servers are started for real by the
+gateway and e2e tests)."""
+
 from __future__ import annotations
 
 import json
@@ -7,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import build_parser, main
 from engine.command import VLLM_SERVER_MODULE
 from engine.settings import EngineSettings
+from portico import up
+from portico.cli import build_parser, main
+from portico.settings import CliSettings
 
 
 @pytest.fixture
@@ -182,3 +188,49 @@ def test_model_quantize_refuses_a_non_llama_checkpoint(
 def test_model_compare_takes_a_base_and_several_quantized_models() -> None:
     args = build_parser().parse_args(["model", "compare", "bundled", "/q1", "/q2", "--out", "x"])
     assert (args.base, args.quantized, args.out) == ("bundled", ["/q1", "/q2"], Path("x"))
+
+
+def test_keys_without_a_credential_exits_2_before_any_request(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("PORTICO_ADMIN_TOKEN", raising=False)
+    # Port 9 (discard): a request would fail with exit code 1, not 2.
+    assert main(["keys", "--url", "http://127.0.0.1:9", "list"]) == 2
+    assert "set --admin-token or PORTICO_ADMIN_TOKEN" in capsys.readouterr().err
+
+
+def test_keys_takes_its_url_and_token_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PORTICO_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("PORTICO_ADMIN_TOKEN", "admin-from-env")
+    assert main(["keys", "show", "key_x"]) == 1  # got as far as the request
+    assert "cannot reach http://127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_keys_refuses_an_unknown_permission(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["keys", "create", "--name", "x", "--permissions", "root"])
+    assert exited.value.code == 2
+    assert "portico keys create: error" in capsys.readouterr().err
+
+
+def test_up_makes_a_random_key_only_when_none_is_configured() -> None:
+    engine = EngineSettings(port=9001)
+    fresh = up.gateway_env(engine, CliSettings(PORTICO_API_KEYS=None))
+    again = up.gateway_env(engine, CliSettings(PORTICO_API_KEYS=None))
+    assert fresh["PORTICO_ENGINE_URL"] == "http://127.0.0.1:9001"
+    assert fresh["PORTICO_API_KEYS"].startswith("pk-dev-")
+    assert fresh["PORTICO_API_KEYS"] != again["PORTICO_API_KEYS"]
+    kept = up.gateway_env(engine, CliSettings(PORTICO_API_KEYS="pk-mine"))
+    assert "PORTICO_API_KEYS" not in kept  # the gateway reads the user's own variable
+
+
+def test_cli_settings_read_only_their_named_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("URL", "http://not-portico")
+    monkeypatch.setenv("API_KEYS", "not-portico")
+    monkeypatch.delenv("PORTICO_URL", raising=False)
+    monkeypatch.delenv("PORTICO_API_KEYS", raising=False)
+    settings = CliSettings()
+    assert settings.url == "http://127.0.0.1:8080"
+    assert settings.api_keys is None

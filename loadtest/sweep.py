@@ -1,4 +1,4 @@
-"""``portico bench``: a concurrency sweep against any OpenAI-compatible deployment.
+"""``portico loadtest``: a concurrency sweep against any OpenAI-compatible deployment.
 
 For each concurrency level, a closed loop of streamed completions (each worker sends its
 next request when its previous one ended), so the server batches up to that many
@@ -12,8 +12,10 @@ prompt starts with its own request number and the requests send ``Cache-Control:
 no-cache, no-store``, so neither a response cache nor a prefix cache answers one request
 from another's work.
 
-Results: a table on the terminal (rich when installed), ``bench.json`` (every request
-too), ``bench.md`` and ``bench.png`` (matplotlib, the ``bench`` extra).
+Results: a table on the terminal (rich when installed), ``loadtest.json`` (every request
+too), ``loadtest.md`` and ``loadtest.png`` (matplotlib, the ``loadtest`` extra).
+
+Why not guidellm: see docs/loadtest.md.
 """
 
 from __future__ import annotations
@@ -31,19 +33,15 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from engine.errors import EngineError
+from loadtest.errors import LoadTestError
 
 Api = Literal["chat", "completions"]
 DEFAULT_PROMPT = "Write a long, detailed story about a lighthouse keeper, with many characters."
 CONNECT_TIMEOUT_S = 10.0
 
 
-class BenchError(EngineError):
-    """The sweep cannot start or run: bad arguments, or the deployment refuses it."""
-
-
 @dataclass(frozen=True)
-class BenchConfig:
+class LoadTestConfig:
     """One sweep, validated; ``base_url`` is the OpenAI base URL (``.../v1``)."""
 
     base_url: str
@@ -76,7 +74,7 @@ class BenchConfig:
                 " that level would never run that many requests at once"
             )
         if problems := [p for p in problems if p]:
-            raise BenchError("; ".join(problems))
+            raise LoadTestError("; ".join(problems))
 
     def requests_at(self, concurrency: int) -> int:
         return self.requests if self.requests is not None else max(8, 2 * concurrency)
@@ -91,7 +89,7 @@ def normalize_base_url(url: str) -> str:
     with a path (``.../v1``, ``.../openai/v1``) is taken as given, as the OpenAI SDK does."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise BenchError(f"--base-url {url!r} is not an http(s) URL")
+        raise LoadTestError(f"--base-url {url!r} is not an http(s) URL")
     base = url.strip().rstrip("/")
     return base if parts.path.strip("/") else base + "/v1"
 
@@ -190,7 +188,7 @@ class Sample:
         return self
 
 
-def request_body(config: BenchConfig, index: int) -> dict[str, Any]:
+def request_body(config: LoadTestConfig, index: int) -> dict[str, Any]:
     prompt = f"[request {index}] {config.prompt}"
     body: dict[str, Any] = {
         "model": config.model,
@@ -207,14 +205,14 @@ def request_body(config: BenchConfig, index: int) -> dict[str, Any]:
     return body
 
 
-def _headers(config: BenchConfig) -> dict[str, str]:
+def _headers(config: LoadTestConfig) -> dict[str, str]:
     headers = {"cache-control": "no-cache, no-store"}
     if config.api_key:
         headers["authorization"] = f"Bearer {config.api_key}"
     return headers
 
 
-async def send(client: httpx.AsyncClient, config: BenchConfig, index: int) -> Sample:
+async def send(client: httpx.AsyncClient, config: LoadTestConfig, index: int) -> Sample:
     """One streamed request, read to the end; never raises for a failed request."""
     sample = Sample()
     started = time.perf_counter()
@@ -250,7 +248,7 @@ def _body(response: httpx.Response) -> str:
         return response.text[:200]
 
 
-def refusal(config: BenchConfig, sample: Sample) -> str:
+def refusal(config: LoadTestConfig, sample: Sample) -> str:
     """The one-line reason the deployment refused the first request."""
     where = f"POST {config.url}"
     if sample.error == "connection":
@@ -359,7 +357,7 @@ def choose(results: Sequence[Level], ttft_slo_ms: float | None) -> Verdict:
 
 
 async def _level(
-    client: httpx.AsyncClient, config: BenchConfig, concurrency: int, first_index: int
+    client: httpx.AsyncClient, config: LoadTestConfig, concurrency: int, first_index: int
 ) -> Level:
     count = config.requests_at(concurrency)
     counter = itertools.count()
@@ -378,12 +376,12 @@ async def _level(
 
 
 async def sweep(
-    config: BenchConfig,
+    config: LoadTestConfig,
     on_level: Callable[[Level], None] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> list[Level]:
     """Run every level in increasing order, after one unmeasured request that both warms
-    the deployment up and checks it accepts the key and model (else :class:`BenchError`)."""
+    the deployment up and checks it accepts the key and model (else :class:`LoadTestError`)."""
     top = max(config.concurrency)
     limits = httpx.Limits(max_connections=top, max_keepalive_connections=top)
     # The read timeout bounds the gap between two chunks; ``timeout_s`` bounds the request.
@@ -391,7 +389,7 @@ async def sweep(
     async with httpx.AsyncClient(limits=limits, timeout=timeout, transport=transport) as client:
         first = await send(client, config, 0)
         if first.error is not None:
-            raise BenchError(refusal(config, first))
+            raise LoadTestError(refusal(config, first))
         results: list[Level] = []
         index = 1
         for concurrency in config.concurrency:

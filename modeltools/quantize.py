@@ -19,10 +19,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from engine import calibration, model
+from engine import model
 from engine.checkpoint import read_config
 from engine.errors import ConfigurationError, EngineError, ModelError
 from engine.settings import EngineSettings
+from modeltools import calibration
 
 Method = Literal["gptq", "awq"]
 Scheme = Literal["W4A16", "W4A8"]

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import measure
-from engine.compare import ModelReport
-from engine.compare_report import write_markdown, write_png
 from engine.settings import EngineSettings
+from modeltools import measure
+from modeltools.compare import ModelReport
+from modeltools.compare_report import write_markdown, write_png
 
 
 def _proc(root: Path, pid: int, ppid: int, pss_kib: int) -> None:

@@ -1,6 +1,7 @@
-"""``portico bench`` as a command: the sweep (measured in :mod:`engine.loadtest`), then
+"""``portico loadtest`` as a command: the sweep (measured in :mod:`loadtest.sweep`), then
 its reports: the terminal table (rich when installed), the sizing conclusions,
-``bench.json``, ``bench.md`` and ``bench.png`` (matplotlib, the ``bench`` extra)."""
+``loadtest.json``, ``loadtest.md`` and ``loadtest.png`` (matplotlib, the ``loadtest``
+extra)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from typing import Any
 
 import httpx
 
-from engine.loadtest import BenchConfig, Level, choose, sweep
+from loadtest.sweep import Level, LoadTestConfig, choose, sweep
 
-PLOT_NOTE = "bench.png not written: the plot needs matplotlib (pip install 'portico[bench]')"
+PLOT_NOTE = "loadtest.png not written: the plot needs matplotlib (pip install 'portico[loadtest]')"
 
 
 COLUMNS = (
@@ -55,7 +56,7 @@ def table_rows(results: Sequence[Level]) -> list[tuple[str, ...]]:
     return rows
 
 
-def conclusions(results: Sequence[Level], config: BenchConfig) -> list[str]:
+def conclusions(results: Sequence[Level], config: LoadTestConfig) -> list[str]:
     """The sizing answer and warnings, one sentence each."""
     verdict = choose(results, config.ttft_slo_ms)
     lines = []
@@ -96,7 +97,7 @@ def conclusions(results: Sequence[Level], config: BenchConfig) -> list[str]:
     return lines
 
 
-def to_json(results: Sequence[Level], config: BenchConfig) -> dict[str, Any]:
+def to_json(results: Sequence[Level], config: LoadTestConfig) -> dict[str, Any]:
     verdict = choose(results, config.ttft_slo_ms)
     settings = {k: v for k, v in asdict(config).items() if k != "api_key"}
     return {
@@ -111,12 +112,12 @@ def to_json(results: Sequence[Level], config: BenchConfig) -> dict[str, Any]:
     }
 
 
-def to_markdown(results: Sequence[Level], config: BenchConfig) -> str:
+def to_markdown(results: Sequence[Level], config: LoadTestConfig) -> str:
     rows = [COLUMNS, tuple("---" for _ in COLUMNS), *table_rows(results)]
     api = "chat completions" if config.api == "chat" else "completions"
     return "\n".join(
         [
-            f"# portico bench: {config.model}",
+            f"# portico loadtest: {config.model}",
             "",
             f"`{config.url}`, streamed {api}, max_tokens {config.max_tokens},"
             f" closed loop; requests per level:"
@@ -130,7 +131,7 @@ def to_markdown(results: Sequence[Level], config: BenchConfig) -> str:
     )
 
 
-def print_table(results: Sequence[Level], config: BenchConfig) -> None:
+def print_table(results: Sequence[Level], config: LoadTestConfig) -> None:
     """The table on the terminal: rich when installed, else aligned plain text."""
     try:
         from rich.console import Console
@@ -142,7 +143,7 @@ def print_table(results: Sequence[Level], config: BenchConfig) -> None:
             print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
     else:
         table = Table(
-            title=f"portico bench: {config.model} at {config.url}",
+            title=f"portico loadtest: {config.model} at {config.url}",
             caption="times in ms; tok/s/req: median tokens/s of one stream",
         )
         for name in SHORT_COLUMNS:
@@ -158,7 +159,7 @@ def print_table(results: Sequence[Level], config: BenchConfig) -> None:
         print(line)
 
 
-def plot(results: Sequence[Level], config: BenchConfig, path: Path) -> bool:
+def plot(results: Sequence[Level], config: LoadTestConfig, path: Path) -> bool:
     """Tokens/s and TTFT p50/p99 against concurrency; False when matplotlib is missing."""
     try:
         import matplotlib
@@ -194,22 +195,24 @@ def plot(results: Sequence[Level], config: BenchConfig, path: Path) -> bool:
     return True
 
 
-def write_reports(results: Sequence[Level], config: BenchConfig, out: Path) -> list[str]:
-    """``bench.json``, ``bench.md`` and ``bench.png`` in ``out``; returns what to tell
+def write_reports(results: Sequence[Level], config: LoadTestConfig, out: Path) -> list[str]:
+    """``loadtest.json``, ``loadtest.md`` and ``loadtest.png`` in ``out``; returns what to tell
     the user about them."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(to_json(results, config), indent=2) + "\n")
-    (out / "bench.md").write_text(to_markdown(results, config))
-    wrote = ["bench.json", "bench.md"]
+    (out / "loadtest.json").write_text(json.dumps(to_json(results, config), indent=2) + "\n")
+    (out / "loadtest.md").write_text(to_markdown(results, config))
+    wrote = ["loadtest.json", "loadtest.md"]
     notes = []
-    if plot(results, config, out / "bench.png"):
-        wrote.append("bench.png")
+    if plot(results, config, out / "loadtest.png"):
+        wrote.append("loadtest.png")
     else:
         notes.append(PLOT_NOTE)
     return [f"Wrote {', '.join(wrote)} to {out}", *notes]
 
 
-def run(config: BenchConfig, out: Path, transport: httpx.AsyncBaseTransport | None = None) -> int:
+def run(
+    config: LoadTestConfig, out: Path, transport: httpx.AsyncBaseTransport | None = None
+) -> int:
     """The whole command: sweep, print, write; 1 if any request failed, else 0."""
 
     def progress(level: Level) -> None:

@@ -1,4 +1,4 @@
-"""``portico bench`` as a user runs it: a subprocess against the session's real stack,
+"""``portico loadtest`` as a user runs it: a subprocess against the session's real stack,
 given the base URL exactly as ``portico up`` prints it (``.../v1``)."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from tests.e2e.conftest import MODEL, Stack
 pytestmark = pytest.mark.e2e
 
 
-def _bench(stack: Stack, api_key: str, out: Path) -> subprocess.CompletedProcess[str]:
+def _loadtest(stack: Stack, api_key: str, out: Path) -> subprocess.CompletedProcess[str]:
     argv = [
-        sys.executable, "-m", "engine", "bench",
+        sys.executable, "-m", "portico", "loadtest",
         "--base-url", stack.base_url, "--model", MODEL, "--api-key", api_key,
         "--concurrency", "1", "2", "--requests", "3", "--max-tokens", "8",
         "--ignore-eos", "--ttft-slo-ms", "60000", "--timeout", "60", "--out", str(out),
@@ -33,10 +33,12 @@ def _bench(stack: Stack, api_key: str, out: Path) -> subprocess.CompletedProcess
     )
 
 
-def test_bench_sweeps_the_real_engine_and_writes_its_reports(stack: Stack, tmp_path: Path) -> None:
-    done = _bench(stack, stack.api_key, tmp_path)
+def test_loadtest_sweeps_the_real_engine_and_writes_its_reports(
+    stack: Stack, tmp_path: Path
+) -> None:
+    done = _loadtest(stack, stack.api_key, tmp_path)
     assert done.returncode == 0, done.stderr
-    report = json.loads((tmp_path / "bench.json").read_text())
+    report = json.loads((tmp_path / "loadtest.json").read_text())
     levels = {level["concurrency"]: level for level in report["levels"]}
     assert sorted(levels) == [1, 2]
     for level in levels.values():
@@ -50,14 +52,14 @@ def test_bench_sweeps_the_real_engine_and_writes_its_reports(stack: Stack, tmp_p
     assert report["best_tokens_per_s_concurrency"] in (1, 2)
     assert report["within_ttft_slo_concurrency"] == 2
     assert "Most tokens/s: concurrency" in done.stdout
-    assert "| 2 | 3 | 0 |" in (tmp_path / "bench.md").read_text()
-    assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert "| 2 | 3 | 0 |" in (tmp_path / "loadtest.md").read_text()
+    assert (tmp_path / "loadtest.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
-def test_bench_with_a_wrong_key_stops_with_one_line(stack: Stack, tmp_path: Path) -> None:
-    done = _bench(stack, "pk-wrong-key", tmp_path)
+def test_loadtest_with_a_wrong_key_stops_with_one_line(stack: Stack, tmp_path: Path) -> None:
+    done = _loadtest(stack, "pk-wrong-key", tmp_path)
     assert done.returncode != 0
     assert "401" in done.stderr
     assert "authentication" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
-    assert not (tmp_path / "bench.json").exists()
+    assert not (tmp_path / "loadtest.json").exists()

@@ -1,4 +1,4 @@
-"""``portico bench``'s pure parts, and its driver over an in-process httpx transport
+"""``portico loadtest``'s pure parts, and its driver over an in-process httpx transport
 (the e2e test runs it against the real engine and gateway)."""
 
 from __future__ import annotations
@@ -13,12 +13,17 @@ from typing import Any
 import httpx
 import pytest
 
-from engine import loadtest, loadtest_report
-from engine.cli import build_parser, main
-from engine.loadtest import BenchConfig, BenchError, Chunk, Level, Sample
+from engine.errors import EngineError
+from loadtest import report as loadtest_report
+from loadtest import sweep as loadtest
+from loadtest.errors import LoadTestError
+from loadtest.sweep import Chunk, Level, LoadTestConfig, Sample
+from portico import loadtest_command
+from portico.cli import build_parser, main
+from portico.settings import CliSettings
 
 
-def _config(**overrides: Any) -> BenchConfig:
+def _config(**overrides: Any) -> LoadTestConfig:
     values: dict[str, Any] = {
         "base_url": "http://deploy.test/v1",
         "model": "m",
@@ -30,7 +35,7 @@ def _config(**overrides: Any) -> BenchConfig:
         "api": "chat",
         "timeout_s": 5.0,
     }
-    return BenchConfig(**{**values, **overrides})
+    return LoadTestConfig(**{**values, **overrides})
 
 
 def _level(concurrency: int, tokens_per_s: float, ttft_p99: float | None, **kw: Any) -> Level:
@@ -199,8 +204,13 @@ def test_base_url_takes_the_openai_base_or_a_bare_host(url: str, expected: str) 
 def test_invalid_arguments_are_refused_with_the_flag_named(
     overrides: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(BenchError, match=message):
+    with pytest.raises(LoadTestError, match=message):
         _config(**overrides)
+
+
+def test_the_load_test_error_is_its_own_not_an_engine_error() -> None:
+    assert not issubclass(LoadTestError, EngineError)
+    assert LoadTestError("x").exit_code == 2
 
 
 def test_default_requests_grow_with_concurrency() -> None:
@@ -208,9 +218,9 @@ def test_default_requests_grow_with_concurrency() -> None:
     assert [config.requests_at(c) for c in config.concurrency] == [8, 32]
 
 
-def test_bench_flags_parse() -> None:
+def test_loadtest_flags_parse() -> None:
     args = build_parser().parse_args(
-        ["bench", "--base-url", "http://h/v1", "--model", "m", "--concurrency", "4", "1", "4",
+        ["loadtest", "--base-url", "http://h/v1", "--model", "m", "--concurrency", "4", "1", "4",
          "--completions", "--ttft-slo-ms", "500"]
     )  # fmt: skip
     assert (args.api, args.ttft_slo_ms, loadtest.levels(args.concurrency)) == (
@@ -218,11 +228,26 @@ def test_bench_flags_parse() -> None:
         500.0,
         (1, 4),
     )
-    assert build_parser().parse_args(["bench", "--base-url", "u", "--model", "m"]).api == "chat"
+    assert build_parser().parse_args(["loadtest", "--base-url", "u", "--model", "m"]).api == "chat"
+
+
+def test_the_key_comes_from_the_flag_then_openai_api_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    argv = ["loadtest", "--base-url", "http://h:8080", "--model", "m"]
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    settings = CliSettings()
+    from_env = loadtest_command.config_from(build_parser().parse_args(argv), settings)
+    assert (from_env.api_key, from_env.base_url) == ("sk-from-env", "http://h:8080/v1")
+    flagged = build_parser().parse_args([*argv, "--api-key", "sk-flag"])
+    assert loadtest_command.config_from(flagged, settings).api_key == "sk-flag"
+    monkeypatch.delenv("OPENAI_API_KEY")
+    unset = loadtest_command.config_from(build_parser().parse_args(argv), CliSettings())
+    assert unset.api_key is None
 
 
 def test_bad_arguments_exit_non_zero_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["bench", "--base-url", "localhost:8000", "--model", "m"])
+    code = main(["loadtest", "--base-url", "localhost:8000", "--model", "m"])
     assert code != 0
     err = capsys.readouterr().err
     assert err.startswith("portico: error: --base-url")
@@ -270,7 +295,7 @@ def test_a_refused_first_request_is_one_clear_error(
     status: int, body: dict[str, Any], expected: str
 ) -> None:
     transport = httpx.MockTransport(lambda _: httpx.Response(status, json=body))
-    with pytest.raises(BenchError, match=r"answered") as caught:
+    with pytest.raises(LoadTestError, match=r"answered") as caught:
         asyncio.run(loadtest.sweep(_config(), transport=transport))
     assert expected in str(caught.value)
     assert body["error"]["message"] in str(caught.value)
@@ -280,7 +305,7 @@ def test_connection_refused_is_one_clear_error() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
 
-    with pytest.raises(BenchError, match=re.escape("cannot reach POST http://deploy.test/v1")):
+    with pytest.raises(LoadTestError, match=re.escape("cannot reach POST http://deploy.test/v1")):
         asyncio.run(loadtest.sweep(_config(), transport=httpx.MockTransport(refuse)))
 
 
@@ -288,13 +313,13 @@ def test_reports_are_written(tmp_path: Path) -> None:
     config = _config(concurrency=(1, 4), ttft_slo_ms=300)
     results = [_level(1, 10, 200), _level(4, 35, 400)]
     notes = loadtest_report.write_reports(results, config, tmp_path)
-    report = json.loads((tmp_path / "bench.json").read_text())
+    report = json.loads((tmp_path / "loadtest.json").read_text())
     assert report["best_tokens_per_s_concurrency"] == 4
     assert report["within_ttft_slo_concurrency"] == 1
     assert "api_key" not in report["config"]
-    assert "| 4 | 8 | 0 |" in (tmp_path / "bench.md").read_text()
-    assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
-    assert notes == [f"Wrote bench.json, bench.md, bench.png to {tmp_path}"]
+    assert "| 4 | 8 | 0 |" in (tmp_path / "loadtest.md").read_text()
+    assert (tmp_path / "loadtest.png").read_bytes().startswith(b"\x89PNG")
+    assert notes == [f"Wrote loadtest.json, loadtest.md, loadtest.png to {tmp_path}"]
 
 
 def test_failed_requests_are_counted_by_status_reported_and_exit_one(
@@ -309,8 +334,8 @@ def test_failed_requests_are_counted_by_status_reported_and_exit_one(
 
     code = loadtest_report.run(_config(), tmp_path, transport=httpx.MockTransport(handler))
     assert code == 1
-    levels = json.loads((tmp_path / "bench.json").read_text())["levels"]
+    levels = json.loads((tmp_path / "loadtest.json").read_text())["levels"]
     assert [level["errors"] for level in levels] == [{"429": 2}, {"429": 2}]
     assert all(level["tokens_per_s"] > 0 for level in levels)
     assert "4 requests failed" in capsys.readouterr().err
-    assert "Concurrency 2: 429, for example: slow down" in (tmp_path / "bench.md").read_text()
+    assert "Concurrency 2: 429, for example: slow down" in (tmp_path / "loadtest.md").read_text()

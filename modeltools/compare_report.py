@@ -1,16 +1,22 @@
-"""The comparison report as Markdown and as a PNG (matplotlib, imported here only)."""
+"""The comparison report: JSON, Markdown and a PNG (matplotlib, imported here only).
+
+Reads the :class:`~modeltools.compare.ModelReport` rows :mod:`modeltools.compare`
+measured; compare never imports this module (the command calls one, then the other).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
-from engine.compare import CONCURRENCY, ModelReport
-from engine.measure import PROMPTS
 from engine.settings import EngineSettings
+from modeltools.compare import CONCURRENCY, ModelReport
+from modeltools.measure import PROMPTS
 
 _MB = 1024 * 1024
 
@@ -45,7 +51,7 @@ def write_markdown(reports: Sequence[ModelReport], path: Path, settings: EngineS
         f"({platform.machine()}), vLLM CPU engine, "
         f"{'eager' if settings.enforce_eager else 'compiled'} mode, one model at a time. "
         "Perplexity: vLLM's own prompt log-probabilities over the held-out set "
-        "(`engine/data/heldout.jsonl`). Speed: greedy streamed chat completions of 32 tokens "
+        "(`modeltools/data/heldout.jsonl`). Speed: greedy streamed chat completions of 32 tokens "
         "(ignore_eos), tokens/s over the whole batch, TTFT median. Memory: PSS of the vLLM "
         "process tree after the runs (includes the 1 GiB KV cache).",
         "",
@@ -113,3 +119,14 @@ def write_png(reports: Sequence[ModelReport], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def write(reports: Sequence[ModelReport], out: Path, settings: EngineSettings) -> str:
+    """``quantization.json``, ``.md`` and ``.png`` into ``out``; returns the Markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "quantization.json").write_text(
+        json.dumps([asdict(r) for r in reports], indent=2) + "\n"
+    )
+    markdown = write_markdown(reports, out / "quantization.md", settings)
+    write_png(reports, out / "quantization.png")
+    return markdown

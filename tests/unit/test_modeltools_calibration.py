@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import calibration
 from engine.errors import ConfigurationError
+from modeltools import calibration
 
 
 def test_shipped_calibration_set_has_a_few_hundred_distinct_samples() -> None:

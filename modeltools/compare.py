@@ -2,11 +2,12 @@
 
 Starts each model in turn on the real engine (``portico engine serve`` code
 path, one at a time so they do not compete for the CPU), measures it with
-:mod:`engine.measure`, stops it, and writes ``quantization.md`` and
-``quantization.png`` (plus the raw numbers as JSON) into the output directory.
+:mod:`modeltools.measure`, stops it, and writes ``quantization.md`` and
+``quantization.png`` (plus the raw numbers as JSON) into the output directory
+(:mod:`modeltools.compare_report`).
 A checkpoint this machine cannot serve (W4A16 on an AVX2-only CPU) gets the
 launcher's reason instead of engine numbers, and its perplexity computed with
-transformers on CPU (see :func:`engine.measure.local_perplexity`).
+transformers on CPU (see :func:`modeltools.measure.local_perplexity`).
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ import json
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from engine import calibration, launcher, measure, model
+from engine import launcher, model
 from engine.errors import ConfigurationError, StartupError
 from engine.settings import EngineSettings
+from modeltools import calibration, measure
 
 CONCURRENCY = (1, 8)
 
@@ -108,24 +111,15 @@ def _heldout() -> list[str]:
     return calibration.bundled(calibration.HELDOUT)
 
 
-def main(base: str, quantized: list[str], out: Path, settings: EngineSettings) -> int:
-    """Measure the models one after the other and write the report; returns the exit code."""
-    from engine import compare_report
-
+def measure_all(base: str, quantized: Sequence[str], settings: EngineSettings) -> list[ModelReport]:
+    """Measure the base model, then each quantized one, one engine at a time."""
     requests = {1: 3, 8: 8}
     reports = []
     for label, name in [("base", base), *((Path(q).name, q) for q in quantized)]:
         report, directory = describe(label, name, settings)
         _log(f"measuring {label}: {directory}")
         reports.append(measure_model(report, directory, settings, requests))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "quantization.json").write_text(
-        json.dumps([asdict(r) for r in reports], indent=2) + "\n"
-    )
-    markdown = compare_report.write_markdown(reports, out / "quantization.md", settings)
-    compare_report.write_png(reports, out / "quantization.png")
-    print(markdown)
-    return 0
+    return reports
 
 
 def _log(message: str) -> None:
