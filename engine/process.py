@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import FrameType
+from typing import IO
 
 from engine.errors import StartupError
 
@@ -40,13 +41,15 @@ class ManagedProcess:
     ) -> None:
         self.name = name
         self._argv = list(argv)
+        # Passing the environment on to the child (vLLM reads its own variables there, the
+        # gateway its GatewaySettings), not reading configuration here.
         self._env = {**os.environ, **(env or {})}
         self._tail: deque[str] = deque(maxlen=tail)
         self._popen: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
 
     def start(self) -> None:
-        self._popen = subprocess.Popen(
+        popen = subprocess.Popen(
             self._argv,
             env=self._env,
             stdin=subprocess.DEVNULL,
@@ -55,13 +58,22 @@ class ManagedProcess:
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
-        self._reader = threading.Thread(target=self._echo, name=f"{self.name}-output", daemon=True)
+        if popen.stdout is None:  # cannot happen with stdout=PIPE; keeps the type narrow
+            raise RuntimeError(f"{self.name}: the child's output pipe is missing")
+        self._popen = popen
+        self._reader = threading.Thread(
+            target=self._echo, args=(popen.stdout,), name=f"{self.name}-output", daemon=True
+        )
         self._reader.start()
+
+    def _started(self) -> subprocess.Popen[bytes]:
+        if self._popen is None:
+            raise RuntimeError(f"{self.name}: start() it first")
+        return self._popen
 
     @property
     def pid(self) -> int:
-        assert self._popen is not None, "start() first"
-        return self._popen.pid
+        return self._started().pid
 
     def poll(self) -> int | None:
         return None if self._popen is None else self._popen.poll()
@@ -110,14 +122,14 @@ class ManagedProcess:
 
     def stop(self, grace_s: float) -> int:
         """SIGTERM, then SIGKILL after ``grace_s``; returns the exit code."""
-        assert self._popen is not None, "start() first"
+        popen = self._started()
         self.signal(signal.SIGTERM)
         try:
-            return self._popen.wait(timeout=grace_s)
+            return popen.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             # vLLM runs its engine core in a child of its own: kill the group.
-            os.killpg(self._popen.pid, signal.SIGKILL)
-            return self._popen.wait()
+            os.killpg(popen.pid, signal.SIGKILL)
+            return popen.wait()
 
     def _drain_output(self, timeout_s: float = 2.0) -> None:
         """Let the echo thread catch up with an exited child, so tail() holds its last
@@ -125,11 +137,9 @@ class ManagedProcess:
         if self._reader is not None:
             self._reader.join(timeout_s)
 
-    def _echo(self) -> None:
-        assert self._popen is not None
-        assert self._popen.stdout is not None
+    def _echo(self, stdout: IO[bytes]) -> None:
         prefix = f"[{self.name}] "
-        with self._popen.stdout as output:  # closed at EOF: the pipe's fd is not leaked
+        with stdout as output:  # closed at EOF: the pipe's fd is not leaked
             for raw in output:
                 line = raw.decode(errors="replace").rstrip()
                 self._tail.append(line)
