@@ -79,7 +79,7 @@ def running_stack(*engine_args: str, log_name: str = "stack") -> Iterator[Stack]
         [
             sys.executable,
             "-m",
-            "engine",
+            "portico",
             "up",
             "--port",
             str(engine_port),

