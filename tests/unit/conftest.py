@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -13,3 +15,12 @@ def _isolated_settings_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.upper().startswith("PORTICO_") or name.upper() == "HF_HUB_OFFLINE":
             monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    """A directory the launcher accepts as a Hugging Face checkpoint (its config alone)."""
+    directory = tmp_path / "tiny-llama"
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    return directory

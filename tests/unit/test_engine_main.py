@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import subprocess
 import sys
@@ -13,14 +12,6 @@ import pytest
 
 from engine.main import ACTIONS, build_parser, main
 from engine.settings import EngineSettings
-
-
-@pytest.fixture
-def checkpoint(tmp_path: Path) -> Path:
-    directory = tmp_path / "tiny-llama"
-    directory.mkdir()
-    (directory / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    return directory
 
 
 def test_actions_are_serve_prepare_and_command() -> None:

@@ -18,14 +18,6 @@ from portico.cli import build_parser, main
 from portico.settings import CliSettings
 
 
-@pytest.fixture
-def checkpoint(tmp_path: Path) -> Path:
-    directory = tmp_path / "tiny-llama"
-    directory.mkdir()
-    (directory / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    return directory
-
-
 def _flag_value(argv: list[str], flag: str) -> str:
     assert flag in argv, f"{flag} missing from {argv}"
     return argv[argv.index(flag) + 1]
