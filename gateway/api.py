@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 from gateway import __version__, telemetry
 from gateway.auth import Principal, presented_key
 from gateway.body import read_body
+from gateway.catalog import model_not_found
 from gateway.errors import BackendUnavailable, EngineUnavailable
 from gateway.exchange import Call, Reply
 from gateway.middleware import request_id
@@ -125,6 +126,20 @@ async def models(resources: ResourcesDep, who: PrincipalDep) -> dict[str, Any]:
     listing = await resources.catalog.listing()
     data = [m for m in listing.get("data", []) if who.may_use(str(m.get("id")))]
     return {**listing, "data": data}
+
+
+@v1.get("/models/{model_id:path}")
+async def model(model_id: str, resources: ResourcesDep, who: PrincipalDep) -> dict[str, Any]:
+    """One model of the listing (``client.models.retrieve``). A model this caller may not
+    use is the same 404 as one that does not exist, as OpenAI answers: a key learns
+    nothing about models outside its allow-list."""
+    if who.may_use(model_id):
+        await resources.catalog.require(model_id)  # 503 while its engines are all out
+        listing = await resources.catalog.listing()
+        for card in listing.get("data", []):
+            if card.get("id") == model_id:
+                return dict(card)
+    raise model_not_found(model_id)
 
 
 @ops.get("/healthz")

@@ -57,11 +57,7 @@ class ModelCatalog:
                 "No engine serving this model is available; retry shortly.",
                 headers={"retry-after": "1"},
             )
-        raise NotFound(
-            f"The model '{model[:200]}' does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
-        )
+        raise model_not_found(model)
 
     def context_length(self, model: str) -> int | None:
         """The model's context length as its engines reported it (vLLM's ``max_model_len``)."""
@@ -85,3 +81,12 @@ class ModelCatalog:
                 # Failed refreshes are rate-limited too: a dead engine is not asked
                 # again by every request.
                 self._fetched_at = time.monotonic()
+
+
+def model_not_found(model: str) -> NotFound:
+    """OpenAI's 404 for a model that does not exist or that the caller may not see."""
+    return NotFound(
+        f"The model '{model[:200]}' does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )

@@ -178,6 +178,9 @@ def _document_fastapi_errors(paths: dict[str, Any]) -> None:
                 responses[status] = {"description": text, "content": _ERROR_CONTENT}
             if "{key_id}" in path:
                 responses["404"] = {"description": "No key with this id", "content": _ERROR_CONTENT}
+            if path == "/v1/models/{model_id}":
+                responses["404"] = {"description": "No such model, or not one this caller may use",
+                                    "content": _ERROR_CONTENT}  # fmt: skip
             if "/engines/{name}" in path:
                 responses["404"] = {"description": "No engine with this name",
                                     "content": _ERROR_CONTENT}  # fmt: skip

@@ -80,6 +80,16 @@ def test_models_lists_the_served_model(client: openai.OpenAI) -> None:
     assert [m.id for m in client.models.list()] == [MODEL]
 
 
+def test_models_retrieve_answers_the_served_model_and_404_otherwise(
+    client: openai.OpenAI,
+) -> None:
+    model = client.models.retrieve(MODEL)
+    assert (model.id, model.object) == (MODEL, "model")
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("no-such-model")
+    assert missing.value.code == "model_not_found"
+
+
 def test_structured_output_fits_the_json_schema(client: openai.OpenAI) -> None:
     import jsonschema
 

@@ -288,6 +288,7 @@ ALLOWED_ROUTES = {
     ("POST", "/v1/completions"),
     ("POST", "/v1/chat/completions"),
     ("GET", "/v1/models"),
+    ("GET", "/v1/models/{model_id:path}"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/version"),
@@ -396,7 +397,10 @@ def test_only_generation_paths_reach_the_engine(gateway: httpx.Client, stack: St
         key = {"Authorization": f"Bearer {KEY}"}
         headers = auth if path.startswith("/admin") else key
         gateway.request(
-            method, path.format(key_id="key_0", name="engine-0"), json=body, headers=headers
+            method,
+            path.replace("{model_id:path}", MODEL).format(key_id="key_0", name="engine-0"),
+            json=body,
+            headers=headers,
         )
     assert set(stack.engine_saw) <= ENGINE_BOUND
     assert stack.engine_saw

@@ -46,6 +46,7 @@ OPERATIONS = [
     ("POST", "/v1/completions", KEY, True),
     ("POST", "/v1/chat/completions", KEY, True),
     ("GET", "/v1/models", KEY, False),
+    ("GET", "/v1/models/{model_id}", KEY, False),
     ("GET", "/healthz", None, False),
     ("GET", "/readyz", None, False),
     ("GET", "/version", None, False),

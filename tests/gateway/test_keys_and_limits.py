@@ -149,6 +149,22 @@ def test_model_allowlist_is_403_and_narrows_the_model_list(gateway: httpx.Client
     assert [m["id"] for m in listed["data"]] == [MODEL]
 
 
+def test_model_retrieve_answers_only_models_the_key_may_use(gateway: httpx.Client) -> None:
+    """``client.models.retrieve``: the listing's card; a model outside the key's allow-list
+    is the same 404 as a model that does not exist."""
+    allowed, _ = _create(gateway, models=[MODEL])
+    card = gateway.get(f"/v1/models/{MODEL}", headers={"Authorization": f"Bearer {allowed}"})
+    assert card.status_code == 200
+    assert (card.json()["id"], card.json()["object"]) == (MODEL, "model")
+    other, _ = _create(gateway, models=["some-other-model"])
+    for key, model in ((other, MODEL), (allowed, "no/such-model"), (other, "some-other-model")):
+        refused = gateway.get(f"/v1/models/{model}", headers={"Authorization": f"Bearer {key}"})
+        assert refused.status_code == 404, model
+        assert refused.json()["error"]["code"] == "model_not_found"
+        assert refused.json()["error"]["param"] == "model"
+    assert gateway.get(f"/v1/models/{MODEL}").status_code == 401
+
+
 def test_per_key_max_tokens_cap_is_a_400(gateway: httpx.Client) -> None:
     key, _ = _create(gateway, max_tokens=16)
     response = _complete(gateway, key, max_tokens=17)
