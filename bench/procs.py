@@ -129,7 +129,7 @@ def engine_service(
     port = free_port()
     return Service(
         name=name,
-        argv=[sys.executable, "-m", "engine", "engine", "serve", "--port", str(port), *flags],
+        argv=[sys.executable, "-m", "portico", "engine", "serve", "--port", str(port), *flags],
         port=port,
         ready_path="/health",
         log_path=log_path,
@@ -147,7 +147,7 @@ def gateway_service(name: str, log_path: Path, env: Mapping[str, str], workers: 
     argv = [sys.executable, "-m", "uvicorn", "--factory", "gateway.app:create_app"]
     argv += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
     if workers > 1:  # the CLI sets up shared metrics, then execs uvicorn
-        argv = [sys.executable, "-m", "engine", "gateway", "serve", "--port", str(port)]
+        argv = [sys.executable, "-m", "portico", "gateway", "serve", "--port", str(port)]
         argv += ["--workers", str(workers)]
     return Service(
         name=name,

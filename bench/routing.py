@@ -290,7 +290,7 @@ def _config(
     args: argparse.Namespace, stack: Stack, wall_s: float, loads: list[dict[str, Any]]
 ) -> dict[str, Any]:
     flags = engine_flags(args.routing_kv_blocks)
-    argv = ["python", "-m", "engine", "engine", "serve", "--port", "P", *flags]
+    argv = ["python", "-m", "portico", "engine", "serve", "--port", "P", *flags]
     return {
         **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "engines": {

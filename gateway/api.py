@@ -10,7 +10,7 @@ import asyncio
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -133,6 +133,8 @@ async def model(model_id: str, resources: ResourcesDep, who: PrincipalDep) -> di
     """One model of the listing (``client.models.retrieve``). A model this caller may not
     use is the same 404 as one that does not exist, as OpenAI answers: a key learns
     nothing about models outside its allow-list."""
+    if not model_id:  # "/v1/models/" is no model: the same 404 as any unknown route
+        raise HTTPException(status_code=404, detail="Not Found")
     if who.may_use(model_id):
         await resources.catalog.require(model_id)  # 503 while its engines are all out
         listing = await resources.catalog.listing()
