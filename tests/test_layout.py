@@ -43,13 +43,6 @@ ENVIRON_ALLOWED = {
     "portico/gateway.py:serve": "passes the environment on to uvicorn, which it execs",
 }
 
-# Known violations, excused while their fix is under way on another branch (the lead's
-# rewrite of gateway/ fixed every one found when these rules were written): key sets per
-# rule, emptied as the fixes land. An entry that no longer matches fails the test.
-BEING_FIXED_ON_THE_LEADS_BRANCH: dict[str, frozenset[str]] = {rule: frozenset() for rule in (
-    "function-length", "private-name", "import-cycle", "assert", "environ", "layering",
-)}  # fmt: skip
-
 
 @dataclass(frozen=True)
 class Module:
@@ -256,12 +249,8 @@ MODULES = _modules()
 
 @pytest.mark.parametrize("rule", sorted(RULES))
 def test_the_code_keeps_the_rule(rule: str) -> None:
-    expected = BEING_FIXED_ON_THE_LEADS_BRANCH[rule]
-    findings = dict(RULES[rule](MODULES))
-    new = [detail for key, detail in sorted(findings.items()) if key not in expected]
-    assert not new, "\n".join(new)
-    stale = sorted(expected - set(findings))
-    assert not stale, f"fixed: remove from BEING_FIXED_ON_THE_LEADS_BRANCH[{rule!r}]: {stale}"
+    findings = [detail for _, detail in sorted(RULES[rule](MODULES))]
+    assert not findings, "\n".join(findings)
 
 
 def test_every_allowed_environ_read_still_exists() -> None:
