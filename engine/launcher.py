@@ -26,7 +26,7 @@ def plan(settings: EngineSettings) -> Command:
     device = resolve_device(settings, machine)
     checkpoint = model.prepare(settings)
     validate(settings, checkpoint, machine, device)
-    return build_command(settings, checkpoint, device)
+    return build_command(settings, checkpoint, device, machine.vllm_cli)
 
 
 def is_ready_url(url: str) -> bool:
@@ -71,4 +71,4 @@ def serve(settings: EngineSettings) -> int:
     command = plan(settings)
     with stop_requests() as requested:
         process = start(settings, command, requested)
-        return supervise([process], requested, settings.shutdown_timeout_s)
+        return supervise([process], requested, settings.kill_after_s)

