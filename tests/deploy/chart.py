@@ -43,6 +43,7 @@ CANARIES = {
 REDIS_PASSWORD_CANARY = "CANARY-redis-password-55d2"
 EXTERNAL_REDIS_URL_CANARY = "rediss://:CANARY-external-redis-pw@redis.example.net:6380/0"
 
+GPU_SET = "gpu-two-groups"
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "external-redis": {
@@ -123,6 +124,58 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "networkPolicy": {"enabled": False},
         "serviceAccount": {"create": False, "name": "portico"},
     },
+    # A GPU cluster as issue #22 describes it: two engine groups (one autoscaled by KEDA,
+    # one with fixed replicas), weights fetched by the download init container into a
+    # shared claim mounted read-only, a hub mirror, CUDA forward compatibility, long
+    # drains, the restricted Pod Security context (the chart's default) and scrapes.
+    GPU_SET: {
+        "engine": {
+            "groups": [
+                {
+                    "name": "chat",
+                    "model": "meta-llama/Llama-3.3-70B-Instruct",
+                    "revision": "6f6073b423013f6a7d4d9f39144961bfbfbc386b",
+                    "tensorParallelSize": 4,
+                    "maxModelLen": 32768,
+                    "loraAdapters": [{"name": "sql", "path": "/cache/adapters/sql-lora"}],
+                    "autoscaling": {"enabled": True, "maxReplicas": 3},
+                    "resources": {"requests": {"cpu": "16", "memory": "200Gi"}},
+                },
+                {
+                    "name": "coder",
+                    "model": "Qwen/Qwen2.5-Coder-32B-Instruct-AWQ",
+                    "servedModelName": "qwen-coder",
+                    "quantization": "awq_marlin",
+                    "tensorParallelSize": 2,
+                    "replicas": 2,
+                    "enforceEager": False,
+                    "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-L40S"},
+                    "topologySpreadConstraints": [
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": "topology.kubernetes.io/zone",
+                            "whenUnsatisfiable": "DoNotSchedule",
+                        }
+                    ],
+                },
+            ],
+            "enforceEager": True,
+            "download": {"enabled": True},
+            "hfToken": {"existingSecret": "hf-token"},
+            "hfEndpoint": "https://hf-mirror.internal",
+            "cudaCompat": {"enabled": True},
+            "modelCache": {
+                "type": "existingClaim",
+                "existingClaim": "models-rwx",
+                "readOnly": True,
+            },
+            "preStopSleepSeconds": 15,
+            "drainSeconds": 300,
+            "autoscaling": {"prometheusAddress": "http://prometheus.monitoring.svc:9090"},
+        },
+        "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+        "gateway": {"drainSeconds": 300},
+    },
     "canaries": {
         "gateway": {"secrets": CANARIES},
         "redis": {"auth": {"password": REDIS_PASSWORD_CANARY}, "persistence": {"enabled": False}},
@@ -154,6 +207,24 @@ class Rendered:
         ]
         assert len(found) == 1, f"expected one {component} {kind}, found {len(found)}"
         return found[0]
+
+    def engines(self) -> dict[str, dict[str, Any]]:
+        """The engine Deployments by group name."""
+        return {
+            d["metadata"]["labels"]["portico.io/engine-group"]: d
+            for d in self.of_kind("Deployment")
+            if d["metadata"]["labels"].get("app.kubernetes.io/component") == "engine"
+        }
+
+    def engine_groups(self) -> dict[str, dict[str, Any]]:
+        """Each group's values with the engine.* defaults filled in, as the chart does."""
+        engine = self.values["engine"]
+        groups = {}
+        for group in engine["groups"]:
+            merged = {**engine, **group}
+            merged["autoscaling"] = {**engine["autoscaling"], **group.get("autoscaling", {})}
+            groups[group["name"]] = merged
+        return groups
 
     def container(self, kind: str, component: str) -> dict[str, Any]:
         containers = self.component(kind, component)["spec"]["template"]["spec"]["containers"]

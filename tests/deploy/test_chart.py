@@ -10,6 +10,7 @@ import ipaddress
 import json
 import os
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 import kubernetes_validate.utils as kubernetes
@@ -40,8 +41,9 @@ from tests.deploy.contract import (
 
 # The chart's kubeVersion floor and the newest schemas kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.29.0", kubernetes.latest_version())
-# Prometheus Operator kinds: no OpenAPI schema here, checked structurally below.
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+# Prometheus Operator and KEDA kinds: no OpenAPI schema here, checked structurally in
+# their own tests (test_chart_engines.py for KEDA's ScaledObject).
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ALL_SETS = pytest.mark.parametrize("value_set", list(VALUE_SETS))
 
@@ -108,20 +110,28 @@ def test_every_object_validates_against_the_kubernetes_schemas(value_set: str) -
 def test_kinds_rendered_by_default_are_the_expected_ones() -> None:
     kinds = sorted(o["kind"] for o in rendered("defaults").objects)
     shared = ["ServiceAccount", "NetworkPolicy", "NetworkPolicy", "NetworkPolicy"]
-    engines = ["StatefulSet", "Service", "PodDisruptionBudget"]
+    engines = ["Deployment", "Service", "PodDisruptionBudget"]
     gateway = ["Deployment", "Service", "ConfigMap", "Secret", "HorizontalPodAutoscaler"]
     gateway.append("PodDisruptionBudget")
     redis = ["StatefulSet", "Service", "Secret"]
     assert kinds == sorted(shared + engines + gateway + redis)
 
 
+def _engine_container(deployment: dict[str, object]) -> dict[str, Any]:
+    [container] = deployment["spec"]["template"]["spec"]["containers"]  # type: ignore[index]
+    return container  # type: ignore[no-any-return]
+
+
 @ALL_SETS
 def test_gpu_request_and_limit_equal_the_tensor_parallel_size(value_set: str) -> None:
     r = rendered(value_set)
-    engine = r.values["engine"]
-    resources = r.container("StatefulSet", "engine")["resources"]
-    assert resources["limits"][engine["gpuResourceName"]] == engine["tensorParallelSize"]
-    assert resources["requests"][engine["gpuResourceName"]] == engine["tensorParallelSize"]
+    gpu = r.values["engine"]["gpuResourceName"]
+    groups = r.engine_groups()
+    assert set(r.engines()) == set(groups)
+    for name, deployment in r.engines().items():
+        resources = _engine_container(deployment)["resources"]
+        assert resources["limits"][gpu] == groups[name]["tensorParallelSize"]
+        assert resources["requests"][gpu] == groups[name]["tensorParallelSize"]
 
 
 @ALL_SETS
@@ -129,8 +139,11 @@ def test_engine_args_reach_vllm_through_the_launcher(
     value_set: str, clean_env: pytest.MonkeyPatch
 ) -> None:
     r = rendered(value_set)
-    values = r.values["engine"]
-    container = r.container("StatefulSet", "engine")
+    for name, deployment in r.engines().items():
+        _check_engine_args(r, r.engine_groups()[name], _engine_container(deployment))
+
+
+def _check_engine_args(r: Rendered, values: dict[str, Any], container: dict[str, Any]) -> None:
     command = container["command"]
     assert command == ["python3", "-m", "engine", "serve"]
     for var in container.get("env", []):
@@ -144,7 +157,7 @@ def test_engine_args_reach_vllm_through_the_launcher(
     assert settings.tensor_parallel_size == values["tensorParallelSize"]
     assert (settings.host, settings.device) == ("0.0.0.0", "cuda")
     assert settings.port == container["ports"][0]["containerPort"] == values["port"]
-    assert str(settings.cache_dir).startswith(values["modelCache"]["mountPath"])
+    assert str(settings.cache_dir).startswith(values["scratch"]["mountPath"])
 
     # ... and the vLLM command line the launcher builds from them on a GPU.
     checkpoint = Checkpoint(source=settings.model, served_name=settings.model)
@@ -156,11 +169,12 @@ def test_engine_args_reach_vllm_through_the_launcher(
         assert flags["--quantization"] == values["quantization"]
     else:
         assert "--quantization" not in argv
-    assert argv[len(argv) - len(values["extraArgs"]) :] == values["extraArgs"]
+    extra = values["extraArgs"]
+    assert argv[len(argv) - len(extra) :] == extra
 
 
 def test_awq_model_gets_its_quantization_kernel_on_the_vllm_command_line() -> None:
-    container = rendered("awq").container("StatefulSet", "engine")
+    container = _engine_container(rendered("awq").engines()["main"])
     args = container["args"]
     assert args[args.index("--quantization") + 1] == "awq_marlin"
     assert "--extra-args=--kv-cache-dtype=fp8" in args
@@ -171,12 +185,13 @@ def test_awq_model_gets_its_quantization_kernel_on_the_vllm_command_line() -> No
 @ALL_SETS
 def test_engine_probes_use_vllms_health_route_with_room_to_load(value_set: str) -> None:
     r = rendered(value_set)
-    container = r.container("StatefulSet", "engine")
-    probes = [container[p] for p in ("startupProbe", "readinessProbe", "livenessProbe")]
-    assert all(p["httpGet"] == {"path": "/health", "port": "http"} for p in probes)
-    startup = container["startupProbe"]
-    budget = startup["periodSeconds"] * startup["failureThreshold"]
-    assert budget >= r.values["engine"]["startupTimeoutSeconds"] >= 600
+    for deployment in r.engines().values():
+        container = _engine_container(deployment)
+        probes = [container[p] for p in ("startupProbe", "readinessProbe", "livenessProbe")]
+        assert all(p["httpGet"] == {"path": "/health", "port": "http"} for p in probes)
+        startup = container["startupProbe"]
+        budget = startup["periodSeconds"] * startup["failureThreshold"]
+        assert budget >= r.values["engine"]["startupTimeoutSeconds"] >= 600
 
 
 def test_vllm_declares_the_health_and_metrics_routes_the_chart_uses() -> None:
@@ -189,44 +204,43 @@ def test_vllm_declares_the_health_and_metrics_routes_the_chart_uses() -> None:
 @ALL_SETS
 def test_engine_pods_get_shared_memory_and_a_model_cache(value_set: str) -> None:
     r = rendered(value_set)
-    statefulset = r.component("StatefulSet", "engine")
-    pod = statefulset["spec"]["template"]["spec"]
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
-    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
-    assert mounts["dshm"] == "/dev/shm"  # noqa: S108 - a mount path, not a temporary file
     cache = r.values["engine"]["modelCache"]
-    assert mounts["model-cache"] == cache["mountPath"]
-    claims = [t["metadata"]["name"] for t in statefulset["spec"].get("volumeClaimTemplates", [])]
-    if cache["type"] == "pvc":
-        assert claims == ["model-cache"]
-        assert "model-cache" not in volumes
-    else:
-        expected = {"existingClaim": "persistentVolumeClaim", "hostPath": "hostPath"}
-        assert expected.get(cache["type"], "emptyDir") in volumes["model-cache"]
-    assert statefulset["spec"]["serviceName"] == f"{FULLNAME}-engine"
-    assert statefulset["spec"]["podManagementPolicy"] == "Parallel"
+    for deployment in r.engines().values():
+        pod = deployment["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
+        mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+        assert mounts["dshm"] == "/dev/shm"  # noqa: S108 - a mount path, not a temporary file
+        assert mounts["model-cache"] == cache["mountPath"]
+        expected = {
+            "existingClaim": "persistentVolumeClaim",
+            "hostPath": "hostPath",
+            "emptyDir": "emptyDir",
+        }
+        assert expected.get(cache["type"], "ephemeral") in volumes["model-cache"]
 
 
 @ALL_SETS
-def test_gateway_engines_are_every_pod_of_the_headless_engine_service(value_set: str) -> None:
+def test_gateway_engines_are_every_pod_of_each_groups_headless_service(value_set: str) -> None:
     r = rendered(value_set)
-    engines = r.get("ConfigMap", f"{FULLNAME}-gateway")["data"]["PORTICO_ENGINES"]
-    assert engines.startswith("dns+http://")  # one engine per resolved pod address
-    url = urlsplit(engines.removeprefix("dns+"))
-    service = r.get("Service", url.hostname or "")
-    assert service["spec"]["clusterIP"] == "None"
-    assert service["spec"].get("publishNotReadyAddresses", False) is False
-    engine = r.component("StatefulSet", "engine")
-    pod_labels = engine["spec"]["template"]["metadata"]["labels"]
-    assert service["spec"]["selector"].items() <= pod_labels.items()
-    port = service["spec"]["ports"][0]
-    assert url.port == port["port"]
-    container_ports = {
-        p["name"]: p["containerPort"]
-        for p in engine["spec"]["template"]["spec"]["containers"][0]["ports"]
-    }
-    assert container_ports[port["targetPort"]] == port["port"]
+    engines = r.get("ConfigMap", f"{FULLNAME}-gateway")["data"]["PORTICO_ENGINES"].split(",")
+    assert len(engines) == len(r.engines())
+    for entry, (name, deployment) in zip(engines, r.engines().items(), strict=True):
+        assert entry.startswith("dns+http://")  # one engine per resolved pod address
+        url = urlsplit(entry.removeprefix("dns+"))
+        assert url.hostname == f"{FULLNAME}-engine-{name}"
+        service = r.get("Service", url.hostname)
+        assert service["spec"]["clusterIP"] == "None"
+        assert service["spec"].get("publishNotReadyAddresses", False) is False
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert service["spec"]["selector"].items() <= pod_labels.items()
+        assert service["spec"]["selector"]["portico.io/engine-group"] == name
+        port = service["spec"]["ports"][0]
+        assert url.port == port["port"]
+        container_ports = {
+            p["name"]: p["containerPort"] for p in _engine_container(deployment)["ports"]
+        }
+        assert container_ports[port["targetPort"]] == port["port"]
 
 
 @ALL_SETS
@@ -240,7 +254,7 @@ def test_the_gateway_settings_object_accepts_the_rendered_configuration(
     for name, value in _gateway_environment(r).items():
         clean_env.setenv(name, value)
     settings = GatewaySettings()
-    assert settings.engine_urls == [config["PORTICO_ENGINES"]]
+    assert settings.engine_urls == config["PORTICO_ENGINES"].split(",")
     assert settings.drain_grace_s == r.values["gateway"]["drainSeconds"]
     assert settings.redis_url is not None
     assert settings.redis.failure_policy == r.values["gateway"]["config"]["redisFailurePolicy"]
@@ -402,9 +416,13 @@ def test_only_gateway_pods_reach_the_engines_and_redis(value_set: str) -> None:
     r = rendered(value_set)
     gateway_pods = r.component("Deployment", "gateway")["spec"]["template"]["metadata"]["labels"]
     extra_peers = r.values["networkPolicy"]["metricsFrom"]
-    for component, kind in (("engine", "StatefulSet"), ("redis", "StatefulSet")):
+    workloads = {
+        "engine": next(iter(r.engines().values())),
+        "redis": r.component("StatefulSet", "redis"),
+    }
+    for component, workload in workloads.items():
         policy = r.component("NetworkPolicy", component)
-        pods = r.component(kind, component)["spec"]["template"]["metadata"]["labels"]
+        pods = workload["spec"]["template"]["metadata"]["labels"]
         assert policy["spec"]["podSelector"]["matchLabels"].items() <= pods.items()
         assert policy["spec"]["policyTypes"] == ["Ingress"]
         [rule] = policy["spec"]["ingress"]
@@ -426,13 +444,15 @@ def test_service_monitors_select_the_services_they_scrape() -> None:
         spec = monitor["spec"]
         assert spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}
         wanted = spec["selector"]["matchLabels"].items()
-        [service] = [s for s in r.of_kind("Service") if wanted <= s["metadata"]["labels"].items()]
-        # Prometheus names the job after the Service: the alert rules rely on it.
-        assert service["metadata"]["name"] == monitor["metadata"]["name"]
-        ports = {p["name"] for p in service["spec"]["ports"]}
-        for endpoint in spec["endpoints"]:
-            assert endpoint["port"] in ports
-            assert endpoint["path"] == "/metrics"
+        services = [s for s in r.of_kind("Service") if wanted <= s["metadata"]["labels"].items()]
+        assert services
+        for service in services:
+            # Prometheus names the job after this label: the alert rules rely on it.
+            assert service["metadata"]["labels"][spec["jobLabel"]] == monitor["metadata"]["name"]
+            ports = {p["name"] for p in service["spec"]["ports"]}
+            for endpoint in spec["endpoints"]:
+                assert endpoint["port"] in ports
+                assert endpoint["path"] == "/metrics"
 
 
 def test_prometheus_rules_alert_on_series_that_exist() -> None:

@@ -86,7 +86,10 @@ def test_engine_image_is_the_vllm_release_the_launcher_is_pinned_to() -> None:
     [pin] = [r for r in PYPROJECT["project"]["optional-dependencies"]["engine-cpu"] if "vllm" in r]
     version = str(Requirement(pin).specifier).removeprefix("==")
     base = _only("engine", "FROM").split()[0]
-    assert base == f"vllm/vllm-openai:v{version}"
+    assert base == "vllm/vllm-openai:${VLLM_IMAGE_TAG}"
+    # The default tag (a build argument, so the CUDA 12.9 variant can be chosen).
+    [arg] = [a for s, k, a in _instructions() if k == "ARG" and a.startswith("VLLM_IMAGE_TAG=")]
+    assert arg == f"VLLM_IMAGE_TAG=v{version}"
 
 
 def test_gateway_image_runs_as_the_non_root_user_the_chart_expects() -> None:
@@ -134,7 +137,8 @@ def test_healthchecks_probe_routes_that_exist() -> None:
 def test_engine_entrypoint_and_default_flags_parse_with_the_launcher() -> None:
     entrypoint = _exec_form(_only("engine", "ENTRYPOINT"))
     assert entrypoint == ["python3", "-m", "engine", "serve"]
-    assert entrypoint == render().container("StatefulSet", "engine")["command"]
+    [engine] = render().engines().values()
+    assert entrypoint == engine["spec"]["template"]["spec"]["containers"][0]["command"]
     cmd = _exec_form(_only("engine", "CMD"))
     args = engine_main.build_parser().parse_args([*entrypoint[3:], *cmd])
     assert (args.host, args.port, args.device) == ("0.0.0.0", "8000", "cuda")

@@ -55,12 +55,6 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-engine" (include "portico.fullname" .) }}
 {{- end }}
 
-{{/* What the gateway calls: the engines' headless Service, whose DNS name resolves to
-every ready engine pod. */}}
-{{- define "portico.engineURL" -}}
-{{- printf "http://%s:%d" (include "portico.engineServiceName" .) (int .Values.engine.port) }}
-{{- end }}
-
 {{- define "portico.redisName" -}}
 {{- printf "%s-redis" (include "portico.fullname" .) }}
 {{- end }}
@@ -125,4 +119,218 @@ assumed to be cluster.local; add yours to gateway.allowedHosts otherwise. */}}
 {{- end -}}
 {{- end -}}
 {{- join "," (uniq (concat $hosts .Values.gateway.allowedHosts)) -}}
+{{- end }}
+
+{{/* The keys an engine group may set; the rest of engine.* is shared by every group. */}}
+{{- define "portico.engineGroupKeys" -}}
+model revision servedModelName quantization dtype maxModelLen gpuMemoryUtilization tensorParallelSize replicas maxNumSeqs maxNumQueuedReqs enablePrefixCaching enforceEager extraArgs loraAdapters autoscaling resources nodeSelector tolerations affinity topologySpreadConstraints
+{{- end }}
+
+{{/* Every engine group with engine.* filled in where the group is silent, as a JSON
+list (read with fromJsonArray). Keys are taken whole, by presence (hasKey), so a group's
+false or null wins over a default; autoscaling is filled key by key. Each group also
+gets its object name (fullName). Fails on names that are not unique DNS labels. */}}
+{{- define "portico.engineGroups" -}}
+{{- $engine := .Values.engine }}
+{{- $groups := list }}
+{{- $seen := dict }}
+{{- range $group := $engine.groups }}
+{{- $fullName := printf "%s-engine-%s" (include "portico.fullname" $) $group.name }}
+{{- if hasKey $seen $group.name }}
+{{- fail (printf "engine.groups: the name %q is used twice" $group.name) }}
+{{- end }}
+{{- if gt (len $fullName) 63 }}
+{{- fail (printf "engine.groups: %q makes the object name %q longer than 63 characters; shorten the group name or fullnameOverride" $group.name $fullName) }}
+{{- end }}
+{{- $_ := set $seen $group.name true }}
+{{- $merged := dict "name" $group.name "fullName" $fullName }}
+{{- range $key := splitList " " (include "portico.engineGroupKeys" $) }}
+{{- $_ := set $merged $key (ternary (index $group $key) (index $engine $key) (hasKey $group $key)) }}
+{{- end }}
+{{- $scaling := deepCopy $engine.autoscaling }}
+{{- range $key, $value := (default dict $group.autoscaling) }}
+{{- $_ := set $scaling $key $value }}
+{{- end }}
+{{- $_ := set $merged "autoscaling" $scaling }}
+{{- $groups = append $groups $merged }}
+{{- end }}
+{{- toJson $groups }}
+{{- end }}
+
+{{/* The engine pods' grace period: the preStop sleep, vLLM's drain and its shutdown must
+fit in it, or the kubelet kills streams mid-drain. */}}
+{{- define "portico.engineGracePeriod" -}}
+{{- $e := .Values.engine }}
+{{- $floor := add $e.preStopSleepSeconds $e.drainSeconds $e.shutdownTimeoutSeconds }}
+{{- if kindIs "invalid" $e.terminationGracePeriodSeconds }}
+{{- add $floor 10 }}
+{{- else if le (int $e.terminationGracePeriodSeconds) (int $floor) }}
+{{- fail (printf "engine.terminationGracePeriodSeconds (%v) must be larger than preStopSleepSeconds + drainSeconds + shutdownTimeoutSeconds (%v)" $e.terminationGracePeriodSeconds $floor) }}
+{{- else }}
+{{- $e.terminationGracePeriodSeconds }}
+{{- end }}
+{{- end }}
+
+{{/* Selector labels of one engine group: call with (dict "ctx" $ "group" $group). */}}
+{{- define "portico.engineGroupSelectorLabels" -}}
+{{ include "portico.selectorLabels" (dict "ctx" .ctx "component" "engine") }}
+portico.io/engine-group: {{ .group.name }}
+{{- end }}
+
+{{/* PORTICO_ENGINES: every group's headless Service, each name resolving to every ready
+pod of the group. */}}
+{{- define "portico.engineURLs" -}}
+{{- $urls := list }}
+{{- range $group := include "portico.engineGroups" . | fromJsonArray }}
+{{- $urls = append $urls (printf "dns+http://%s:%d" $group.fullName (int $.Values.engine.port)) }}
+{{- end }}
+{{- join "," $urls }}
+{{- end }}
+
+{{/* The environment both engine containers (download and engine) share: where the hub
+cache is, which hub, the token, and a writable HOME and XDG cache on the scratch volume. */}}
+{{- define "portico.engineHubEnv" -}}
+{{- $engine := .Values.engine }}
+- name: HF_HOME
+  value: {{ printf "%s/huggingface" $engine.modelCache.mountPath | quote }}
+- name: HOME
+  value: {{ $engine.scratch.mountPath | quote }}
+- name: XDG_CACHE_HOME
+  value: {{ printf "%s/cache" $engine.scratch.mountPath | quote }}
+{{- with $engine.hfEndpoint }}
+- name: HF_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- with $engine.hfToken.existingSecret }}
+- name: HF_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $engine.hfToken.key }}
+{{- end }}
+{{- end }}
+
+{{/* The launcher's flags for one group: call with (dict "ctx" $ "group" $g "offline" bool). */}}
+{{- define "portico.engineArgs" -}}
+{{- $engine := .ctx.Values.engine }}
+{{- $g := .group }}
+- --host
+- 0.0.0.0
+- --port
+- {{ int $engine.port | quote }}
+- --device
+- cuda
+- --model
+- {{ $g.model | quote }}
+{{- with $g.revision }}
+- --revision
+- {{ . | quote }}
+{{- end }}
+{{- with $g.servedModelName }}
+- --served-model-name
+- {{ . | quote }}
+{{- end }}
+- --dtype
+- {{ $g.dtype | quote }}
+- --quantization
+- {{ $g.quantization | quote }}
+- --tensor-parallel-size
+- {{ int $g.tensorParallelSize | quote }}
+{{- if not (kindIs "invalid" $g.gpuMemoryUtilization) }}
+- --gpu-memory-utilization
+- {{ $g.gpuMemoryUtilization | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $g.maxModelLen) }}
+- --max-model-len
+- {{ ternary "auto" (toString (int $g.maxModelLen)) (eq (toString $g.maxModelLen) "auto") | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $g.maxNumSeqs) }}
+- --max-num-seqs
+- {{ int $g.maxNumSeqs | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $g.maxNumQueuedReqs) }}
+- --max-num-queued-reqs
+- {{ int $g.maxNumQueuedReqs | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $g.enablePrefixCaching) }}
+- {{ ternary "--enable-prefix-caching" "--no-enable-prefix-caching" $g.enablePrefixCaching }}
+{{- end }}
+{{- if $g.enforceEager }}
+- --enforce-eager
+{{- end }}
+{{- if .offline }}
+- --offline
+{{- end }}
+- --cache-dir
+- {{ printf "%s/portico" $engine.scratch.mountPath | quote }}
+- --startup-timeout-s
+- {{ int $engine.startupTimeoutSeconds | quote }}
+- --drain-s
+- {{ int $engine.drainSeconds | quote }}
+- --shutdown-timeout-s
+- {{ int $engine.shutdownTimeoutSeconds | quote }}
+{{- with $g.loraAdapters }}
+- --extra-args=--enable-lora
+- --extra-args=--lora-modules
+{{- range . }}
+- {{ printf "--extra-args=%s=%s" .name .path | quote }}
+{{- end }}
+{{- end }}
+{{- range $g.extraArgs }}
+- {{ printf "--extra-args=%s" . | quote }}
+{{- end }}
+{{- end }}
+
+{{/* A group's topology spread: call with (dict "group" $g "selector" $labels). */}}
+{{- define "portico.engineSpread" -}}
+{{- $constraints := .group.topologySpreadConstraints }}
+{{- $selector := .selector | fromYaml }}
+{{- if kindIs "invalid" $constraints }}
+{{- $constraints = list }}
+{{- range $key := list "kubernetes.io/hostname" "topology.kubernetes.io/zone" }}
+{{- $constraints = append $constraints (dict "maxSkew" 1 "topologyKey" $key "whenUnsatisfiable" "ScheduleAnyway") }}
+{{- end }}
+{{- end }}
+{{- if $constraints }}
+topologySpreadConstraints:
+{{- range $c := $constraints }}
+{{- $c := deepCopy $c }}
+{{- if not (hasKey $c "labelSelector") }}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" $selector) }}
+{{- end }}
+{{- list $c | toYaml | nindent 2 }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The model volume: call with (dict "ctx" $ "selector" $labels). */}}
+{{- define "portico.modelVolume" -}}
+{{- $cache := .ctx.Values.engine.modelCache }}
+- name: model-cache
+{{- if eq $cache.type "existingClaim" }}
+  persistentVolumeClaim:
+    claimName: {{ required "engine.modelCache.existingClaim is required with modelCache.type=existingClaim" $cache.existingClaim }}
+{{- else if eq $cache.type "hostPath" }}
+  hostPath:
+    path: {{ $cache.hostPath }}
+    type: DirectoryOrCreate
+{{- else if eq $cache.type "emptyDir" }}
+  emptyDir: {}
+{{- else }}
+  # A claim per pod, created with it and deleted with it.
+  ephemeral:
+    volumeClaimTemplate:
+      metadata:
+        labels:
+          {{- .selector | nindent 10 }}
+      spec:
+        accessModes:
+          {{- toYaml $cache.accessModes | nindent 10 }}
+        {{- with $cache.storageClassName }}
+        storageClassName: {{ . }}
+        {{- end }}
+        resources:
+          requests:
+            storage: {{ $cache.size }}
+{{- end }}
 {{- end }}
