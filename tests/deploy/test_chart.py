@@ -117,9 +117,9 @@ def test_kinds_rendered_by_default_are_the_expected_ones() -> None:
     assert kinds == sorted(shared + engines + gateway + redis)
 
 
-def _engine_container(deployment: dict[str, object]) -> dict[str, Any]:
-    [container] = deployment["spec"]["template"]["spec"]["containers"]  # type: ignore[index]
-    return container  # type: ignore[no-any-return]
+def _engine_container(deployment: dict[str, Any]) -> dict[str, Any]:
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return dict(container)
 
 
 @ALL_SETS
