@@ -4,7 +4,7 @@ It exists only so the benchmark measures the gateway, not an engine. A raw
 ASGI app under uvicorn (uvloop + httptools): no framework, fixed pre-encoded
 bodies, no validation.
 
-    python bench/fake_upstream.py --port 9000 [--stream-gap-ms 2]
+    python -m bench.overhead.fake_upstream --port 9000 [--stream-gap-ms 2]
 
 GET /health, GET /v1/models (one model, ``bench-model``), POST /v1/completions
 and /v1/chat/completions: a fixed small JSON body, or with ``"stream": true``
@@ -72,36 +72,20 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + _encode(payload) + b"\n\n"
 
 
-def _chat_chunk(index: int) -> bytes:
-    delta = {"role": "assistant", "content": ""} if index == 0 else {"content": f" tok{index}"}
+def _chunk(index: int, chat: bool) -> bytes:
     finish = "stop" if index == STREAM_CHUNKS - 1 else None
-    return _sse(
-        {
-            "id": "chatcmpl-bench",
-            "object": "chat.completion.chunk",
-            "created": 1700000000,
-            "model": MODEL,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-    )
-
-
-def _completion_chunk(index: int) -> bytes:
-    finish = "stop" if index == STREAM_CHUNKS - 1 else None
-    return _sse(
-        {
-            "id": "cmpl-bench",
-            "object": "text_completion",
-            "created": 1700000000,
-            "model": MODEL,
-            "choices": [{"index": 0, "text": f" tok{index}", "finish_reason": finish}],
-        }
-    )
+    choice: dict[str, Any] = {"index": 0, "text": f" tok{index}", "finish_reason": finish}
+    if chat:
+        delta = {"role": "assistant", "content": ""} if index == 0 else {"content": f" tok{index}"}
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    kind = "chat.completion.chunk" if chat else "text_completion"
+    head = {"id": "chatcmpl-bench" if chat else "cmpl-bench", "object": kind, "created": 1700000000}
+    return _sse({**head, "model": MODEL, "choices": [choice]})
 
 
 DONE = b"data: [DONE]\n\n"
-CHAT_STREAM = [_chat_chunk(i) for i in range(STREAM_CHUNKS)] + [DONE]
-COMPLETION_STREAM = [_completion_chunk(i) for i in range(STREAM_CHUNKS)] + [DONE]
+CHAT_STREAM = [_chunk(i, chat=True) for i in range(STREAM_CHUNKS)] + [DONE]
+COMPLETION_STREAM = [_chunk(i, chat=False) for i in range(STREAM_CHUNKS)] + [DONE]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]

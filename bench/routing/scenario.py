@@ -4,16 +4,15 @@ Starts two engines once (A with vLLM's default thread binding, core 0 here; B wi
 ``VLLM_CPU_OMP_THREADS_BIND=1``, so each computes on its own core as two hosts would),
 each with a KV cache of ``--routing-kv-blocks`` blocks, and one gateway per strategy in
 front of both, with the response cache off. Then, per workload (``--routing-prefixes``:
-N distinct system prompts of ~500 tokens, short questions; see routing_workload.py),
-interleaved rounds driven by routing_load.py, and writes
-bench/results/routing.{md,json,png}. See bench/README.md.
+N distinct system prompts of ~500 tokens, short questions; see workload.py),
+interleaved rounds driven by :mod:`bench.routing.client`, and writes
+routing.{md,json,png}. See bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import statistics
 import time
@@ -24,16 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import real_plot
-import routing_report
-from machine import describe
-from procs import Service, engine_service, gateway_service
 from prometheus_client.parser import text_string_to_metric_families
-from real import API_KEY, ENGINE_FLAGS, EXTRA_PACKAGES, REPO, _first_model, drive
-from real_report import write
 from rich.console import Console
-from routing_report import STRATEGIES
-from routing_workload import PERSONAS, schedule, system_prompt
+
+from bench.core.drive import drive
+from bench.core.machine import describe, stamp_end
+from bench.core.procs import REPO, Service, engine_service, gateway_service, running
+from bench.core.report import config_of, finish, write
+from bench.core.stack import API_KEY, ENGINE_FLAGS, EXTRA_PACKAGES, first_model
+from bench.routing import report
+from bench.routing.report import STRATEGIES
+from bench.routing.workload import PERSONA_COUNT, schedule, system_prompt
 
 SCENARIO = "routing"
 # Engine B's extra environment: the e2e routing test's way to give it core 1.
@@ -139,23 +139,15 @@ def routing_stack(args: argparse.Namespace, log_dir: Path, console: Console) -> 
         # Started together: loading is mostly waiting on imports and disk, and this halves
         # the scenario's fixed cost.
         with console.status("starting two vLLM CPU engines (--enforce-eager, about 1-3 min)"):
-            for engine in engines.values():
-                stack.callback(engine.stop)
-                engine.start()
-            for engine in engines.values():
-                engine.wait_ready()
+            stack.enter_context(running(list(engines.values())))
             deadline = time.monotonic() + 60
-            model = _first_model(engines["a"].base_url, deadline)
-            _first_model(engines["b"].base_url, deadline)
+            model = first_model(engines["a"].base_url, deadline)
+            first_model(engines["b"].base_url, deadline)
         startup_s = time.monotonic() - started
         console.print(f"engines ready in {startup_s:.0f} s: {model}")
         gateways = {s: _gateway(s, list(engines.values()), log_dir) for s in STRATEGIES}
         with console.status("starting one gateway per strategy"):
-            for gateway in gateways.values():
-                stack.callback(gateway.stop)
-                gateway.start()
-            for gateway in gateways.values():
-                gateway.wait_ready()
+            stack.enter_context(running(list(gateways.values())))
         yield Stack(engines, gateways, model, startup_s)
 
 
@@ -213,7 +205,7 @@ def workloads(args: argparse.Namespace, stack: Stack, console: Console) -> list[
     for k, value in enumerate(args.routing_prefixes):
         if value == "auto":
             # The variant line adds a few tokens; the variants' mean is close to this.
-            base = prompt_tokens(stack.engines["a"].base_url, stack.model, 2 * len(PERSONAS))
+            base = prompt_tokens(stack.engines["a"].base_url, stack.model, 2 * PERSONA_COUNT)
             value = auto_prefixes(cache["tokens"], statistics.mean(base))
         tokens = prompt_tokens(stack.engines["a"].base_url, stack.model, value)
         # vLLM caches whole blocks: what a prompt leaves in the cache once computed.
@@ -275,7 +267,7 @@ def _warmup(stack: Stack) -> list[dict[str, Any]]:
     return [
         {
             "strategy": strategy,
-            "prefixes": len(PERSONAS),
+            "prefixes": PERSONA_COUNT,
             "concurrency": 4,
             "tag": f"warmup-{secrets.token_hex(4)}",
             "url": gateway.base_url + "/v1/chat/completions",
@@ -291,8 +283,7 @@ def _config(
 ) -> dict[str, Any]:
     flags = engine_flags(args.routing_kv_blocks)
     argv = ["python", "-m", "portico", "engine", "serve", "--port", "P", *flags]
-    return {
-        **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    return config_of(args) | {
         "engines": {
             name: {"argv": argv, "env": ENGINE_ENVS[name], "url": e.base_url}
             for name, e in stack.engines.items()
@@ -304,16 +295,23 @@ def _config(
     }
 
 
+def _label(event: dict[str, Any]) -> str:
+    return (
+        f"round {event['round'] + 1} {event['prefixes']} prefixes "
+        f"c={event['concurrency']} {event['strategy']}"
+    )
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
     """The whole scenario, engines included; 0 if every request succeeded."""
     log_dir = args.out / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
     machine = describe(REPO, EXTRA_PACKAGES)
     started = time.monotonic()
     with routing_stack(args, log_dir, console) as stack:
         loads = workloads(args, stack, console)
         points = plan(args, stack, loads)
         job = {
+            "scenario": SCENARIO,
             "model": stack.model,
             "api_key": API_KEY,
             "max_tokens": args.routing_max_tokens,
@@ -321,35 +319,20 @@ def run(args: argparse.Namespace, console: Console) -> int:
             "engine_pids": [e.pid for e in stack.engines.values()],
             "warmup": _warmup(stack),
             "points": points,
-            "scenario": SCENARIO,
         }
-
-        def label(event: dict[str, Any]) -> str:
-            return (
-                f"round {event['round'] + 1} {event['prefixes']} prefixes "
-                f"c={event['concurrency']} {event['strategy']}"
-            )
-
         total = sum(len(p["schedule"]) for p in points)
         measured = time.monotonic()
-        results = drive(
-            job, total, log_dir / "routing-load.log", console, label, client="routing_load.py"
-        )
+        log = log_dir / "routing-load.log"
+        results = drive("bench.routing.client", job, total, log, console, _label)
         measured_s = time.monotonic() - measured
-    machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    stamp_end(machine)
     config = _config(args, stack, measured_s, loads)
     config["scenario_wall_s"] = time.monotonic() - started
-    summary = routing_report.summarize(results, loads)
-    markdown = routing_report.markdown(machine, config, summary)
+    summary = report.summarize(results, loads)
     payload = {"machine": machine, "config": config, "summary": summary, "points": results}
-    md_path, json_path = write(args.out, SCENARIO, markdown, payload)
+    paths = write(args.out, SCENARIO, report.markdown(machine, config, summary), payload)
     subtitle = f"nproc {machine['nproc']}, {machine['date_utc']}; one run, compare ratios"
-    png_path = real_plot.routing(summary, args.out / "routing.png", subtitle)
-    routing_report.print_summary(console, summary)
-    console.print(
-        f"wrote {md_path}, {json_path}, {png_path}; scenario {config['scenario_wall_s']:.0f} s"
-    )
-    if summary["errors"]:
-        console.print(f"[red]{summary['errors']} failed requests[/red]: {summary['error_samples']}")
-        return 1
-    return 0
+    paths.append(report.plot(summary, args.out / "routing.png", subtitle))
+    report.print_summary(console, summary)
+    console.print(f"scenario {config['scenario_wall_s']:.0f} s")
+    return finish(console, paths, summary["errors"], summary["error_samples"])
