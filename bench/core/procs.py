@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -103,6 +104,16 @@ class Service:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def fetch(url: str, body: object = None, headers: dict[str, str] | None = None) -> bytes:
+    """GET ``url``, or POST ``body`` as JSON to it (http on 127.0.0.1 only)."""
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"content-type": "application/json", **(headers or {})}
+    request = urllib.request.Request(url, data, headers)  # noqa: S310
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        found: bytes = response.read()
+        return found
 
 
 @contextmanager

@@ -16,7 +16,6 @@ import json
 import secrets
 import statistics
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from rich.console import Console
 
 from bench.core.drive import drive
 from bench.core.machine import describe, stamp_end
-from bench.core.procs import REPO, Service, engine_service, gateway_service, running
+from bench.core.procs import REPO, Service, engine_service, fetch, gateway_service, running
 from bench.core.report import config_of, finish, write
 from bench.core.stack import API_KEY, ENGINE_FLAGS, EXTRA_PACKAGES, first_model
 from bench.routing import report
@@ -51,35 +50,26 @@ AUTO_CACHE_RATIO = 1.5
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("routing scenario (two real engines)")
-    group.add_argument(
-        "--routing-rounds", type=int, default=3, help="round pairs (one round per strategy)"
-    )
-    group.add_argument(
-        "--routing-prefixes",
-        type=_prefixes,
-        nargs="+",
-        default=[8, "auto"],
+    add = group.add_argument
+    add("--routing-rounds", type=int, default=3, help="round pairs (one round per strategy)")
+    add(
+        "--routing-prefixes", type=_prefixes, nargs="+", default=[8, "auto"],
         help="workloads, one per value: N distinct system prompts (8 personas x variants), "
         f"or 'auto': the N nearest {AUTO_CACHE_RATIO} x one engine's KV cache "
         "(kv_cache_size_tokens from its /metrics) / the mean prompt tokens "
         "(default: 8 auto, i.e. one that fits the cache and one that exceeds it)",
-    )
-    group.add_argument(
-        "--routing-requests",
-        type=int,
-        nargs="+",
-        default=[40, 80],
+    )  # fmt: skip
+    add(
+        "--routing-requests", type=int, nargs="+", default=[40, 80],
         help="per round, one per workload (the last one for any further workload)",
-    )
-    group.add_argument("--routing-concurrency", type=int, nargs="+", default=[8])
-    group.add_argument("--routing-max-tokens", type=int, default=16)
-    group.add_argument(
-        "--routing-kv-blocks",
-        type=int,
-        default=KV_BLOCKS,
+    )  # fmt: skip
+    add("--routing-concurrency", type=int, nargs="+", default=[8])
+    add("--routing-max-tokens", type=int, default=16)
+    add(
+        "--routing-kv-blocks", type=int, default=KV_BLOCKS,
         help="each engine's KV cache in 128-token blocks (vLLM's --num-gpu-blocks-override); "
         "0: the engine's default (1 GiB on CPU)",
-    )
+    )  # fmt: skip
 
 
 def _prefixes(value: str) -> int | str:
@@ -108,13 +98,6 @@ def engine_flags(kv_blocks: int) -> tuple[str, ...]:
     return (*ENGINE_FLAGS, *extra)
 
 
-def _engine(name: str, log_dir: Path, timeout_s: float, kv_blocks: int) -> Service:
-    log = log_dir / f"routing-engine-{name}.log"
-    return engine_service(
-        f"engine-{name}", log, engine_flags(kv_blocks), timeout_s, ENGINE_ENVS[name]
-    )
-
-
 def _gateway(strategy: str, engines: list[Service], log_dir: Path) -> Service:
     env = {
         "PORTICO_ENGINES": ",".join(e.base_url for e in engines),
@@ -130,9 +113,12 @@ def _gateway(strategy: str, engines: list[Service], log_dir: Path) -> Service:
 @contextmanager
 def routing_stack(args: argparse.Namespace, log_dir: Path, console: Console) -> Iterator[Stack]:
     """Both engines and both gateways, ready; all stopped on the way out, whatever happens."""
+    flags, timeout = engine_flags(args.routing_kv_blocks), args.engine_startup_timeout
     engines = {
-        name: _engine(name, log_dir, args.engine_startup_timeout, args.routing_kv_blocks)
-        for name in ENGINE_ENVS
+        name: engine_service(
+            f"engine-{name}", log_dir / f"routing-engine-{name}.log", flags, timeout, env
+        )
+        for name, env in ENGINE_ENVS.items()
     }
     with ExitStack() as stack:
         started = time.monotonic()
@@ -154,35 +140,19 @@ def routing_stack(args: argparse.Namespace, log_dir: Path, console: Console) -> 
 def kv_cache(base_url: str) -> dict[str, int]:
     """One engine's KV cache, from its ``vllm:cache_config_info`` labels: tokens, blocks,
     block size."""
-    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as response:  # noqa: S310
-        text = response.read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "vllm:cache_config_info":
-                labels = sample.labels
-                blocks = int(labels.get("num_gpu_blocks") or labels["num_cpu_blocks"])
-                block_size = int(labels["block_size"])
-                tokens = labels.get("kv_cache_size_tokens")
-                return {
-                    "tokens": int(tokens)
-                    if tokens not in (None, "", "None")
-                    else blocks * block_size,
-                    "blocks": blocks,
-                    "block_size": block_size,
-                }
+    for family in text_string_to_metric_families(fetch(base_url + "/metrics").decode()):
+        for labels in (s.labels for s in family.samples if s.name == "vllm:cache_config_info"):
+            blocks = int(labels.get("num_gpu_blocks") or labels["num_cpu_blocks"])
+            size, text = int(labels["block_size"]), labels.get("kv_cache_size_tokens")
+            tokens = int(text) if text not in (None, "", "None") else blocks * size
+            return {"tokens": tokens, "blocks": blocks, "block_size": size}
     raise RuntimeError(f"no vllm:cache_config_info on {base_url}/metrics")
 
 
 def prompt_tokens(base_url: str, model: str, prefixes: int) -> list[int]:
     """Each system prompt's length in the engine's own tokens (vLLM's ``/tokenize``)."""
-    counts = []
-    for prefix in range(prefixes):
-        body = json.dumps({"model": model, "prompt": system_prompt("00000000", prefix)}).encode()
-        headers = {"content-type": "application/json"}
-        request = urllib.request.Request(base_url + "/tokenize", body, headers)  # noqa: S310
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            counts.append(int(json.load(response)["count"]))
-    return counts
+    bodies = ({"model": model, "prompt": system_prompt("00000000", p)} for p in range(prefixes))
+    return [int(json.loads(fetch(base_url + "/tokenize", body))["count"]) for body in bodies]
 
 
 def auto_prefixes(kv_tokens: int, mean_tokens: float) -> int:
@@ -211,17 +181,12 @@ def workloads(args: argparse.Namespace, stack: Stack, console: Console) -> list[
         # vLLM caches whole blocks: what a prompt leaves in the cache once computed.
         blocks = sum(t // cache["block_size"] for t in tokens)
         workload = {
-            "prefixes": value,
-            "auto": args.routing_prefixes[k] == "auto",
-            "requests": requests[min(k, len(requests) - 1)],
-            "prompt_tokens": tokens,
-            "total_prompt_tokens": sum(tokens),
-            "prompt_blocks": blocks,
-            "kv_cache_tokens": cache["tokens"],
-            "kv_cache_blocks": cache["blocks"],
-            "block_size": cache["block_size"],
-            "cache_ratio": sum(tokens) / cache["tokens"],
-        }
+            "prefixes": value, "auto": args.routing_prefixes[k] == "auto",
+            "requests": requests[min(k, len(requests) - 1)], "prompt_tokens": tokens,
+            "total_prompt_tokens": sum(tokens), "prompt_blocks": blocks,
+            "kv_cache_tokens": cache["tokens"], "kv_cache_blocks": cache["blocks"],
+            "block_size": cache["block_size"], "cache_ratio": sum(tokens) / cache["tokens"],
+        }  # fmt: skip
         console.print(
             f"workload {value} prefixes{' (auto)' if workload['auto'] else ''}: prompts "
             f"{min(tokens)}-{max(tokens)} tokens, {sum(tokens)} in all = "
@@ -246,34 +211,29 @@ def plan(
                 order = STRATEGIES if pair % 2 == 0 else STRATEGIES[::-1]
                 sequence = schedule(load["requests"], seed=pair, prefixes=load["prefixes"])
                 for strategy in order:
-                    gateway = stack.gateways[strategy]
-                    points.append(
-                        {
-                            "index": len(points),
-                            "round": pair,
-                            "prefixes": load["prefixes"],
-                            "strategy": strategy,
-                            "concurrency": conc,
-                            "tag": secrets.token_hex(4),
-                            "url": gateway.base_url + "/v1/chat/completions",
-                            "gateway_pid": gateway.pid,
-                            "schedule": sequence,
-                        }
-                    )
+                    point = _point(stack.gateways[strategy], strategy, conc, sequence)
+                    extra = {"prefixes": load["prefixes"], "tag": secrets.token_hex(4)}
+                    points.append(point | extra | {"index": len(points), "round": pair})
     return points
+
+
+def _point(
+    gateway: Service, strategy: str, conc: int, sequence: list[tuple[int, int]]
+) -> dict[str, Any]:
+    url = gateway.base_url + "/v1/chat/completions"
+    return {
+        "strategy": strategy,
+        "concurrency": conc,
+        "url": url,
+        "gateway_pid": gateway.pid,
+        "schedule": sequence,
+    }
 
 
 def _warmup(stack: Stack) -> list[dict[str, Any]]:
     return [
-        {
-            "strategy": strategy,
-            "prefixes": PERSONA_COUNT,
-            "concurrency": 4,
-            "tag": f"warmup-{secrets.token_hex(4)}",
-            "url": gateway.base_url + "/v1/chat/completions",
-            "gateway_pid": gateway.pid,
-            "schedule": schedule(8, seed=-1),
-        }
+        _point(gateway, strategy, 4, schedule(8, seed=-1))
+        | {"prefixes": PERSONA_COUNT, "tag": f"warmup-{secrets.token_hex(4)}"}
         for strategy, gateway in stack.gateways.items()
     ]
 
