@@ -37,7 +37,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -55,7 +54,14 @@ from rich.progress import Progress, TimeElapsedColumn
 from bench.core.drive import COLUMNS
 from bench.core.machine import describe
 from bench.core.plot import figure, save
-from bench.core.procs import REPO, engine_service, fake_upstream_service, free_port, gateway_service
+from bench.core.procs import (
+    REPO,
+    engine_service,
+    fake_upstream_service,
+    fetch,
+    free_port,
+    gateway_service,
+)
 from bench.core.report import listed, table
 from bench.overhead.fake_upstream import MODEL as FAST_MODEL
 
@@ -149,25 +155,16 @@ class RedisProcess:
 
 
 def _gateway_stats(pid: int, url: str, done: int, started: float) -> Sample:
-    proc = psutil.Process(pid)
-    tasks = _metric(url, "portico_asyncio_tasks")
-    return Sample(
-        round(time.monotonic() - started, 2),
-        proc.memory_info().rss / 2**20,
-        proc.num_fds(),
-        tasks,
-        done,
-    )
+    proc, tasks = psutil.Process(pid), _metric(url, "portico_asyncio_tasks")
+    at = round(time.monotonic() - started, 2)
+    return Sample(at, proc.memory_info().rss / 2**20, proc.num_fds(), tasks, done)
 
 
 def _metric(url: str, name: str) -> float:
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as answer:  # noqa: S310
-        text = answer.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    lines = fetch(url + "/metrics").decode().splitlines()
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith((name + " ", name + "{"))
+    )
 
 
 def _status_outcome(status: int, raw: bytes) -> str:
@@ -186,13 +183,10 @@ class Driver:
     """Closed-loop workers; each request ends in one outcome per kind."""
 
     def __init__(self, gateway: str, key: str, limited_key: str, seed: int) -> None:
-        self.gateway = gateway
-        self.key = key
-        self.limited_key = limited_key
+        self.gateway, self.key, self.limited_key = gateway, key, limited_key
         self.random = random.Random(seed)
         self.outcomes: dict[str, Counter[str]] = {}
-        self.sent = 0
-        self.done = 0
+        self.sent = self.done = 0
 
     def _record(self, kind: str, outcome: str) -> None:
         self.outcomes.setdefault(kind, Counter())[outcome] += 1
@@ -499,15 +493,10 @@ async def _real_after(driver: Driver, within_s: float = 60.0) -> float | None:
 
 
 def _create_key(gateway: str, spec: dict[str, Any]) -> str:
-    request = urllib.request.Request(  # noqa: S310 (http on 127.0.0.1)
-        gateway + "/admin/keys",
-        data=json.dumps(spec).encode(),
-        headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
-        secret: str = json.loads(answer.read())["key"]
-        return secret
+    secret: str = json.loads(
+        fetch(gateway + "/admin/keys", spec, {"authorization": f"Bearer {ADMIN}"})
+    )["key"]
+    return secret
 
 
 if __name__ == "__main__":

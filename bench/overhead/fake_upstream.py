@@ -32,38 +32,29 @@ def _encode(payload: dict[str, Any]) -> bytes:
 
 
 _USAGE = {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}
+
+
+def _answer(chat: bool, kind: str, choice: dict[str, Any]) -> dict[str, Any]:
+    """An answer (or a chunk of one) with a single choice."""
+    head = {"id": "chatcmpl-bench" if chat else "cmpl-bench", "object": kind, "created": 1700000000}
+    return {**head, "model": MODEL, "choices": [choice]}
+
+
+HELLO = {"role": "assistant", "content": "Hello! How can I help you today?"}
 CHAT_BODY = _encode(
-    {
-        "id": "chatcmpl-bench",
-        "object": "chat.completion",
-        "created": 1700000000,
-        "model": MODEL,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "Hello! How can I help you today?"},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": _USAGE,
-    }
+    _answer(True, "chat.completion", {"index": 0, "message": HELLO, "finish_reason": "stop"})
+    | {"usage": _USAGE}
 )
 COMPLETION_BODY = _encode(
-    {
-        "id": "cmpl-bench",
-        "object": "text_completion",
-        "created": 1700000000,
-        "model": MODEL,
-        "choices": [{"index": 0, "text": " Hello! How can I help?", "finish_reason": "stop"}],
-        "usage": _USAGE,
-    }
+    _answer(
+        False,
+        "text_completion",
+        {"index": 0, "text": " Hello! How can I help?", "finish_reason": "stop"},
+    )
+    | {"usage": _USAGE}
 )
-MODELS_BODY = _encode(
-    {
-        "object": "list",
-        "data": [{"id": MODEL, "object": "model", "created": 1700000000, "owned_by": "bench"}],
-    }
-)
+MODEL_CARD = {"id": MODEL, "object": "model", "created": 1700000000, "owned_by": "bench"}
+MODELS_BODY = _encode({"object": "list", "data": [MODEL_CARD]})
 HEALTH_BODY = b""
 NOT_FOUND_BODY = _encode({"error": {"message": "not found", "type": "not_found"}})
 
@@ -78,9 +69,7 @@ def _chunk(index: int, chat: bool) -> bytes:
     if chat:
         delta = {"role": "assistant", "content": ""} if index == 0 else {"content": f" tok{index}"}
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
-    kind = "chat.completion.chunk" if chat else "text_completion"
-    head = {"id": "chatcmpl-bench" if chat else "cmpl-bench", "object": kind, "created": 1700000000}
-    return _sse({**head, "model": MODEL, "choices": [choice]})
+    return _sse(_answer(chat, "chat.completion.chunk" if chat else "text_completion", choice))
 
 
 DONE = b"data: [DONE]\n\n"
