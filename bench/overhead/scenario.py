@@ -18,31 +18,15 @@ from typing import Any
 
 from rich.console import Console
 
+from bench.core import procs
 from bench.core.drive import drive
 from bench.core.machine import describe, stamp_end
-from bench.core.procs import (
-    REPO,
-    Service,
-    fake_upstream_service,
-    gateway_service,
-    minimal_proxy_service,
-    running,
-)
+from bench.core.procs import REPO, Service
 from bench.core.report import config_of, finish, write
 from bench.core.stack import API_KEY, REDIS_URL, delete_namespace
-from bench.overhead import plot
+from bench.overhead import plot, report
 from bench.overhead.fake_upstream import STREAM_CHUNKS
-from bench.overhead.report import (
-    DIRECT,
-    GW_2W,
-    GW_AIOHTTP,
-    GW_HTTPX,
-    MINIMAL,
-    background,
-    markdown,
-    print_summary,
-    summarize,
-)
+from bench.overhead.report import DIRECT, GW_2W, GW_AIOHTTP, GW_HTTPX, MINIMAL
 
 TARGETS = (DIRECT, GW_AIOHTTP, GW_HTTPX, MINIMAL)
 # Multi-worker scaling is a closed-loop throughput question: that target runs only there.
@@ -87,19 +71,21 @@ def features_env(prefix: str) -> dict[str, str]:
 
 def build_services(log_dir: Path, stream_gap_ms: float, prefix: str) -> dict[str, Service]:
     """The fake upstream (as ``direct``) and the proxies in front of it."""
-    upstream = fake_upstream_service(log_dir / "fake-upstream.log", stream_gap_ms)
+    upstream = procs.fake_upstream_service(log_dir / "fake-upstream.log", stream_gap_ms)
 
     def gateway(name: str, transport: str, workers: int = 1) -> Service:
         env = {"PORTICO_UPSTREAM_TRANSPORT": transport, "PORTICO_ENGINE_URL": upstream.base_url}
         env |= features_env(f"{prefix}-{name}")
-        return gateway_service(name, log_dir / f"{name}.log", env, workers)
+        return procs.gateway_service(name, log_dir / f"{name}.log", env, workers)
 
     return {
         DIRECT: upstream,
         GW_AIOHTTP: gateway(GW_AIOHTTP, "aiohttp"),
         GW_HTTPX: gateway(GW_HTTPX, "httpx"),
         GW_2W: gateway(GW_2W, "aiohttp", workers=2),
-        MINIMAL: minimal_proxy_service(MINIMAL, log_dir / f"{MINIMAL}.log", upstream.base_url),
+        MINIMAL: procs.minimal_proxy_service(
+            MINIMAL, log_dir / f"{MINIMAL}.log", upstream.base_url
+        ),
     }
 
 
@@ -154,7 +140,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     with ExitStack() as stack:
         stack.callback(delete_namespace, prefix)
         with console.status(f"starting {', '.join(services)}"):
-            stack.enter_context(running(list(services.values())))
+            stack.enter_context(procs.running(list(services.values())))
         plan = build_plan(args, services)
         console.print(f"{len(plan)} points, {args.rounds} rounds, logs in {log_dir}")
         job = {"scenario": "overhead", "points": plan}
@@ -163,18 +149,20 @@ def run(args: argparse.Namespace, console: Console) -> int:
     stamp_end(machine)
     config = config_of(args, targets=list(CLOSED_TARGETS), stream_chunks=STREAM_CHUNKS)
     config["wall_s"] = time.monotonic() - started
-    per_point = [background(p) / p["wall_s"] for p in points]
-    config["background_mean"] = sum(map(background, points)) / sum(p["wall_s"] for p in points)
+    per_point = [report.background(p) / p["wall_s"] for p in points]
+    config["background_mean"] = sum(map(report.background, points)) / sum(
+        p["wall_s"] for p in points
+    )
     config["background_max"] = max(per_point, default=0.0)
-    rows = summarize(points, CLOSED_TARGETS)
+    rows = report.summarize(points, CLOSED_TARGETS)
     payload = {
         "machine": machine,
         "config": config,
         "rows": [asdict(r) for r in rows],
         "points": points,
     }
-    paths = write(args.out, "gateway_overhead", markdown(machine, config, rows), payload)
+    paths = write(args.out, "gateway_overhead", report.markdown(machine, config, rows), payload)
     subtitle = f"nproc {machine['nproc']}, Python {machine['python']}, {machine['date_utc']}"
     paths.append(plot.write(rows, args.out / "gateway_overhead.png", subtitle))
-    print_summary(console, rows)
+    report.print_summary(console, rows)
     return finish(console, paths, sum(r.errors for r in rows), "see the error samples in the JSON")
