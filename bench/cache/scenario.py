@@ -42,20 +42,15 @@ def apply_quick(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace, stack: Stack, console: Console) -> int:
     machine = describe(REPO, EXTRA_PACKAGES)
     n, n_stream = args.cache_prompts, args.cache_stream_prompts
+    base = stack.gateway.base_url
     job = {
-        "scenario": "cache",
-        "url": stack.gateway.base_url + "/v1/chat/completions",
-        "metrics_url": stack.gateway.base_url + "/metrics",
-        "api_key": API_KEY,
-        "engine_pid": stack.engine.pid,
-        "gateway_pid": stack.gateway.pid,
-        "model": stack.model,
-        "max_tokens": args.cache_max_tokens,
-        "hit_repeats": args.cache_hit_repeats,
-        "prompts": [prompt(i) for i in range(n)],
+        "scenario": "cache", "url": base + "/v1/chat/completions", "metrics_url": base + "/metrics",
+        "api_key": API_KEY, "engine_pid": stack.engine.pid, "gateway_pid": stack.gateway.pid,
+        "model": stack.model, "max_tokens": args.cache_max_tokens,
+        "hit_repeats": args.cache_hit_repeats, "prompts": [prompt(i) for i in range(n)],
         "stream_prompts": [prompt(i) for i in range(n, n + n_stream)],
         "warmup_prompts": [prompt(i) for i in range(1000, 1004)],
-    }
+    }  # fmt: skip
     total = (n + n_stream) * (1 + args.cache_hit_repeats)
     log = args.out / "logs" / "engine-load-cache.log"
     (point,) = drive("bench.cache.client", job, total, log, console, lambda e: e["label"])

@@ -57,18 +57,11 @@ def plan(args: argparse.Namespace, stack: Stack) -> list[dict[str, Any]]:
         for g, (conc, requests) in enumerate(pairs):
             for target in (DIRECT, GATEWAY) if (rnd + g) % 2 == 0 else (GATEWAY, DIRECT):
                 base, headers = targets[target]
-                points.append(
-                    {
-                        "index": len(points),
-                        "round": rnd,
-                        "target": target,
-                        "url": base + "/v1/chat/completions",
-                        "headers": headers,
-                        "concurrency": conc,
-                        "requests": requests,
-                        "prompt_offset": offset,
-                    }
-                )
+                points.append({
+                    "index": len(points), "round": rnd, "target": target,
+                    "url": base + "/v1/chat/completions", "headers": headers,
+                    "concurrency": conc, "requests": requests, "prompt_offset": offset,
+                })  # fmt: skip
                 offset += requests
     return points
 
@@ -81,15 +74,11 @@ def run(args: argparse.Namespace, stack: Stack, console: Console) -> int:
     machine = describe(REPO, EXTRA_PACKAGES)
     points = plan(args, stack)
     job = {
-        "scenario": "engine",
-        "model": stack.model,
-        "max_tokens": args.engine_max_tokens,
-        "ignore_eos": args.engine_ignore_eos,
-        "engine_pid": stack.engine.pid,
-        "gateway_pid": stack.gateway.pid,
+        "scenario": "engine", "model": stack.model, "max_tokens": args.engine_max_tokens,
+        "ignore_eos": args.engine_ignore_eos, "engine_pid": stack.engine.pid,
+        "gateway_pid": stack.gateway.pid, "points": points,
         "warmup": [{"url": p["url"], "headers": p["headers"]} for p in points[:2]],  # one each
-        "points": points,
-    }
+    }  # fmt: skip
     total = sum(p["requests"] for p in points)
     started = time.monotonic()
     log = args.out / "logs" / "engine-load-engine.log"

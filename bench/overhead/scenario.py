@@ -106,21 +106,13 @@ def build_plan(args: argparse.Namespace, services: dict[str, Service]) -> list[d
         for g, (stream, conc, requests, rate, targets) in enumerate(groups):
             shift = (rnd + g) % len(targets)
             for target in targets[shift:] + targets[:shift]:
-                points.append(
-                    {
-                        "index": len(points),
-                        "target": target,
-                        "url": services[target].base_url + "/v1/chat/completions",
-                        "target_pid": services[target].pid,
-                        "upstream_pid": services[DIRECT].pid,
-                        "concurrency": conc,
-                        "requests": requests,
-                        "warmup": max(args.warmup, 2 * conc),
-                        "stream": stream,
-                        "round": rnd,
-                        "rate": rate,
-                    }
-                )
+                url = services[target].base_url + "/v1/chat/completions"
+                points.append({
+                    "index": len(points), "target": target, "url": url,
+                    "target_pid": services[target].pid, "upstream_pid": services[DIRECT].pid,
+                    "concurrency": conc, "requests": requests, "warmup": max(args.warmup, 2 * conc),
+                    "stream": stream, "round": rnd, "rate": rate,
+                })  # fmt: skip
     return points
 
 
@@ -149,11 +141,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     stamp_end(machine)
     config = config_of(args, targets=list(CLOSED_TARGETS), stream_chunks=STREAM_CHUNKS)
     config["wall_s"] = time.monotonic() - started
-    per_point = [report.background(p) / p["wall_s"] for p in points]
-    config["background_mean"] = sum(map(report.background, points)) / sum(
-        p["wall_s"] for p in points
-    )
-    config["background_max"] = max(per_point, default=0.0)
+    walls = [p["wall_s"] for p in points]
+    config["background_mean"] = sum(map(report.background, points)) / sum(walls)
+    config["background_max"] = max(report.background(p) / p["wall_s"] for p in points)
     rows = report.summarize(points, CLOSED_TARGETS)
     payload = {
         "machine": machine,

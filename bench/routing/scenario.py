@@ -270,16 +270,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
     with routing_stack(args, log_dir, console) as stack:
         loads = workloads(args, stack, console)
         points = plan(args, stack, loads)
+        engines = list(stack.engines.values())
         job = {
-            "scenario": SCENARIO,
-            "model": stack.model,
-            "api_key": API_KEY,
-            "max_tokens": args.routing_max_tokens,
-            "engines": [e.base_url for e in stack.engines.values()],
-            "engine_pids": [e.pid for e in stack.engines.values()],
-            "warmup": _warmup(stack),
-            "points": points,
-        }
+            "scenario": SCENARIO, "model": stack.model, "api_key": API_KEY,
+            "max_tokens": args.routing_max_tokens, "engines": [e.base_url for e in engines],
+            "engine_pids": [e.pid for e in engines], "warmup": _warmup(stack), "points": points,
+        }  # fmt: skip
         total = sum(len(p["schedule"]) for p in points)
         measured = time.monotonic()
         log = log_dir / "routing-load.log"
