@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Kept for a command that runs itself again elsewhere (`model quantize` in its toolchain).
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         code: int = args.handler(args, CliSettings())
     except (pydantic.ValidationError, EngineError) as exc:
