@@ -254,11 +254,11 @@ def _no_pinned_memory_without_accelerator() -> Iterator[None]:
         yield
         return
     original = IntermediatesCache.pin_memory
-    IntermediatesCache.pin_memory = lambda self, batch_index, input_names=None: None  # type: ignore[method-assign]
+    IntermediatesCache.pin_memory = lambda self, batch_index, input_names=None: None
     try:
         yield
     finally:
-        IntermediatesCache.pin_memory = original  # type: ignore[method-assign]
+        IntermediatesCache.pin_memory = original
 
 
 @dataclass(frozen=True)
