@@ -89,11 +89,15 @@ class Toolchain:
 
 def for_quantize(root: Path) -> Toolchain:
     """The quantize toolchain for this runtime, under ``root`` (built or not)."""
-    requirements = tuple(pins())
-    runtime = tuple(runtime_site_packages())
+    return toolchain_for(root, pins(), runtime_site_packages())
+
+
+def toolchain_for(root: Path, requirements: Sequence[str], runtime: Sequence[str]) -> Toolchain:
+    """Where the toolchain of these pins over this runtime lives: a new directory for any
+    change of pins, runtime or Python, so an old toolchain is never patched in place."""
     identity = "\n".join([LAYOUT_VERSION, sys.version, *requirements, *runtime])
     digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
-    return Toolchain(root / f"{EXTRA}-{digest}", requirements, runtime)
+    return Toolchain(root / f"{EXTRA}-{digest}", tuple(requirements), tuple(runtime))
 
 
 @contextmanager
@@ -108,7 +112,8 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _pth_line(runtime: Sequence[str]) -> str:
+def pth_line(runtime: Sequence[str]) -> str:
+    """The one line of the toolchain's ``portico-runtime.pth``."""
     # An `import` line in a .pth file runs at start-up; addsitedir (unlike a bare path)
     # also processes the runtime's own .pth files, which is how the editable `portico`
     # install is found.
@@ -141,7 +146,7 @@ def build(toolchain: Toolchain) -> None:
         text=True,
         check=True,
     ).stdout.strip()
-    (Path(purelib) / "portico-runtime.pth").write_text(_pth_line(toolchain.runtime))
+    (Path(purelib) / "portico-runtime.pth").write_text(pth_line(toolchain.runtime))
     # The runtime's pip, pointed at the toolchain's interpreter: no second pip to install.
     install = [sys.executable, "-m", "pip", "--python", str(toolchain.python), "install"]
     _step([*install, "--disable-pip-version-check", *toolchain.requirements], toolchain.log)
