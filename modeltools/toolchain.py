@@ -172,4 +172,8 @@ def ensure(toolchain: Toolchain) -> Toolchain:
 
 def run(toolchain: Toolchain, argv: Sequence[str]) -> int:
     """Run ``python -m portico ARGV`` inside the toolchain; its output is this command's."""
-    return subprocess.run([str(toolchain.python), "-m", "portico", *argv], check=False).returncode
+    child = subprocess.Popen([str(toolchain.python), "-m", "portico", *argv])
+    try:
+        return child.wait()
+    except KeyboardInterrupt:  # the terminal's Ctrl-C reached the child too: let it finish
+        return child.wait()
