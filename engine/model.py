@@ -13,9 +13,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import re
 import shutil
+import sys
 import tempfile
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -130,11 +135,28 @@ def ensure_bundled(cache_dir: Path) -> Path:
     return target
 
 
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' own progress bars (one per tensor pass) and notices would add a dozen
+    lines to a newcomer's first ``make run`` under our one-line bar: they go to a buffer
+    while converting. Its logger is configured first, on the real stderr, and its
+    verbosity restored afterwards, so nothing outlives the conversion."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
 def convert_gguf(gguf: Path, out: Path) -> None:
     """Dequantize a GGUF Llama checkpoint into safetensors (bf16) with its tokenizer."""
     from tqdm import tqdm
 
-    steps = tqdm(total=3, desc=f"Preparing {BUNDLED_NAME}", unit="step")
+    steps = tqdm(total=3, desc=f"Preparing {BUNDLED_NAME} (once)", unit="step", file=sys.stderr)
     with steps:
         steps.set_postfix_str("loading transformers")
         import torch
@@ -142,12 +164,13 @@ def convert_gguf(gguf: Path, out: Path) -> None:
 
         steps.update()
         steps.set_postfix_str("dequantizing GGUF")
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        # bf16 halves the file; the launcher serves it as float32 on CPU, which
-        # answers correctly (bf16 *compute* is what flips near-tie tokens).
-        model = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16
-        )
+        with _quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            # bf16 halves the file; the launcher serves it as float32 on CPU, which
+            # answers correctly (bf16 *compute* is what flips near-tie tokens).
+            model = AutoModelForCausalLM.from_pretrained(
+                str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16
+            )
         steps.update()
         steps.set_postfix_str("saving safetensors")
         # save_pretrained refuses a model still marked as GGUF-quantized; the
@@ -156,6 +179,7 @@ def convert_gguf(gguf: Path, out: Path) -> None:
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.config.architectures = ["LlamaForCausalLM"]
-        model.save_pretrained(str(out))
-        tokenizer.save_pretrained(str(out))
+        with _quiet_transformers():
+            model.save_pretrained(str(out))
+            tokenizer.save_pretrained(str(out))
         steps.update()

