@@ -7,7 +7,8 @@ tests/unit/test_gateway_prompt_text.py fails when a vLLM upgrade adds a part typ
 or a request field this module has not classified.
 
 - A completion's ``prompt`` (a string or each string of a list; token ids are not
-  text) and its ``suffix`` (fill-in-the-middle models render it).
+  text) and its ``suffix`` (fill-in-the-middle models render it); an embeddings
+  request's ``input``, read the same way.
 - Every chat message, whole but for its ``role``: ``content`` part by part (below),
   and ``name``, ``reasoning``, ``reasoning_content``, ``tool_calls`` (arguments
   included), ``tool_call_id``, a developer message's ``tools``, ``task``, ... —
@@ -63,7 +64,8 @@ CHAT_FIELDS: tuple[str, ...] = (
     "chat_template_kwargs",
     "response_format",
 )
-COMPLETION_FIELDS: tuple[str, ...] = ("prompt", "suffix")
+# An embeddings request's text is its "input" (token ids, again, are not text).
+COMPLETION_FIELDS: tuple[str, ...] = ("prompt", "suffix", "input")
 
 
 def rewrite(payload: dict[str, Any], chat: bool, edit: Edit) -> None:
