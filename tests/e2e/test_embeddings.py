@@ -43,7 +43,9 @@ def _cosine(a: list[float], b: list[float]) -> float:
 
 
 def _close(a: list[float], b: list[float]) -> bool:
-    return len(a) == len(b) and all(math.isclose(x, y, abs_tol=1e-5) for x, y in zip(a, b))
+    return len(a) == len(b) and all(
+        math.isclose(x, y, abs_tol=1e-5) for x, y in zip(a, b, strict=True)
+    )
 
 
 def _direct(stack: Stack, **body: Any) -> dict[str, Any]:
@@ -68,7 +70,9 @@ def test_every_input_form_and_encoding_matches_the_engine_direct(
     client: openai.OpenAI, stack: Stack, value: Any, encoding: str
 ) -> None:
     through = client.embeddings.create(
-        model=EMBEDDING_MODEL, input=value, encoding_format=encoding  # type: ignore[arg-type]
+        model=EMBEDDING_MODEL,
+        input=value,
+        encoding_format=encoding,  # type: ignore[arg-type]
     )
     direct = _direct(stack, input=value, encoding_format=encoding)
     assert len(through.data) == len(direct["data"]) >= 1
@@ -107,7 +111,9 @@ def test_langchain_embeds_documents_and_a_query_as_the_engine_does(stack: Stack)
     documents = embeddings.embed_documents(TEXTS)
     query = embeddings.embed_query(TEXTS[0])
     direct = _direct(stack, input=TEXTS, encoding_format="float")["data"]
-    assert all(_close(mine, theirs["embedding"]) for mine, theirs in zip(documents, direct))
+    assert all(
+        _close(mine, theirs["embedding"]) for mine, theirs in zip(documents, direct, strict=True)
+    )
     assert _close(query, direct[0]["embedding"])
 
 
@@ -123,7 +129,8 @@ def test_the_listing_has_both_models_and_retrieve_answers_the_embedding_one(
     client: openai.OpenAI,
 ) -> None:
     listed = {model.id for model in client.models.list().data}
-    assert EMBEDDING_MODEL in listed and len(listed) == 2
+    assert EMBEDDING_MODEL in listed
+    assert len(listed) == 2
     assert client.models.retrieve(EMBEDDING_MODEL).id == EMBEDDING_MODEL
 
 
