@@ -64,8 +64,10 @@ CHAT_FIELDS: tuple[str, ...] = (
     "chat_template_kwargs",
     "response_format",
 )
-# An embeddings request's text is its "input" (token ids, again, are not text).
-COMPLETION_FIELDS: tuple[str, ...] = ("prompt", "suffix", "input")
+COMPLETION_FIELDS: tuple[str, ...] = ("prompt", "suffix")
+# An embeddings request's text is its "input" (token ids, again, are not text); the
+# gateway refuses vLLM's chat-style embeddings ("messages"), so that is all of it.
+EMBEDDING_FIELDS: tuple[str, ...] = ("input",)
 
 
 def rewrite(payload: dict[str, Any], chat: bool, edit: Edit) -> None:
@@ -79,7 +81,7 @@ def rewrite(payload: dict[str, Any], chat: bool, edit: Edit) -> None:
                     _message(message, index, edit)
         fields = CHAT_FIELDS
     else:
-        fields = COMPLETION_FIELDS
+        fields = COMPLETION_FIELDS + EMBEDDING_FIELDS  # a body has one route's fields
     for name in fields:
         if name in payload:
             payload[name] = strings(payload[name], edit)

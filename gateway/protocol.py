@@ -16,7 +16,14 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gateway.errors import InvalidRequest
 
@@ -115,6 +122,14 @@ class EmbeddingRequest(EngineRequest):
         if value:
             raise ValueError("embeddings are not streamed")
         return value
+
+    @model_validator(mode="after")
+    def _no_chat_messages(self) -> EmbeddingRequest:
+        # vLLM also embeds chat conversations sent as "messages" (not OpenAI's API): a
+        # text the gateway would neither estimate nor redact.
+        if (self.model_extra or {}).get("messages") is not None:
+            raise ValueError("'messages' is not supported on /v1/embeddings; send 'input'")
+        return self
 
     @field_validator("input")
     @classmethod

@@ -183,3 +183,31 @@ def test_an_engine_error_is_passed_through_and_not_cached(
     answered = _embed(gateway, key)
     assert answered.status_code == 200
     assert answered.headers["x-cache"] == "miss"
+
+
+def test_vllms_chat_style_embeddings_are_refused(gateway: httpx.Client, engine: FakeEngine) -> None:
+    """vLLM embeds a conversation sent as "messages": text the gateway would neither
+    estimate for tpm nor redact. Not OpenAI's API, so refused."""
+    messages = [{"role": "user", "content": "a long text " * 1000}]
+    answer = _embed(gateway, _key(gateway), messages=messages)
+    assert answer.status_code == 400
+    assert "messages" in answer.json()["error"]["message"]
+    assert engine.received == []
+
+
+def test_input_is_redacted_before_the_engine_when_redaction_is_on(engine: FakeEngine) -> None:
+    with serving(engine.app) as engine_url:
+        settings = GatewaySettings(
+            engine_url=engine_url, api_keys=["k"], redaction={"mode": "redact"}
+        )
+        with serving(create_app(settings)) as url:
+            answer = httpx.post(
+                url + "/v1/embeddings",
+                json={"model": MODEL, "input": ["mail me at jane.doe@example.com", "plain"]},
+                headers={"Authorization": "Bearer k"},
+                timeout=10,
+            )
+    assert answer.status_code == 200, answer.text
+    sent = json.loads(engine.received[-1])["input"]
+    assert sent[0] == "mail me at [EMAIL]"
+    assert sent[1] == "plain"
