@@ -53,11 +53,11 @@ check: install
 	$(VENV)/bin/mypy
 
 bench: install
-	$(PY) bench/run.py
+	$(PY) -m bench
 
 # Not part of `make test` (about 10 minutes); tests/e2e/test_soak.py runs it small.
 soak: install
-	$(PY) bench/soak.py $(ARGS)
+	$(PY) -m bench.soak $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

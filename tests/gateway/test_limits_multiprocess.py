@@ -82,10 +82,11 @@ def launch(
 ) -> Iterator[Callable[..., Replicas]]:
     """Starts two gateways on a fresh namespace, with extra ``PORTICO_*`` settings.
 
-    The Redis timeout is 250 ms, not the default 50 ms: on a 2-core machine that
-    also runs this test's 500-request driver, two gateways and a vLLM engine,
-    Redis itself is at times descheduled for longer than 50 ms, which is a real
-    Redis slowness as far as a gateway can tell. (The gateways' own event-loop lag
+    The Redis timeout is 1 s, not the default 50 ms: on a 2-core machine that also
+    runs this test's 500-request driver, two gateways and a vLLM engine, Redis itself
+    is at times descheduled for longer than 50 ms (and, with other work on the box,
+    longer than 250 ms: 129 of 500 requests failed open in one such run), which is a
+    real Redis slowness as far as a gateway can tell, answered by the failure policy. (The gateways' own event-loop lag
     under the burst is discounted by the guard; see redis_guard.py.) What these
     tests check is the shared accounting; the default timeout is exercised by the
     chaos tests.
@@ -101,7 +102,7 @@ def launch(
                 PORTICO_ADMIN_TOKEN=ADMIN,
                 PORTICO_REDIS__PREFIX=prefix,
                 PORTICO_LOG_LEVEL="warning",
-                **{"PORTICO_REDIS__TIMEOUT_S": "0.25", **settings},
+                **{"PORTICO_REDIS__TIMEOUT_S": "1.0", **settings},
             )
             a, b = stack.enter_context(gateways(2, env, tmp_path))
             return Replicas(a, b, prefix)

@@ -10,7 +10,7 @@ client-side on loopback, and the gateway's own ``x-portico-overhead-ms`` p50.
 store, no HTTP), with and without encryption, for that stream's entry and for a
 small plain body: the median added cost of encryption per hit and per store, in µs.
 
-    .venv/bin/python bench/cache_hit_latency.py [--hits 2000] [--tokens 200]
+    .venv/bin/python -m bench.cache.hit_latency [--hits 2000] [--tokens 200]
         [--redis-url URL] [--encrypt] [--micro]
 """
 
@@ -110,9 +110,7 @@ def _stream_entry(tokens: int) -> dict[str, Any]:
     recorder = StreamRecorder(1 << 22)
     for data in _events(tokens, continuous=True):
         recorder.add(data)
-    entry = recorder.entry()
-    assert entry is not None
-    return entry
+    return _entry(recorder.entry())
 
 
 def _body_entry() -> dict[str, Any]:
@@ -122,8 +120,12 @@ def _body_entry() -> dict[str, Any]:
         "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 20, "completion_tokens": 8, "total_tokens": 28},
     }  # fmt: skip
-    entry = entry_from_body(json.dumps(body, separators=(",", ":")).encode())
-    assert entry is not None
+    return _entry(entry_from_body(json.dumps(body, separators=(",", ":")).encode()))
+
+
+def _entry(entry: dict[str, Any] | None) -> dict[str, Any]:
+    if entry is None:
+        raise RuntimeError("the gateway made no cache entry of the answer")
     return entry
 
 
@@ -137,7 +139,8 @@ async def _interleaved(caches: list[ResponseCache], entry: dict[str, Any], round
             started = time.perf_counter()
             await cache.store(key, entry, 60)
             stored = time.perf_counter()
-            assert await cache.lookup(key) is not None
+            if await cache.lookup(key) is None:
+                raise RuntimeError(f"{key} was stored but not found")
             hits.append((time.perf_counter() - stored) * 1e6)
             stores.append((stored - started) * 1e6)
     return [(statistics.median(s), statistics.median(h)) for s, h in times]
@@ -161,6 +164,11 @@ def _micro(tokens: int, rounds: int) -> None:
             f"(+{sealed_store - plain_store:.1f}), hit {plain_hit:.1f} -> {sealed_hit:.1f} µs "
             f"(+{sealed_hit - plain_hit:.1f}); medians of {rounds}"
         )
+
+
+def _expect(answer: httpx.Response, x_cache: str) -> None:
+    if answer.headers.get("x-cache") != x_cache:
+        raise RuntimeError(f"expected x-cache {x_cache}: {answer.headers}")
 
 
 def main() -> None:
@@ -194,14 +202,13 @@ def main() -> None:
             _serving(create_app(settings), args.port + 1) as url,
             httpx.Client(base_url=url, headers={"authorization": f"Bearer {KEY}"}) as client,
         ):
-            first = client.post("/v1/chat/completions", json=request)
-            assert first.headers["x-cache"] == "miss", first.headers
+            _expect(client.post("/v1/chat/completions", json=request), "miss")
             times, overhead = [], []
             for _ in range(args.hits):
                 started = time.perf_counter()
                 hit = client.post("/v1/chat/completions", json=request)
                 times.append((time.perf_counter() - started) * 1000)
-                assert hit.headers["x-cache"] == "hit"
+                _expect(hit, "hit")
                 overhead.append(float(hit.headers["x-portico-overhead-ms"]))
     cuts = statistics.quantiles(times, n=100)
     print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -9,10 +10,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+REPO = Path(__file__).resolve().parents[2]
+# The launcher forwards SIGTERM and gives vLLM 30 s before it kills it.
+ENGINE_STOP_S = 45.0
 
 
 def free_port() -> int:
@@ -33,11 +39,10 @@ class Service:
     ready_path: str
     log_path: Path
     env: Mapping[str, str] = field(default_factory=dict)
-    cwd: Path | None = None
     ready_timeout_s: float = 60.0
     stop_timeout_s: float = 5.0  # grace period between SIGTERM and SIGKILL
     process: subprocess.Popen[bytes] | None = None
-    _log: IO[bytes] | None = None
+    log: IO[bytes] | None = None
 
     @property
     def base_url(self) -> str:
@@ -51,29 +56,26 @@ class Service:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("wb")
+        self.log = self.log_path.open("wb")
         # Inherited PORTICO_* settings would silently change what is measured.
         base = {k: v for k, v in os.environ.items() if not k.startswith("PORTICO_")}
         self.process = subprocess.Popen(
             list(self.argv),
             env={**base, **self.env},
-            cwd=self.cwd,
+            cwd=REPO,
             stdin=subprocess.DEVNULL,
-            stdout=self._log,
+            stdout=self.log,
             stderr=subprocess.STDOUT,
         )
 
-    def wait_ready(self, timeout_s: float | None = None) -> None:
+    def wait_ready(self) -> None:
         """Poll ``ready_path`` until it answers 200; fail fast if the process died."""
-        timeout_s = self.ready_timeout_s if timeout_s is None else timeout_s
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + self.ready_timeout_s
         url = self.base_url + self.ready_path
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.process.returncode}; "
-                    f"log tail:\n{self.log_tail()}"
-                )
+                code = self.process.returncode
+                raise RuntimeError(f"{self.name} exited with {code}; log:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (http only)
                     if response.status == 200:
@@ -81,7 +83,7 @@ class Service:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.1)
-        raise TimeoutError(f"{self.name} not ready at {url} after {timeout_s}s:\n{self.log_tail()}")
+        raise TimeoutError(f"{self.name} not ready at {url}:\n{self.log_tail()}")
 
     def stop(self) -> None:
         """Terminate, wait ``stop_timeout_s``, then kill. Safe to call twice or before start."""
@@ -93,29 +95,55 @@ class Service:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=5)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        if self.log is not None:
+            self.log.close()
+            self.log = None
 
     def log_tail(self, lines: int = 20) -> str:
         try:
-            text = self.log_path.read_text(errors="replace")
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
 
 
-REPO = Path(__file__).resolve().parent.parent
-# The launcher forwards SIGTERM and gives vLLM 30 s before it kills it.
-ENGINE_STOP_S = 45.0
+def fetch(url: str, body: object = None, headers: dict[str, str] | None = None) -> bytes:
+    """GET ``url``, or POST ``body`` as JSON to it (http on 127.0.0.1 only)."""
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"content-type": "application/json", **(headers or {})}
+    request = urllib.request.Request(url, data, headers)  # noqa: S310
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        found: bytes = response.read()
+        return found
+
+
+@contextmanager
+def running(services: Sequence[Service]) -> Iterator[None]:
+    """Start all, then wait until each is ready; stop all on the way out, whatever happens."""
+    with ExitStack() as stack:
+        for service in services:
+            stack.callback(service.stop)
+            service.start()
+        for service in services:
+            service.wait_ready()
+        yield
+
+
+def _module(name: str, module: str, log_path: Path, *args: str, ready: str = "/health") -> Service:
+    """``python -m module --port P *args``."""
+    port = free_port()
+    argv = [sys.executable, "-m", module, "--port", str(port), *args]
+    return Service(name, argv, port, ready, log_path)
 
 
 def fake_upstream_service(log_path: Path, stream_gap_ms: float = 0.0) -> Service:
-    """bench/fake_upstream.py: an OpenAI-compatible upstream that answers at once."""
-    port = free_port()
-    argv = [sys.executable, str(REPO / "bench" / "fake_upstream.py"), "--port", str(port)]
-    argv += ["--stream-gap-ms", str(stream_gap_ms)]
-    return Service("fake-upstream", argv, port, "/health", log_path)
+    """bench.overhead.fake_upstream: an OpenAI-compatible upstream that answers at once."""
+    gap = ("--stream-gap-ms", str(stream_gap_ms))
+    return _module("fake-upstream", "bench.overhead.fake_upstream", log_path, *gap)
+
+
+def minimal_proxy_service(name: str, log_path: Path, upstream: str) -> Service:
+    """bench.overhead.minimal_proxy: raw ASGI + aiohttp forwarding bytes to ``upstream``."""
+    return _module(name, "bench.overhead.minimal_proxy", log_path, "--upstream", upstream)
 
 
 def engine_service(
@@ -126,18 +154,11 @@ def engine_service(
     env: Mapping[str, str] | None = None,
 ) -> Service:
     """A vLLM engine as a user starts one: ``portico engine serve`` with ``flags``."""
-    port = free_port()
-    return Service(
-        name=name,
-        argv=[sys.executable, "-m", "portico", "engine", "serve", "--port", str(port), *flags],
-        port=port,
-        ready_path="/health",
-        log_path=log_path,
-        env=dict(env or {}),
-        cwd=REPO,
-        ready_timeout_s=ready_timeout_s,
-        stop_timeout_s=ENGINE_STOP_S,
-    )
+    service = _module(name, "portico", log_path, *flags)
+    service.argv = [sys.executable, "-m", "portico", "engine", "serve", *service.argv[3:]]
+    service.env, service.ready_timeout_s = dict(env or {}), ready_timeout_s
+    service.stop_timeout_s = ENGINE_STOP_S
+    return service
 
 
 def gateway_service(name: str, log_path: Path, env: Mapping[str, str], workers: int = 1) -> Service:
@@ -149,12 +170,4 @@ def gateway_service(name: str, log_path: Path, env: Mapping[str, str], workers: 
     if workers > 1:  # the CLI sets up shared metrics, then execs uvicorn
         argv = [sys.executable, "-m", "portico", "gateway", "serve", "--port", str(port)]
         argv += ["--workers", str(workers)]
-    return Service(
-        name=name,
-        argv=argv,
-        port=port,
-        ready_path="/readyz",
-        log_path=log_path,
-        env=dict(env),
-        cwd=REPO,
-    )
+    return Service(name, argv, port, "/readyz", log_path, dict(env))

@@ -4,7 +4,7 @@ It exists only so the benchmark measures the gateway, not an engine. A raw
 ASGI app under uvicorn (uvloop + httptools): no framework, fixed pre-encoded
 bodies, no validation.
 
-    python bench/fake_upstream.py --port 9000 [--stream-gap-ms 2]
+    python -m bench.overhead.fake_upstream --port 9000 [--stream-gap-ms 2]
 
 GET /health, GET /v1/models (one model, ``bench-model``), POST /v1/completions
 and /v1/chat/completions: a fixed small JSON body, or with ``"stream": true``
@@ -32,38 +32,29 @@ def _encode(payload: dict[str, Any]) -> bytes:
 
 
 _USAGE = {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}
+
+
+def _answer(chat: bool, kind: str, choice: dict[str, Any]) -> dict[str, Any]:
+    """An answer (or a chunk of one) with a single choice."""
+    head = {"id": "chatcmpl-bench" if chat else "cmpl-bench", "object": kind, "created": 1700000000}
+    return {**head, "model": MODEL, "choices": [choice]}
+
+
+HELLO = {"role": "assistant", "content": "Hello! How can I help you today?"}
 CHAT_BODY = _encode(
-    {
-        "id": "chatcmpl-bench",
-        "object": "chat.completion",
-        "created": 1700000000,
-        "model": MODEL,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "Hello! How can I help you today?"},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": _USAGE,
-    }
+    _answer(True, "chat.completion", {"index": 0, "message": HELLO, "finish_reason": "stop"})
+    | {"usage": _USAGE}
 )
 COMPLETION_BODY = _encode(
-    {
-        "id": "cmpl-bench",
-        "object": "text_completion",
-        "created": 1700000000,
-        "model": MODEL,
-        "choices": [{"index": 0, "text": " Hello! How can I help?", "finish_reason": "stop"}],
-        "usage": _USAGE,
-    }
+    _answer(
+        False,
+        "text_completion",
+        {"index": 0, "text": " Hello! How can I help?", "finish_reason": "stop"},
+    )
+    | {"usage": _USAGE}
 )
-MODELS_BODY = _encode(
-    {
-        "object": "list",
-        "data": [{"id": MODEL, "object": "model", "created": 1700000000, "owned_by": "bench"}],
-    }
-)
+MODEL_CARD = {"id": MODEL, "object": "model", "created": 1700000000, "owned_by": "bench"}
+MODELS_BODY = _encode({"object": "list", "data": [MODEL_CARD]})
 HEALTH_BODY = b""
 NOT_FOUND_BODY = _encode({"error": {"message": "not found", "type": "not_found"}})
 
@@ -72,36 +63,18 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + _encode(payload) + b"\n\n"
 
 
-def _chat_chunk(index: int) -> bytes:
-    delta = {"role": "assistant", "content": ""} if index == 0 else {"content": f" tok{index}"}
+def _chunk(index: int, chat: bool) -> bytes:
     finish = "stop" if index == STREAM_CHUNKS - 1 else None
-    return _sse(
-        {
-            "id": "chatcmpl-bench",
-            "object": "chat.completion.chunk",
-            "created": 1700000000,
-            "model": MODEL,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-    )
-
-
-def _completion_chunk(index: int) -> bytes:
-    finish = "stop" if index == STREAM_CHUNKS - 1 else None
-    return _sse(
-        {
-            "id": "cmpl-bench",
-            "object": "text_completion",
-            "created": 1700000000,
-            "model": MODEL,
-            "choices": [{"index": 0, "text": f" tok{index}", "finish_reason": finish}],
-        }
-    )
+    choice: dict[str, Any] = {"index": 0, "text": f" tok{index}", "finish_reason": finish}
+    if chat:
+        delta = {"role": "assistant", "content": ""} if index == 0 else {"content": f" tok{index}"}
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    return _sse(_answer(chat, "chat.completion.chunk" if chat else "text_completion", choice))
 
 
 DONE = b"data: [DONE]\n\n"
-CHAT_STREAM = [_chat_chunk(i) for i in range(STREAM_CHUNKS)] + [DONE]
-COMPLETION_STREAM = [_completion_chunk(i) for i in range(STREAM_CHUNKS)] + [DONE]
+CHAT_STREAM = [_chunk(i, chat=True) for i in range(STREAM_CHUNKS)] + [DONE]
+COMPLETION_STREAM = [_chunk(i, chat=False) for i in range(STREAM_CHUNKS)] + [DONE]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]

@@ -4,36 +4,35 @@ Starts two engines once (A with vLLM's default thread binding, core 0 here; B wi
 ``VLLM_CPU_OMP_THREADS_BIND=1``, so each computes on its own core as two hosts would),
 each with a KV cache of ``--routing-kv-blocks`` blocks, and one gateway per strategy in
 front of both, with the response cache off. Then, per workload (``--routing-prefixes``:
-N distinct system prompts of ~500 tokens, short questions; see routing_workload.py),
-interleaved rounds driven by routing_load.py, and writes
-bench/results/routing.{md,json,png}. See bench/README.md.
+N distinct system prompts of ~500 tokens, short questions; see workload.py),
+interleaved rounds driven by :mod:`bench.routing.client`, and writes
+routing.{md,json,png}. See bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import statistics
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import real_plot
-import routing_report
-from machine import describe
-from procs import Service, engine_service, gateway_service
 from prometheus_client.parser import text_string_to_metric_families
-from real import API_KEY, ENGINE_FLAGS, EXTRA_PACKAGES, REPO, _first_model, drive
-from real_report import write
 from rich.console import Console
-from routing_report import STRATEGIES
-from routing_workload import PERSONAS, schedule, system_prompt
+
+from bench.core.drive import drive
+from bench.core.machine import describe, stamp_end
+from bench.core.procs import REPO, Service, engine_service, fetch, gateway_service, running
+from bench.core.report import config_of, finish, write
+from bench.core.stack import API_KEY, ENGINE_FLAGS, EXTRA_PACKAGES, first_model
+from bench.routing import report
+from bench.routing.report import STRATEGIES
+from bench.routing.workload import PERSONA_COUNT, schedule, system_prompt
 
 SCENARIO = "routing"
 # Engine B's extra environment: the e2e routing test's way to give it core 1.
@@ -51,35 +50,26 @@ AUTO_CACHE_RATIO = 1.5
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("routing scenario (two real engines)")
-    group.add_argument(
-        "--routing-rounds", type=int, default=3, help="round pairs (one round per strategy)"
-    )
-    group.add_argument(
-        "--routing-prefixes",
-        type=_prefixes,
-        nargs="+",
-        default=[8, "auto"],
+    add = group.add_argument
+    add("--routing-rounds", type=int, default=3, help="round pairs (one round per strategy)")
+    add(
+        "--routing-prefixes", type=_prefixes, nargs="+", default=[8, "auto"],
         help="workloads, one per value: N distinct system prompts (8 personas x variants), "
         f"or 'auto': the N nearest {AUTO_CACHE_RATIO} x one engine's KV cache "
         "(kv_cache_size_tokens from its /metrics) / the mean prompt tokens "
         "(default: 8 auto, i.e. one that fits the cache and one that exceeds it)",
-    )
-    group.add_argument(
-        "--routing-requests",
-        type=int,
-        nargs="+",
-        default=[40, 80],
+    )  # fmt: skip
+    add(
+        "--routing-requests", type=int, nargs="+", default=[40, 80],
         help="per round, one per workload (the last one for any further workload)",
-    )
-    group.add_argument("--routing-concurrency", type=int, nargs="+", default=[8])
-    group.add_argument("--routing-max-tokens", type=int, default=16)
-    group.add_argument(
-        "--routing-kv-blocks",
-        type=int,
-        default=KV_BLOCKS,
+    )  # fmt: skip
+    add("--routing-concurrency", type=int, nargs="+", default=[8])
+    add("--routing-max-tokens", type=int, default=16)
+    add(
+        "--routing-kv-blocks", type=int, default=KV_BLOCKS,
         help="each engine's KV cache in 128-token blocks (vLLM's --num-gpu-blocks-override); "
         "0: the engine's default (1 GiB on CPU)",
-    )
+    )  # fmt: skip
 
 
 def _prefixes(value: str) -> int | str:
@@ -108,13 +98,6 @@ def engine_flags(kv_blocks: int) -> tuple[str, ...]:
     return (*ENGINE_FLAGS, *extra)
 
 
-def _engine(name: str, log_dir: Path, timeout_s: float, kv_blocks: int) -> Service:
-    log = log_dir / f"routing-engine-{name}.log"
-    return engine_service(
-        f"engine-{name}", log, engine_flags(kv_blocks), timeout_s, ENGINE_ENVS[name]
-    )
-
-
 def _gateway(strategy: str, engines: list[Service], log_dir: Path) -> Service:
     env = {
         "PORTICO_ENGINES": ",".join(e.base_url for e in engines),
@@ -130,67 +113,46 @@ def _gateway(strategy: str, engines: list[Service], log_dir: Path) -> Service:
 @contextmanager
 def routing_stack(args: argparse.Namespace, log_dir: Path, console: Console) -> Iterator[Stack]:
     """Both engines and both gateways, ready; all stopped on the way out, whatever happens."""
+    flags, timeout = engine_flags(args.routing_kv_blocks), args.engine_startup_timeout
     engines = {
-        name: _engine(name, log_dir, args.engine_startup_timeout, args.routing_kv_blocks)
-        for name in ENGINE_ENVS
+        name: engine_service(
+            f"engine-{name}", log_dir / f"routing-engine-{name}.log", flags, timeout, env
+        )
+        for name, env in ENGINE_ENVS.items()
     }
     with ExitStack() as stack:
         started = time.monotonic()
         # Started together: loading is mostly waiting on imports and disk, and this halves
         # the scenario's fixed cost.
         with console.status("starting two vLLM CPU engines (--enforce-eager, about 1-3 min)"):
-            for engine in engines.values():
-                stack.callback(engine.stop)
-                engine.start()
-            for engine in engines.values():
-                engine.wait_ready()
+            stack.enter_context(running(list(engines.values())))
             deadline = time.monotonic() + 60
-            model = _first_model(engines["a"].base_url, deadline)
-            _first_model(engines["b"].base_url, deadline)
+            model = first_model(engines["a"].base_url, deadline)
+            first_model(engines["b"].base_url, deadline)
         startup_s = time.monotonic() - started
         console.print(f"engines ready in {startup_s:.0f} s: {model}")
         gateways = {s: _gateway(s, list(engines.values()), log_dir) for s in STRATEGIES}
         with console.status("starting one gateway per strategy"):
-            for gateway in gateways.values():
-                stack.callback(gateway.stop)
-                gateway.start()
-            for gateway in gateways.values():
-                gateway.wait_ready()
+            stack.enter_context(running(list(gateways.values())))
         yield Stack(engines, gateways, model, startup_s)
 
 
 def kv_cache(base_url: str) -> dict[str, int]:
     """One engine's KV cache, from its ``vllm:cache_config_info`` labels: tokens, blocks,
     block size."""
-    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as response:  # noqa: S310
-        text = response.read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "vllm:cache_config_info":
-                labels = sample.labels
-                blocks = int(labels.get("num_gpu_blocks") or labels["num_cpu_blocks"])
-                block_size = int(labels["block_size"])
-                tokens = labels.get("kv_cache_size_tokens")
-                return {
-                    "tokens": int(tokens)
-                    if tokens not in (None, "", "None")
-                    else blocks * block_size,
-                    "blocks": blocks,
-                    "block_size": block_size,
-                }
+    for family in text_string_to_metric_families(fetch(base_url + "/metrics").decode()):
+        for labels in (s.labels for s in family.samples if s.name == "vllm:cache_config_info"):
+            blocks = int(labels.get("num_gpu_blocks") or labels["num_cpu_blocks"])
+            size, text = int(labels["block_size"]), labels.get("kv_cache_size_tokens")
+            tokens = int(text) if text not in (None, "", "None") else blocks * size
+            return {"tokens": tokens, "blocks": blocks, "block_size": size}
     raise RuntimeError(f"no vllm:cache_config_info on {base_url}/metrics")
 
 
 def prompt_tokens(base_url: str, model: str, prefixes: int) -> list[int]:
     """Each system prompt's length in the engine's own tokens (vLLM's ``/tokenize``)."""
-    counts = []
-    for prefix in range(prefixes):
-        body = json.dumps({"model": model, "prompt": system_prompt("00000000", prefix)}).encode()
-        headers = {"content-type": "application/json"}
-        request = urllib.request.Request(base_url + "/tokenize", body, headers)  # noqa: S310
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            counts.append(int(json.load(response)["count"]))
-    return counts
+    bodies = ({"model": model, "prompt": system_prompt("00000000", p)} for p in range(prefixes))
+    return [int(json.loads(fetch(base_url + "/tokenize", body))["count"]) for body in bodies]
 
 
 def auto_prefixes(kv_tokens: int, mean_tokens: float) -> int:
@@ -213,23 +175,18 @@ def workloads(args: argparse.Namespace, stack: Stack, console: Console) -> list[
     for k, value in enumerate(args.routing_prefixes):
         if value == "auto":
             # The variant line adds a few tokens; the variants' mean is close to this.
-            base = prompt_tokens(stack.engines["a"].base_url, stack.model, 2 * len(PERSONAS))
+            base = prompt_tokens(stack.engines["a"].base_url, stack.model, 2 * PERSONA_COUNT)
             value = auto_prefixes(cache["tokens"], statistics.mean(base))
         tokens = prompt_tokens(stack.engines["a"].base_url, stack.model, value)
         # vLLM caches whole blocks: what a prompt leaves in the cache once computed.
         blocks = sum(t // cache["block_size"] for t in tokens)
         workload = {
-            "prefixes": value,
-            "auto": args.routing_prefixes[k] == "auto",
-            "requests": requests[min(k, len(requests) - 1)],
-            "prompt_tokens": tokens,
-            "total_prompt_tokens": sum(tokens),
-            "prompt_blocks": blocks,
-            "kv_cache_tokens": cache["tokens"],
-            "kv_cache_blocks": cache["blocks"],
-            "block_size": cache["block_size"],
-            "cache_ratio": sum(tokens) / cache["tokens"],
-        }
+            "prefixes": value, "auto": args.routing_prefixes[k] == "auto",
+            "requests": requests[min(k, len(requests) - 1)], "prompt_tokens": tokens,
+            "total_prompt_tokens": sum(tokens), "prompt_blocks": blocks,
+            "kv_cache_tokens": cache["tokens"], "kv_cache_blocks": cache["blocks"],
+            "block_size": cache["block_size"], "cache_ratio": sum(tokens) / cache["tokens"],
+        }  # fmt: skip
         console.print(
             f"workload {value} prefixes{' (auto)' if workload['auto'] else ''}: prompts "
             f"{min(tokens)}-{max(tokens)} tokens, {sum(tokens)} in all = "
@@ -254,34 +211,29 @@ def plan(
                 order = STRATEGIES if pair % 2 == 0 else STRATEGIES[::-1]
                 sequence = schedule(load["requests"], seed=pair, prefixes=load["prefixes"])
                 for strategy in order:
-                    gateway = stack.gateways[strategy]
-                    points.append(
-                        {
-                            "index": len(points),
-                            "round": pair,
-                            "prefixes": load["prefixes"],
-                            "strategy": strategy,
-                            "concurrency": conc,
-                            "tag": secrets.token_hex(4),
-                            "url": gateway.base_url + "/v1/chat/completions",
-                            "gateway_pid": gateway.pid,
-                            "schedule": sequence,
-                        }
-                    )
+                    point = _point(stack.gateways[strategy], strategy, conc, sequence)
+                    extra = {"prefixes": load["prefixes"], "tag": secrets.token_hex(4)}
+                    points.append(point | extra | {"index": len(points), "round": pair})
     return points
+
+
+def _point(
+    gateway: Service, strategy: str, conc: int, sequence: list[tuple[int, int]]
+) -> dict[str, Any]:
+    url = gateway.base_url + "/v1/chat/completions"
+    return {
+        "strategy": strategy,
+        "concurrency": conc,
+        "url": url,
+        "gateway_pid": gateway.pid,
+        "schedule": sequence,
+    }
 
 
 def _warmup(stack: Stack) -> list[dict[str, Any]]:
     return [
-        {
-            "strategy": strategy,
-            "prefixes": len(PERSONAS),
-            "concurrency": 4,
-            "tag": f"warmup-{secrets.token_hex(4)}",
-            "url": gateway.base_url + "/v1/chat/completions",
-            "gateway_pid": gateway.pid,
-            "schedule": schedule(8, seed=-1),
-        }
+        _point(gateway, strategy, 4, schedule(8, seed=-1))
+        | {"prefixes": PERSONA_COUNT, "tag": f"warmup-{secrets.token_hex(4)}"}
         for strategy, gateway in stack.gateways.items()
     ]
 
@@ -291,8 +243,7 @@ def _config(
 ) -> dict[str, Any]:
     flags = engine_flags(args.routing_kv_blocks)
     argv = ["python", "-m", "portico", "engine", "serve", "--port", "P", *flags]
-    return {
-        **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    return config_of(args) | {
         "engines": {
             name: {"argv": argv, "env": ENGINE_ENVS[name], "url": e.base_url}
             for name, e in stack.engines.items()
@@ -304,52 +255,40 @@ def _config(
     }
 
 
+def _label(event: dict[str, Any]) -> str:
+    return (
+        f"round {event['round'] + 1} {event['prefixes']} prefixes "
+        f"c={event['concurrency']} {event['strategy']}"
+    )
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
     """The whole scenario, engines included; 0 if every request succeeded."""
     log_dir = args.out / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
     machine = describe(REPO, EXTRA_PACKAGES)
     started = time.monotonic()
     with routing_stack(args, log_dir, console) as stack:
         loads = workloads(args, stack, console)
         points = plan(args, stack, loads)
+        engines = list(stack.engines.values())
         job = {
-            "model": stack.model,
-            "api_key": API_KEY,
-            "max_tokens": args.routing_max_tokens,
-            "engines": [e.base_url for e in stack.engines.values()],
-            "engine_pids": [e.pid for e in stack.engines.values()],
-            "warmup": _warmup(stack),
-            "points": points,
-            "scenario": SCENARIO,
-        }
-
-        def label(event: dict[str, Any]) -> str:
-            return (
-                f"round {event['round'] + 1} {event['prefixes']} prefixes "
-                f"c={event['concurrency']} {event['strategy']}"
-            )
-
+            "scenario": SCENARIO, "model": stack.model, "api_key": API_KEY,
+            "max_tokens": args.routing_max_tokens, "engines": [e.base_url for e in engines],
+            "engine_pids": [e.pid for e in engines], "warmup": _warmup(stack), "points": points,
+        }  # fmt: skip
         total = sum(len(p["schedule"]) for p in points)
         measured = time.monotonic()
-        results = drive(
-            job, total, log_dir / "routing-load.log", console, label, client="routing_load.py"
-        )
+        log = log_dir / "routing-load.log"
+        results = drive("bench.routing.client", job, total, log, console, _label)
         measured_s = time.monotonic() - measured
-    machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    stamp_end(machine)
     config = _config(args, stack, measured_s, loads)
     config["scenario_wall_s"] = time.monotonic() - started
-    summary = routing_report.summarize(results, loads)
-    markdown = routing_report.markdown(machine, config, summary)
+    summary = report.summarize(results, loads)
     payload = {"machine": machine, "config": config, "summary": summary, "points": results}
-    md_path, json_path = write(args.out, SCENARIO, markdown, payload)
+    paths = write(args.out, SCENARIO, report.markdown(machine, config, summary), payload)
     subtitle = f"nproc {machine['nproc']}, {machine['date_utc']}; one run, compare ratios"
-    png_path = real_plot.routing(summary, args.out / "routing.png", subtitle)
-    routing_report.print_summary(console, summary)
-    console.print(
-        f"wrote {md_path}, {json_path}, {png_path}; scenario {config['scenario_wall_s']:.0f} s"
-    )
-    if summary["errors"]:
-        console.print(f"[red]{summary['errors']} failed requests[/red]: {summary['error_samples']}")
-        return 1
-    return 0
+    paths.append(report.plot(summary, args.out / "routing.png", subtitle))
+    report.print_summary(console, summary)
+    console.print(f"scenario {config['scenario_wall_s']:.0f} s")
+    return finish(console, paths, summary["errors"], summary["error_samples"])

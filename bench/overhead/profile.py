@@ -3,11 +3,11 @@
 Runs the gateway in this process (uvicorn with uvloop and httptools, as in
 production) inside ``cProfile`` with a CPU-time clock, in front of the fake
 upstream, with auth, Redis rate limits, a Redis cache miss per request, metrics and
-the access log (the ``overhead`` scenario's settings, see run.py); drives it from
-load.py in a child process (closed loop); prints the functions by own CPU time
-and by cumulative time.
+the access log (the ``overhead`` scenario's settings, see scenario.py); drives it from
+bench.overhead.load in a child process (closed loop); prints the functions by own CPU
+time and by cumulative time.
 
-    python bench/profile_gateway.py [--concurrency 32] [--requests 20000] [--top 40]
+    python -m bench.overhead.profile [--concurrency 32] [--requests 20000] [--top 40]
 
 Needs Redis on 127.0.0.1:6379 (`make redis`). What the profile led to is in
 docs/architecture.md.
@@ -26,14 +26,12 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import uvicorn
-from procs import fake_upstream_service, free_port
-from real import delete_namespace
-from run import features_env
 
-BENCH = Path(__file__).resolve().parent
+from bench.core.procs import REPO, fake_upstream_service, free_port
+from bench.core.stack import delete_namespace
+from bench.overhead.scenario import features_env
 
 
 def main() -> None:
@@ -44,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     prefix = f"bench-profile-{uuid.uuid4().hex[:8]}"
     port = free_port()
-    upstream = fake_upstream_service(BENCH / "results" / "logs" / "profile-upstream.log")
+    upstream = fake_upstream_service(REPO / "bench" / "results" / "logs" / "profile-upstream.log")
     upstream.start()
     upstream.wait_ready()
     os.environ.update({"PORTICO_ENGINE_URL": upstream.base_url, **features_env(prefix)})
@@ -64,14 +62,16 @@ def main() -> None:
             "index": 0, "target": "gateway", "url": f"http://127.0.0.1:{port}/v1/chat/completions",
             "target_pid": os.getpid(), "upstream_pid": upstream.pid,
             "concurrency": args.concurrency, "requests": args.requests, "warmup": 500,
-            "stream": False, "round": 0,
+            "stream": False, "round": 0, "rate": 0.0,
         }  # fmt: skip
         done = subprocess.run(
-            [sys.executable, str(BENCH / "load.py")],
+            [sys.executable, "-m", "bench.overhead.load"],
             input=json.dumps({"points": [point]}),
+            cwd=REPO,
             capture_output=True, text=True, check=True,
         )  # fmt: skip
-        result = json.loads(done.stdout.splitlines()[-1])
+        events = [json.loads(line) for line in done.stdout.splitlines()]
+        result = next(e for e in events if e["event"] == "point")
         print(
             f"{args.requests} requests at c={args.concurrency}: "
             f"{result['target_cpu_s'] / args.requests * 1000:.3f} ms CPU per request "

@@ -56,6 +56,7 @@ def _version(package: str) -> str:
 
 
 def describe(repo: Path, extra_packages: Sequence[str] = ()) -> dict[str, Any]:
+    """The machine, the commit and the package versions, as every report's header gives them."""
     return {
         "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "nproc": len(os.sched_getaffinity(0)),
@@ -67,3 +68,8 @@ def describe(repo: Path, extra_packages: Sequence[str] = ()) -> dict[str, Any]:
         "git_commit": _git_commit(repo),
         "packages": {name: _version(name) for name in (*PACKAGES, *extra_packages)},
     }
+
+
+def stamp_end(machine: dict[str, Any]) -> None:
+    """Record the load average at the end of a run next to the one at its start."""
+    machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

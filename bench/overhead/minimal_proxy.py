@@ -3,7 +3,7 @@
 No auth, validation, metrics, logging or error mapping; served by uvicorn
 exactly like the gateway (auto loop and HTTP parser: uvloop + httptools).
 
-    python bench/minimal_proxy.py --port 9100 --upstream http://127.0.0.1:9000
+    python -m bench.overhead.minimal_proxy --port 9100 --upstream http://127.0.0.1:9000
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ class MinimalProxy:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        assert self.session is not None
+        if self.session is None:
+            raise RuntimeError("the lifespan has not started the session")
         body = b""
         more = True
         while more:

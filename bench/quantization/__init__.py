@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """0 when both commands succeed."""
-    portico = [sys.executable, "-m", "engine"]
+    portico = [sys.executable, "-m", "portico"]
     quantized: Path = args.quantized_model or args.out / "models" / f"smollm2-{METHOD}-{SCHEME}"
     if not (quantized / "config.json").is_file():
         console.print(f"quantizing the bundled model ({METHOD} {SCHEME}) into {quantized}")

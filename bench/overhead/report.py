@@ -1,0 +1,315 @@
+"""The ``overhead`` scenario's results: per-round points folded into one row per target x
+mode x load (a closed-loop concurrency, or an open-loop rate), its Markdown and console
+summary."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from bench.core.report import (
+    Column,
+    console_table,
+    f,
+    listed,
+    machine_lines,
+    number,
+    render,
+    table,
+    x,
+)
+from bench.core.stats import background_s, percentiles_ms, ratio
+
+DIRECT = "direct"
+GW_AIOHTTP = "gateway-aiohttp"
+GW_HTTPX = "gateway-httpx"
+GW_2W = "gateway-2workers"
+MINIMAL = "minimal-proxy"
+DESCRIPTIONS = {
+    DIRECT: "load generator -> fake upstream (no proxy; the baseline)",
+    GW_AIOHTTP: "-> Portico (PORTICO_UPSTREAM_TRANSPORT=aiohttp, the default) -> fake upstream",
+    GW_HTTPX: "-> Portico (PORTICO_UPSTREAM_TRANSPORT=httpx) -> fake upstream",
+    GW_2W: "-> Portico as gateway-aiohttp, but `portico gateway serve --workers 2` "
+    "(closed-loop non-streamed points only; CPU and RSS summed over master and workers)",
+    MINIMAL: "-> bench/overhead/minimal_proxy.py (raw ASGI + aiohttp, forwards bytes) -> "
+    "fake upstream",
+}
+
+
+@dataclass
+class Row:
+    """One line of the results table. CPU figures are ms per request (= s per 1000)."""
+
+    target: str
+    stream: bool
+    concurrency: int
+    rate: float  # open-loop requests/s; 0 for a closed loop
+    requests: int
+    errors: int
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    first_chunk_p50_ms: float | None
+    first_chunk_p99_ms: float | None
+    target_cpu_ms: float
+    target_cpu_ms_rounds: list[float]
+    upstream_cpu_ms: float
+    loadgen_cpu_ms: float
+    target_rss_mb: float
+    background_cores: float
+    added_p50_ms: float | None = None
+    added_p99_ms: float | None = None
+
+    @property
+    def cpu_range(self) -> str:
+        return f"{min(self.target_cpu_ms_rounds):.3f} to {max(self.target_cpu_ms_rounds):.3f}"
+
+    def added(self, p99: bool = False) -> str:
+        value = self.added_p99_ms if p99 else self.added_p50_ms
+        return "—" if self.target == DIRECT else f(value, signed=True)
+
+
+def background(point: dict[str, Any]) -> float:
+    """Busy CPU of everything else; for direct the upstream is the target: count it once."""
+    ours = ["target_cpu_s", "loadgen_cpu_s"] + (
+        [] if point["target"] == DIRECT else ["upstream_cpu_s"]
+    )
+    return background_s(point, ours)
+
+
+def _row(key: tuple[bool, float, int, str], points: list[dict[str, Any]]) -> Row:
+    stream, rate, concurrency, target = key
+    requests, wall_s = sum(p["requests"] for p in points), sum(p["wall_s"] for p in points)
+    p50, p90, p99 = percentiles_ms([v for p in points for v in p["latencies_us"]])
+    first = [v for p in points for v in p["first_chunk_us"]]
+    fc50, _, fc99 = percentiles_ms(first) if first else (None, None, None)
+
+    def per_request(name: str) -> float:
+        return float(1000.0 * sum(float(p[name]) for p in points) / requests)
+
+    return Row(
+        target, stream, concurrency, rate, requests, sum(p["errors"] for p in points),
+        requests / wall_s, p50, p90, p99, fc50, fc99, per_request("target_cpu_s"),
+        [1000 * p["target_cpu_s"] / p["requests"] for p in points],
+        per_request("upstream_cpu_s"), per_request("loadgen_cpu_s"),
+        max(p["target_rss_mb"] for p in points), sum(map(background, points)) / wall_s,
+    )  # fmt: skip
+
+
+def summarize(points: Iterable[dict[str, Any]], target_order: Sequence[str]) -> list[Row]:
+    """Rows ordered by mode, rate, concurrency, then ``target_order``; adds p50 and p99
+    deltas vs direct under the same load."""
+    groups: dict[tuple[bool, float, int, str], list[dict[str, Any]]] = defaultdict(list)
+    for p in points:
+        groups[(p["stream"], p.get("rate", 0.0), p["concurrency"], p["target"])].append(p)
+    rank = {name: i for i, name in enumerate(target_order)}
+    keys = sorted(groups, key=lambda k: (k[0], k[1], k[2], rank.get(k[3], len(rank))))
+    rows = [_row(key, groups[key]) for key in keys]
+    direct = {(r.stream, r.rate, r.concurrency): r for r in rows if r.target == DIRECT}
+    for row in rows:
+        if (base := direct.get((row.stream, row.rate, row.concurrency))) is not None:
+            row.added_p50_ms = row.p50_ms - base.p50_ms
+            row.added_p99_ms = row.p99_ms - base.p99_ms
+    return rows
+
+
+def closed_loop(rows: Iterable[Row]) -> list[Row]:
+    """Non-streamed closed-loop rows (the concurrency sweep)."""
+    return [r for r in rows if not r.stream and not r.rate]
+
+
+def open_loop(rows: Iterable[Row]) -> list[Row]:
+    """Non-streamed open-loop rows (fixed request rates)."""
+    return [r for r in rows if not r.stream and r.rate]
+
+
+def by_concurrency(rows: Sequence[Row]) -> list[dict[str, Row]]:
+    """Per closed-loop concurrency, its rows by target (``"c"``: any one of them)."""
+    found: dict[int, dict[str, Row]] = defaultdict(dict)
+    for r in closed_loop(rows):
+        found[r.concurrency][r.target] = r
+    return [found[c] | {"c": next(iter(found[c].values()))} for c in sorted(found)]
+
+
+def _cpu(group: dict[str, Row], target: str) -> float | None:
+    return group[target].target_cpu_ms if target in group else None
+
+
+def _cell(target: str) -> Column:
+    def cell(g: dict[str, Row]) -> str:
+        r = g.get(target)
+        return "—" if r is None else f"**{r.target_cpu_ms:.3f}** ({r.cpu_range})"
+
+    return target, cell
+
+
+def _minus(a: str, b: str) -> Column:
+    def cell(g: dict[str, Row]) -> str:
+        one, two = _cpu(g, a), _cpu(g, b)
+        return f(None if one is None or two is None else one - two, 3)
+
+    return f"{a.split('-')[-1]} minus {b.split('-')[-1]}", cell
+
+
+KEY: list[Column] = [
+    ("c", lambda g: str(g["c"].concurrency)),
+    *(_cell(t) for t in (GW_AIOHTTP, GW_HTTPX, MINIMAL)),
+    ("direct (upstream alone)", _cell(DIRECT)[1]),
+    ("httpx / aiohttp", lambda g: x(ratio(_cpu(g, GW_HTTPX), _cpu(g, GW_AIOHTTP)))),
+    ("aiohttp / minimal", lambda g: x(ratio(_cpu(g, GW_AIOHTTP), _cpu(g, MINIMAL)))),
+    ("gateway-aiohttp minus minimal", _minus(GW_AIOHTTP, MINIMAL)[1]),
+    _minus(GW_HTTPX, GW_AIOHTTP),
+]
+COMMON: list[Column] = [
+    ("target", lambda r: r.target),
+    ("c", lambda r: str(r.concurrency)),
+    ("requests", lambda r: str(r.requests)),
+    ("errors", lambda r: str(r.errors)),
+]
+CPU: Column = ("target CPU ms/req", lambda r: f(r.target_cpu_ms, 3))
+BACKGROUND: Column = ("background cores", lambda r: f(r.background_cores))
+P50_P90_P99: list[Column] = [(f"{p} ms", number(f"{p}_ms")) for p in ("p50", "p90", "p99")]
+CLOSED: list[Column] = [
+    *COMMON,
+    ("RPS", lambda r: f(r.rps, 0)),
+    *P50_P90_P99,
+    ("+p50 vs direct", Row.added),
+    CPU,
+    ("range over rounds", lambda r: r.cpu_range),
+    (
+        "upstream CPU ms/req",
+        lambda r: "(is the target)" if r.target == DIRECT else f(r.upstream_cpu_ms, 3),
+    ),
+    ("target RSS MB", lambda r: f(r.target_rss_mb, 0)),
+    ("loadgen CPU ms/req", lambda r: f(r.loadgen_cpu_ms, 3)),
+    BACKGROUND,
+]
+OPEN: list[Column] = [
+    COMMON[0],
+    ("rate req/s", lambda r: f(r.rate, 0)),
+    ("achieved req/s", lambda r: f(r.rps, 0)),
+    *COMMON[2:],
+    *P50_P90_P99,
+    ("+p50 vs direct", Row.added),
+    ("+p99 vs direct", lambda r: r.added(p99=True)),
+    CPU,
+    BACKGROUND,
+]
+STREAMED: list[Column] = [
+    *COMMON,
+    ("first chunk p50 ms", lambda r: f(r.first_chunk_p50_ms)),
+    ("first chunk p99 ms", lambda r: f(r.first_chunk_p99_ms)),
+    ("total p50 ms", lambda r: f(r.p50_ms)),
+    ("total p99 ms", lambda r: f(r.p99_ms)),
+    ("+total p50 vs direct", Row.added),
+    CPU,
+    BACKGROUND,
+]
+
+
+def _pair(name: str, value: str, digits: int, one: str, two: str) -> list[Column]:
+    """The same figure for one worker and for two."""
+
+    def figure(target: str) -> Callable[[dict[str, Row]], str]:
+        return lambda g: f(getattr(g[target], value), digits)
+
+    return [(f"{name}{one}", figure(GW_AIOHTTP)), (f"{name}{two}", figure(GW_2W))]
+
+
+WORKERS: list[Column] = [
+    KEY[0],
+    *_pair("RPS", "rps", 0, " 1 worker", " 2 workers"),
+    ("2 / 1", lambda g: x(ratio(g[GW_2W].rps, g[GW_AIOHTTP].rps))),
+    *_pair("p99 ms", "p99_ms", 2, " 1 worker", " 2 workers"),
+    *_pair("CPU ms/req", "target_cpu_ms", 3, " 1", " 2"),
+    *_pair("RSS MB", "target_rss_mb", 0, " 1", " 2"),
+]
+
+
+def targets(rows: Sequence[Row]) -> list[tuple[str, str, str]]:
+    """The issue's targets, each measured here: (target, figure, met or missed)."""
+    found = []
+    for g in by_concurrency(rows):
+        if GW_AIOHTTP in g and MINIMAL in g:
+            mine, floor = g[GW_AIOHTTP].target_cpu_ms, g[MINIMAL].target_cpu_ms
+            found.append(
+                (
+                    f"CPU/request <= 2x the minimal proxy's, c={g['c'].concurrency}",
+                    f"{mine:.3f} ms vs {floor:.3f} ms = {mine / floor:.2f}x",
+                    "met" if mine <= 2 * floor else "missed",
+                )
+            )
+    for r in open_loop(rows):
+        if r.target == GW_AIOHTTP and r.added_p50_ms is not None and r.added_p99_ms is not None:
+            found.append(
+                (
+                    f"added latency at {r.rate:g} req/s: p50 <= 1 ms, p99 <= 3 ms",
+                    f"p50 {r.added_p50_ms:+.2f} ms, p99 {r.added_p99_ms:+.2f} ms",
+                    "met" if r.added_p50_ms <= 1 and r.added_p99_ms <= 3 else "missed",
+                )
+            )
+    return found
+
+
+TARGETS = listed("target (issue #8)", "measured", "")
+
+
+def markdown(machine: dict[str, Any], config: dict[str, Any], rows: Sequence[Row]) -> str:
+    groups = by_concurrency(rows)
+    return render(
+        Path(__file__).with_name("report.md"),
+        nproc=machine["nproc"],
+        machine=machine_lines(machine),
+        background_mean=f"{config['background_mean']:.2f}",
+        background_max=f"{config['background_max']:.2f}",
+        wall_s=f"{config.get('wall_s', 0):.0f}",
+        errors=sum(r.errors for r in rows),
+        descriptions="\n".join(f"- **{name}**: {text}" for name, text in DESCRIPTIONS.items()),
+        rounds=config["rounds"],
+        warmup=config["warmup"],
+        key=table(KEY, groups),
+        targets=table(TARGETS, targets(rows)),
+        closed=table(CLOSED, closed_loop(rows)),
+        open_seconds=f"{config.get('open_seconds', 0):g}",
+        open=table(OPEN, open_loop(rows)),
+        workers=table(WORKERS, [g for g in groups if GW_AIOHTTP in g and GW_2W in g]),
+        stream_chunks=config["stream_chunks"],
+        stream_gap_ms=f"{config['stream_gap_ms']:g}",
+        streamed=table(STREAMED, [r for r in rows if r.stream]),
+    )
+
+
+SUMMARY: list[Column] = [
+    *COMMON[:2],
+    ("RPS", CLOSED[4][1]),
+    *P50_P90_P99[::2],
+    ("+p50 ms", Row.added),
+    ("CPU ms/req", CPU[1]),
+    ("RSS MB", CLOSED[-3][1]),
+    ("bg", BACKGROUND[1]),
+]
+
+
+def print_summary(console: Console, rows: Sequence[Row]) -> None:
+    title = "non-streamed (CPU ms/req = target CPU s per 1000 requests)"
+    console_table(console, title, SUMMARY, closed_loop(rows))
+    for r in open_loop(rows):
+        if r.target != DIRECT:
+            console.print(
+                f"open loop {r.rate:g}/s: {r.target} adds p50 {r.added()} ms, "
+                f"p99 {r.added(p99=True)} ms; CPU {r.target_cpu_ms:.3f} ms/req"
+            )
+    for g in by_concurrency(rows):
+        if all(t in g for t in (GW_AIOHTTP, GW_HTTPX, MINIMAL)):
+            aio, hx, floor = (g[t].target_cpu_ms for t in (GW_AIOHTTP, GW_HTTPX, MINIMAL))
+            console.print(
+                f"c={g['c'].concurrency}: CPU ms/req gateway-aiohttp {aio:.3f}, gateway-httpx "
+                f"{hx:.3f} ({hx / aio:.2f}x), minimal-proxy {floor:.3f} (gateway = "
+                f"{aio / floor:.1f}x floor)"
+            )

@@ -1,0 +1,1 @@
+"""The ``routing`` scenario: round-robin vs prefix affinity over two real engines."""
