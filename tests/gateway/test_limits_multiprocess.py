@@ -86,8 +86,9 @@ def launch(
     runs this test's 500-request driver, two gateways and a vLLM engine, Redis itself
     is at times descheduled for longer than 50 ms (and, with other work on the box,
     longer than 250 ms: 129 of 500 requests failed open in one such run), which is a
-    real Redis slowness as far as a gateway can tell, answered by the failure policy. (The gateways' own event-loop lag
-    under the burst is discounted by the guard; see redis_guard.py.) What these
+    real Redis slowness as far as a gateway can tell, answered by the failure policy.
+    (The gateways' own event-loop lag under the burst is discounted by the guard; see
+    redis_guard.py.) What these
     tests check is the shared accounting; the default timeout is exercised by the
     chaos tests.
     """
