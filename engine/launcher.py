@@ -103,13 +103,21 @@ def is_ready(base_url: str) -> bool:
     return models.status_code == 200 and bool(models.json().get("data"))
 
 
+def served_models(base_url: str) -> list[str]:
+    """The model ids a ready engine lists."""
+    listing = httpx.get(f"{base_url}/v1/models", timeout=_PROBE_TIMEOUT_S).json()
+    return [str(card.get("id")) for card in listing.get("data", [])]
+
+
 def start(
     settings: EngineSettings,
     command: Command,
     cancel: threading.Event | None = None,
     console: Console | None = None,
+    name: str = "engine",
 ) -> ManagedProcess:
-    """Start vLLM and block until it is ready. Raises StartupError.
+    """Start vLLM and block until it is ready. Raises StartupError. ``name`` tells this
+    engine from others in messages and names its log file.
 
     Without ``console`` vLLM's output is echoed as it comes (``portico engine serve``);
     with one it goes to a log file and a status line says how long and which phase.
@@ -123,17 +131,21 @@ def start(
         seconds = time.monotonic() - began
         print(f"portico: engine ready at {settings.base_url} in {seconds:.1f} s", file=sys.stderr)
         return process
-    return _start_quietly(settings, command, console, cancel)
+    return _start_quietly(settings, command, console, cancel, name)
 
 
 def _start_quietly(
-    settings: EngineSettings, command: Command, console: Console, cancel: threading.Event | None
+    settings: EngineSettings,
+    command: Command,
+    console: Console,
+    cancel: threading.Event | None,
+    name: str,
 ) -> ManagedProcess:
-    log = console.log("engine")
+    log = console.log(name.replace(" ", "-"))
     log.header(shlex.join(command.argv))
-    print(f"portico: starting vLLM; its log: {log.path}", file=console.out, flush=True)
-    process = ManagedProcess("engine", command.argv, command.env, sink=log, log_path=log.path)
-    status = StatusLine("portico: engine starting", console.out)
+    print(f"portico: starting vLLM ({name}); its log: {log.path}", file=console.out, flush=True)
+    process = ManagedProcess(name, command.argv, command.env, sink=log, log_path=log.path)
+    status = StatusLine(f"portico: {name} starting", console.out)
     process.start()
     try:
         seconds = process.wait_ready(
@@ -145,7 +157,7 @@ def _start_quietly(
     except StartupError:
         status.clear()
         raise
-    status.finish(f"portico: engine ready at {settings.base_url} in {seconds:.0f} s")
+    status.finish(f"portico: {name} ready at {settings.base_url} in {seconds:.0f} s")
     return process
 
 

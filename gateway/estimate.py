@@ -16,7 +16,8 @@ lower-case strings reach 0.6, the one case knowingly undercounted, to 0.72 of th
 count at worst); a space mostly joins the word after it. Fixed costs the body does not
 carry: the template's frame (default system prompt, role markers, generation prompt)
 and, with tools, its tool-calling instructions. A completion has no template: only its
-prompt strings (and suffix) are weighed, and token-id prompts are counted exactly.
+prompt strings (and suffix) are weighed, and token-id prompts are counted exactly;
+an embeddings request's inputs likewise, with an encoder's two special tokens each.
 
 Weighing is two C-speed passes and no JSON work: ``bytes.translate`` maps each byte to a
 byte with as many bits set as its weight, and ``int.bit_count`` adds them up (3 µs for a
@@ -31,7 +32,12 @@ from __future__ import annotations
 
 import string
 
-from gateway.protocol import ChatCompletionRequest, CompletionRequest, GenerationRequest
+from gateway.protocol import (
+    APIRequest,
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+)
 
 _UNIT = 7  # weights below are in sevenths of a token; at most 8, the bits of a byte
 _LOWER, _UPPER, _DIGIT, _SPACE, _LINE, _PUNCT, _NON_ASCII = 3, 8, 8, 1, 8, 6, 7
@@ -90,6 +96,16 @@ def _completion_tokens(request: CompletionRequest) -> int:
     return sum(_text_tokens(text) for text in texts if isinstance(text, str)) + suffix
 
 
+def _embedding_tokens(request: EmbeddingRequest) -> int:
+    """Each input as a completion's prompt, plus an end token for text: encoders of
+    the BERT family add two special tokens ([CLS], [SEP]) where a decoder adds one."""
+    ids = _token_ids(request.input)
+    if ids is not None:
+        return ids
+    texts = [request.input] if isinstance(request.input, str) else request.input
+    return sum(_text_tokens(text) + 1 for text in texts if isinstance(text, str))
+
+
 def _text_tokens(text: str) -> int:
     # Decoded text lacks the JSON scaffolding (quotes, keys, escapes) whose weight gives
     # a body its headroom: one token in 32 bytes more (hex digests, where letters
@@ -108,10 +124,12 @@ def _has_tools(request: ChatCompletionRequest) -> bool:
     )
 
 
-def estimate_prompt_tokens(request: GenerationRequest, body: bytes) -> int:
+def estimate_prompt_tokens(request: APIRequest, body: bytes) -> int:
     """Prompt tokens ``request`` (parsed from ``body``) may cost the engine, high
     rather than low. ``body`` is what the engine receives."""
     if isinstance(request, CompletionRequest):
         return _completion_tokens(request)
+    if isinstance(request, EmbeddingRequest):
+        return _embedding_tokens(request)
     tools = _TOOLS_TOKENS if _has_tools(request) else 0
     return weigh(body) + _TEMPLATE_TOKENS + tools

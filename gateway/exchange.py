@@ -27,7 +27,7 @@ from gateway import telemetry
 from gateway.auth import Principal
 from gateway.cache import Ticket
 from gateway.errors import EngineRejected, EngineTimeout, GatewayError, UpstreamError
-from gateway.protocol import ChatCompletionRequest, GenerationRequest
+from gateway.protocol import APIRequest, ChatCompletionRequest, EmbeddingRequest
 from gateway.quota import Admission
 from gateway.replay import StreamRecorder, entry_from_body
 from gateway.routing import EngineCall
@@ -38,11 +38,11 @@ _log = logging.getLogger("portico.streaming")
 
 @dataclass(frozen=True)
 class Call:
-    """One generation request, as the service sees it."""
+    """One request for an engine, as the service sees it."""
 
     route: str
     body: bytes
-    request: GenerationRequest
+    request: APIRequest
     principal: Principal
     request_id: str
     cache_control: str | None = None
@@ -52,6 +52,13 @@ class Call:
     @property
     def chat(self) -> bool:
         return isinstance(self.request, ChatCompletionRequest)
+
+    @property
+    def id_prefix(self) -> str:
+        """How the engine starts this route's answer ids (a replay renews them)."""
+        if isinstance(self.request, EmbeddingRequest):
+            return "embd-"
+        return "chatcmpl-" if self.chat else "cmpl-"
 
     @property
     def wants_usage(self) -> bool:

@@ -21,7 +21,7 @@ from gateway.cache_key import CachePlan, is_deterministic
 from gateway.exchange import Call, Exchange, Reply
 from gateway.metrics import Metrics
 from gateway.preparation import Preparation
-from gateway.protocol import GenerationRequest
+from gateway.protocol import APIRequest, EmbeddingRequest
 from gateway.quota import QuotaService
 from gateway.replay import Delivery, replay
 from gateway.routing import EngineCall, Router, affinity_key
@@ -45,7 +45,7 @@ class GenerationService:
         self._prefix_chars = routing.affinity_prefix_chars
         self._metrics = metrics
 
-    async def validate(self, route: str, body: bytes, principal: Principal) -> GenerationRequest:
+    async def validate(self, route: str, body: bytes, principal: Principal) -> APIRequest:
         """Everything that can refuse a request before the engine sees it."""
         return await self._preparation.validate(route, body, principal)
 
@@ -81,12 +81,16 @@ class GenerationService:
 
     def _plan(self, call: Call) -> CachePlan:
         request = call.request
+        # An embedding is a function of its input; a completion only when not sampled.
+        deterministic = isinstance(request, EmbeddingRequest) or is_deterministic(
+            request.temperature, request.seed
+        )
         return self._cache.plan(
             call.route,
             call.principal.id,
             call.body,
             request.stream,
-            is_deterministic(request.temperature, request.seed),
+            deterministic,
             call.cache_control,
             call.cache_mode,
         )
@@ -100,7 +104,9 @@ class GenerationService:
         admission = await self._quota.admit(call.principal, call.request, None)
         headers = {**admission.headers, "x-cache": "hit"}
         # The same usage the relay would leave in a fresh stream (streaming.UsageTap).
-        delivery = Delivery(call.request_id, call.chat, call.wants_usage, call.wants_running_usage)
+        delivery = Delivery(
+            call.request_id, call.id_prefix, call.wants_usage, call.wants_running_usage
+        )
         # One body, also for a stream: an iterator would make Starlette hop to a thread
         # per chunk. The key holds the shape, so the entry is in the shape asked for.
         media_type = "text/event-stream" if call.request.stream else "application/json"

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from gateway.admin import KeyUpdate
 from gateway.keys import KeySpec
-from gateway.protocol import ChatCompletionRequest, CompletionRequest
+from gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 _ERROR: dict[str, Any] = {
     "type": "object",
@@ -47,6 +47,7 @@ _SECURITY_SCHEMES = {
 _GENERATION: tuple[tuple[str, type[BaseModel], str], ...] = (
     ("/v1/completions", CompletionRequest, "Create a completion (OpenAI API)"),
     ("/v1/chat/completions", ChatCompletionRequest, "Create a chat completion (OpenAI API)"),
+    ("/v1/embeddings", EmbeddingRequest, "Create embeddings (OpenAI API)"),
 )
 
 # Statuses a generation request can end with besides 200, each an OpenAI error body.
@@ -133,7 +134,33 @@ _BODY_REFUSALS = {
 }
 
 
+# An embeddings answer: a list of vectors (floats, or base64 of little-endian float32).
+_EMBEDDINGS: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "object": {"const": "list"},
+        "data": {"type": "array"},
+        "usage": {"type": "object"},
+    },
+}
+
+
 def _operation(model: type[BaseModel], summary: str) -> dict[str, Any]:
+    if model is EmbeddingRequest:
+        answer = {
+            "description": "The engine's answer: one vector per input, in input order.",
+            "content": {"application/json": {"schema": _EMBEDDINGS}},
+        }
+    else:
+        answer = {
+            "description": "The engine's answer: JSON, or with `stream: true` server-sent "
+            "events ending with `data: [DONE]` (a broken stream ends with an error event).",
+            "content": {
+                "application/json": {"schema": _ANSWER},
+                "text/event-stream": {"schema": _EVENT},
+            },
+        }
     return {
         "summary": summary,
         "security": [{"bearer": []}, {"apiKey": []}],
@@ -144,14 +171,7 @@ def _operation(model: type[BaseModel], summary: str) -> dict[str, Any]:
             },
         },
         "responses": {
-            "200": {
-                "description": "The engine's answer: JSON, or with `stream: true` server-sent "
-                "events ending with `data: [DONE]` (a broken stream ends with an error event).",
-                "content": {
-                    "application/json": {"schema": _ANSWER},
-                    "text/event-stream": {"schema": _EVENT},
-                },
-            },
+            "200": answer,
             **{
                 status: {"description": text, "content": _ERROR_CONTENT}
                 for status, text in _REFUSALS.items()

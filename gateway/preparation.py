@@ -1,4 +1,4 @@
-"""Everything done to a generation request before the cache and the engine see it.
+"""Everything done to a request before the cache and the engine see it.
 
 ``validate`` refuses what must never reach an engine (a malformed body, a
 value over the gateway's caps, a model the key may not use or no engine
@@ -21,20 +21,23 @@ from gateway.estimate import estimate_prompt_tokens
 from gateway.exchange import Call
 from gateway.metrics import Metrics
 from gateway.protocol import (
+    APIRequest,
     ChatCompletionRequest,
     CompletionRequest,
-    GenerationRequest,
+    EmbeddingRequest,
     batch_size,
     output_limit,
     parse,
+    prompt_count,
     with_fields,
 )
 from gateway.redaction import Redactor
 from gateway.settings import Limits
 
-ROUTES: dict[str, type[GenerationRequest]] = {
+ROUTES: dict[str, type[APIRequest]] = {
     "/v1/completions": CompletionRequest,
     "/v1/chat/completions": ChatCompletionRequest,
+    "/v1/embeddings": EmbeddingRequest,
 }
 
 
@@ -55,7 +58,7 @@ class Preparation:
         self._default_max_tokens = default_max_tokens
         self._isolate = isolate_prefix_cache
 
-    async def validate(self, route: str, body: bytes, principal: Principal) -> GenerationRequest:
+    async def validate(self, route: str, body: bytes, principal: Principal) -> APIRequest:
         """Everything that can refuse a request before the engine sees it."""
         request = parse(ROUTES[route], body)
         self._check_caps(request, principal)
@@ -72,11 +75,12 @@ class Preparation:
         return call if self._redactor is None else self._redact(call, self._redactor)
 
     def prompt_tokens(self, call: Call) -> int:
-        """The prompt's estimated tokens, never more than the model's context (vLLM
-        refuses a longer prompt before any work): the estimate runs high on prose."""
+        """The prompt's estimated tokens, never more than the model's context per
+        prompt (vLLM refuses a longer prompt before any work): the estimate runs high
+        on prose."""
         estimate = estimate_prompt_tokens(call.request, call.body)
         context = self._catalog.context_length(call.request.model)
-        return estimate if context is None else min(estimate, context)
+        return estimate if context is None else min(estimate, context * prompt_count(call.request))
 
     def engine_body(self, call: Call) -> bytes:
         """The client's bytes plus the gateway's own fields. On streams: usage on every
@@ -97,7 +101,7 @@ class Preparation:
         engine would otherwise generate up to the model's context, past what was
         reserved and past the key's cap. Appended to the client's bytes, which the
         engine (and the cache key) then read; the parsed request gets it too."""
-        if output_limit(call.request) is not None:
+        if isinstance(call.request, EmbeddingRequest) or output_limit(call.request) is not None:
             return call
         cap = self._output_cap(call.principal)
         context = self._catalog.context_length(call.request.model)
@@ -122,8 +126,11 @@ class Preparation:
         cap = self._limits.max_tokens
         return min(cap, principal.max_tokens) if principal.max_tokens else cap
 
-    def _check_caps(self, request: GenerationRequest, principal: Principal) -> None:
+    def _check_caps(self, request: APIRequest, principal: Principal) -> None:
         limits = self._limits
+        if isinstance(request, EmbeddingRequest):
+            _within("input", batch_size(request.input), limits.max_inputs, " inputs")
+            return
         max_tokens = self._output_cap(principal)
         stop = [request.stop] if isinstance(request.stop, str) else request.stop or []
         # (param, value, cap, unit); a message states the cap, never the client's value.
@@ -138,9 +145,14 @@ class Preparation:
         longest = max((len(s) for s in stop), default=0)
         caps.append(("stop", longest, limits.max_stop_chars, " characters per sequence"))
         for param, value, cap, unit in caps:
-            if value is not None and value > cap:
-                raise InvalidRequest(
-                    f"'{param}' is above this gateway's limit of {cap}{unit}.",
-                    param=param,
-                    code="limit_exceeded",
-                )
+            _within(param, value, cap, unit)
+
+
+def _within(param: str, value: int | None, cap: int, unit: str) -> None:
+    """A message states the cap, never the client's value."""
+    if value is not None and value > cap:
+        raise InvalidRequest(
+            f"'{param}' is above this gateway's limit of {cap}{unit}.",
+            param=param,
+            code="limit_exceeded",
+        )

@@ -7,7 +7,8 @@ tests/unit/test_gateway_prompt_text.py fails when a vLLM upgrade adds a part typ
 or a request field this module has not classified.
 
 - A completion's ``prompt`` (a string or each string of a list; token ids are not
-  text) and its ``suffix`` (fill-in-the-middle models render it).
+  text) and its ``suffix`` (fill-in-the-middle models render it); an embeddings
+  request's ``input``, read the same way.
 - Every chat message, whole but for its ``role``: ``content`` part by part (below),
   and ``name``, ``reasoning``, ``reasoning_content``, ``tool_calls`` (arguments
   included), ``tool_call_id``, a developer message's ``tools``, ``task``, ... —
@@ -64,6 +65,9 @@ CHAT_FIELDS: tuple[str, ...] = (
     "response_format",
 )
 COMPLETION_FIELDS: tuple[str, ...] = ("prompt", "suffix")
+# An embeddings request's text is its "input" (token ids, again, are not text); the
+# gateway refuses vLLM's chat-style embeddings ("messages"), so that is all of it.
+EMBEDDING_FIELDS: tuple[str, ...] = ("input",)
 
 
 def rewrite(payload: dict[str, Any], chat: bool, edit: Edit) -> None:
@@ -77,7 +81,7 @@ def rewrite(payload: dict[str, Any], chat: bool, edit: Edit) -> None:
                     _message(message, index, edit)
         fields = CHAT_FIELDS
     else:
-        fields = COMPLETION_FIELDS
+        fields = COMPLETION_FIELDS + EMBEDDING_FIELDS  # a body has one route's fields
     for name in fields:
         if name in payload:
             payload[name] = strings(payload[name], edit)

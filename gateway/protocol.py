@@ -16,7 +16,14 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gateway.errors import InvalidRequest
 
@@ -49,12 +56,24 @@ class StreamOptions(OpenAIModel):
     continuous_usage_stats: bool | None = None
 
 
-class SamplingRequest(OpenAIModel):
-    """Fields shared by both generation routes."""
+class EngineRequest(OpenAIModel):
+    """Fields every relayed route has: the model that routes it, whether its answer
+    streams, and the end user (OpenAI's abuse-tracking field, also an affinity key)."""
 
     model: str = Field(min_length=1)
     stream: bool = False  # null (which the OpenAI spec allows) is read as false
     stream_options: StreamOptions | None = None
+    user: str | None = None
+
+    @field_validator("stream", mode="before")
+    @classmethod
+    def _null_stream(cls, value: object) -> object:
+        return False if value is None else value
+
+
+class SamplingRequest(EngineRequest):
+    """Fields shared by both generation routes."""
+
     max_tokens: PositiveInt | None = None
     n: PositiveInt | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
@@ -63,12 +82,6 @@ class SamplingRequest(OpenAIModel):
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None  # vLLM's range
     stop: str | list[str] | None = None
-    user: str | None = None
-
-    @field_validator("stream", mode="before")
-    @classmethod
-    def _null_stream(cls, value: object) -> object:
-        return False if value is None else value
 
 
 class CompletionRequest(SamplingRequest):
@@ -93,6 +106,42 @@ class ChatCompletionRequest(SamplingRequest):
 
 GenerationRequest = CompletionRequest | ChatCompletionRequest
 
+
+class EmbeddingRequest(EngineRequest):
+    """``/v1/embeddings``: one vector per input. Deterministic, never streamed;
+    ``dimensions`` is checked by the engine (vLLM refuses it, 400, for a model that
+    cannot shorten its vectors)."""
+
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: PositiveInt | None = None
+
+    @field_validator("stream")
+    @classmethod
+    def _not_streamed(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("embeddings are not streamed")
+        return value
+
+    @model_validator(mode="after")
+    def _no_chat_messages(self) -> EmbeddingRequest:
+        # vLLM also embeds chat conversations sent as "messages" (not OpenAI's API): a
+        # text the gateway would neither estimate nor redact.
+        if (self.model_extra or {}).get("messages") is not None:
+            raise ValueError("'messages' is not supported on /v1/embeddings; send 'input'")
+        return self
+
+    @field_validator("input")
+    @classmethod
+    def _not_empty(cls, value: object) -> object:
+        if value == "" or value == [] or (isinstance(value, list) and [] in value):
+            raise ValueError("an input may not be empty")
+        return value
+
+
+# The request of every route the gateway relays to an engine.
+APIRequest = CompletionRequest | ChatCompletionRequest | EmbeddingRequest
+
 # A streamed event's usage member, with its comma, as vLLM writes it (compact JSON,
 # one nesting level: *_tokens_details). The relay and the cache's recorder both cut
 # it out without parsing the event.
@@ -107,7 +156,7 @@ def _is_type_tag(part: str | int) -> bool:
     return isinstance(part, str) and (part.lower() in _TYPE_TAGS or "[" in part or "-" in part)
 
 
-def parse(model: type[GenerationRequest], body: bytes) -> GenerationRequest:
+def parse(model: type[APIRequest], body: bytes) -> APIRequest:
     """Validate a request body; the first problem becomes a 400 naming its field."""
     try:
         request = model.model_validate_json(body)
@@ -133,22 +182,37 @@ def parse(model: type[GenerationRequest], body: bytes) -> GenerationRequest:
 
 
 def batch_size(prompt: str | list[str] | list[int] | list[list[int]]) -> int:
-    """How many prompts a completions request holds (one token array is one prompt)."""
+    """How many prompts a completions request (or inputs an embeddings request) holds:
+    one token array is one prompt."""
     if isinstance(prompt, str) or not prompt or isinstance(prompt[0], int):
         return 1
     return len(prompt)
 
 
-def output_limit(request: GenerationRequest) -> int | None:
+def prompt_count(request: APIRequest) -> int:
+    """How many prompts the engine reads for ``request``, each within the context."""
+    if isinstance(request, CompletionRequest):
+        return batch_size(request.prompt)
+    if isinstance(request, EmbeddingRequest):
+        return batch_size(request.input)
+    return 1
+
+
+def output_limit(request: APIRequest) -> int | None:
     """The completion tokens per choice the engine will allow (vLLM's rule: a chat
-    request's max_completion_tokens wins over its max_tokens); None when unset."""
+    request's max_completion_tokens wins over its max_tokens); None when unset, and
+    for embeddings, which generate nothing."""
+    if isinstance(request, EmbeddingRequest):
+        return None
     if isinstance(request, ChatCompletionRequest) and request.max_completion_tokens:
         return request.max_completion_tokens
     return request.max_tokens
 
 
-def completion_allowance(request: GenerationRequest, default: int) -> int:
+def completion_allowance(request: APIRequest, default: int) -> int:
     """Completion tokens the request may generate: per choice, per prompt of a batch."""
+    if isinstance(request, EmbeddingRequest):
+        return 0
     limit = output_limit(request)
     choices = request.n or 1
     if isinstance(request, CompletionRequest):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from gateway.auth import Principal
 from gateway.errors import RateLimited, RedisUnavailable
 from gateway.metrics import Metrics
-from gateway.protocol import GenerationRequest, completion_allowance
+from gateway.protocol import APIRequest, completion_allowance
 from gateway.ratelimit import Decision, Limiter, Window
 from gateway.redis_policy import RedisPolicy
 from gateway.settings import RateLimitSettings
@@ -93,7 +93,7 @@ class QuotaService:
         self._metrics = metrics
 
     async def admit(
-        self, principal: Principal, request: GenerationRequest, prompt: int | None
+        self, principal: Principal, request: APIRequest, prompt: int | None
     ) -> Admission:
         """Reserve the request's share (``prompt``: its estimated prompt tokens). None:
         a cache hit, counted against rpm but spending no tokens, as the engine does no

@@ -56,7 +56,7 @@ class Delivery:
     """What the hitting request asked for beyond the answer itself."""
 
     request_id: str
-    chat: bool
+    id_prefix: str  # chatcmpl-, cmpl- or embd-: as the engine names this route's answers
     usage: bool = False  # stream_options.include_usage: the final usage-only event
     running_usage: bool = False  # stream_options.continuous_usage_stats
 
@@ -118,8 +118,34 @@ class _Answer:
             "created": next(iter(self.created), None),
             "tools": list(self.tools),
         }
-        renewable = all(old in blob for old, _ in _renames(entry, Delivery("", True)))
-        return entry if renewable else None
+        return _renewable(entry)
+
+
+def _renewable(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """``entry``, or None if the replay could not find each id to renew in its bytes."""
+    blob: bytes = entry["blob"]
+    return entry if all(old in blob for old, _ in _renames(entry, Delivery("", ""))) else None
+
+
+def _embeddings_entry(payload: dict[str, Any], body: bytes) -> dict[str, Any] | None:
+    """An embeddings answer (``object: list``): complete when every item is a vector;
+    its id and created are renewed as a completion's are."""
+    data = payload.get("data")
+    if not isinstance(data, list) or not data:
+        return None
+    if not all(isinstance(item, dict) and item.get("object") == "embedding" for item in data):
+        return None
+    ident, created = payload.get("id"), payload.get("created")
+    return _renewable(
+        {
+            "shape": "body",
+            "blob": body,
+            "cuts": [],
+            "id": ident if isinstance(ident, str) else None,
+            "created": created if isinstance(created, int) else None,
+            "tools": [],
+        }
+    )
 
 
 def entry_from_body(body: bytes) -> dict[str, Any] | None:
@@ -128,6 +154,8 @@ def entry_from_body(body: bytes) -> dict[str, Any] | None:
         payload = json.loads(body)
     except ValueError:
         return None
+    if isinstance(payload, dict) and payload.get("object") == "list":
+        return _embeddings_entry(payload, body)
     answer = _Answer("message")
     if not answer.note(payload) or not answer.complete():
         return None
@@ -244,8 +272,7 @@ def _renames(entry: dict[str, Any], delivery: Delivery) -> list[tuple[bytes, byt
     the same characters inside a string value (where quotes are escaped) never are."""
     renames = []
     if entry["id"] is not None:
-        prefix = "chatcmpl-" if delivery.chat else "cmpl-"
-        fresh = f"{prefix}{delivery.request_id}-{secrets.token_hex(4)}"
+        fresh = f"{delivery.id_prefix}{delivery.request_id}-{secrets.token_hex(4)}"
         renames.append((_quoted(entry["id"]), _quoted(fresh)))
     if entry["created"] is not None:  # the answer's only one (see _Answer.complete)
         old, new = entry["created"], int(time.time())

@@ -40,7 +40,7 @@ from gateway.errors import (
     UpstreamError,
 )
 from gateway.metrics import Metrics
-from gateway.protocol import ChatCompletionRequest, GenerationRequest
+from gateway.protocol import APIRequest, ChatCompletionRequest, EmbeddingRequest
 from gateway.settings import RoutingSettings
 from gateway.slots import Lease, Slots, refusal
 from gateway.upstream import Answer
@@ -73,14 +73,14 @@ class EngineCall:
         await self._answer.aclose()
 
 
-def affinity_key(request: GenerationRequest, session: str | None, prefix_chars: int) -> str | None:
+def affinity_key(request: APIRequest, session: str | None, prefix_chars: int) -> str | None:
     """What ties a request to an engine: its session, else the start of its prompt."""
     if session:
         return "session:" + session[:256]
     if request.user:
         return "user:" + request.user[:256]
-    if prefix_chars == 0:
-        return None
+    if prefix_chars == 0 or isinstance(request, EmbeddingRequest):
+        return None  # an encoder keeps no prefix cache worth returning to
     if isinstance(request, ChatCompletionRequest):
         parts = [f"{m.role}:{m.content}" for m in request.messages]
         text = "\n".join(parts)
@@ -134,7 +134,7 @@ class Router:
         return self.choose(nodes, key)
 
     async def open(
-        self, request: GenerationRequest, key: str | None, path: str, body: bytes,
+        self, request: APIRequest, key: str | None, path: str, body: bytes,
         headers: Mapping[str, str],
     ) -> EngineCall:  # fmt: skip
         """Send to a chosen engine; fail over before the first byte within the budget.

@@ -50,6 +50,11 @@ class Limits(BaseModel):
     max_prompts: int = Field(
         64, gt=0, description="Cap on the prompts of one batched /v1/completions request (400)."
     )
+    max_inputs: int = Field(
+        2048,
+        gt=0,
+        description="Cap on the inputs of one /v1/embeddings request (400; OpenAI's own limit).",
+    )
     max_stop: int = Field(16, gt=0, description="Cap on the number of stop sequences (400).")
     max_stop_chars: int = Field(
         256, gt=0, description="Cap on the length of each stop sequence, in characters (400)."

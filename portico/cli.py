@@ -43,7 +43,8 @@ def _cmd_gateway(args: argparse.Namespace, settings: CliSettings) -> int:
 def _cmd_up(args: argparse.Namespace, settings: CliSettings) -> int:
     engine = engine_main.settings_from(args)
     console = up.console_for(engine, args.log_dir, args.verbose)
-    return up.up(engine, args.gateway_host, args.gateway_port, settings, console)
+    embeddings = None if args.no_embeddings else up.embedding_engine(engine, args.embedding_port)
+    return up.up(engine, args.gateway_host, args.gateway_port, settings, console, embeddings)
 
 
 def _engine_args(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +62,14 @@ def _gateway_args(parser: argparse.ArgumentParser) -> None:
 def _up_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway-host", default="127.0.0.1")
     parser.add_argument("--gateway-port", type=int, default=8080)
+    parser.add_argument(
+        "--embedding-port", type=int, default=up.EMBEDDING_PORT,
+        help="port of the bundled embedding model's engine",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-embeddings", action="store_true",
+        help="start no embedding engine (only the chat model is served)",
+    )  # fmt: skip
     parser.add_argument(
         "--verbose", action="store_true", help="stream vLLM's and the gateway's output here"
     )

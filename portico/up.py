@@ -1,7 +1,8 @@
-"""``portico up``: one engine and one gateway on this machine, supervised together.
+"""``portico up``: the engines and one gateway on this machine, supervised together.
 
-The engine starts first and the gateway only once vLLM answers; Ctrl-C (or SIGTERM) stops
-both, the gateway first. What ``make run`` runs.
+The chat engine starts first, then the bundled embedding model's engine (unless turned
+off), and the gateway only once both answer, routing to both by model; Ctrl-C (or
+SIGTERM) stops them all, the gateway first. What ``make run`` runs.
 
 It talks to a person: before anything starts it refuses a port in use or a full disk;
 while vLLM starts it shows one status line (elapsed time, phase) and writes vLLM's and the
@@ -21,17 +22,35 @@ from engine import launcher
 from engine.errors import StartupError
 from engine.launcher import Console
 from engine.process import ManagedProcess, stop_requests, supervise
-from engine.settings import EngineSettings
+from engine.settings import BUNDLED_EMBEDDING_MODEL, EngineSettings
 from portico.gateway import gateway_argv
 from portico.settings import CliSettings
 
 GATEWAY_READY_TIMEOUT_S = 60.0
+EMBEDDING_PORT = 8001
+_ROLES = {"engine": "chat and completions", "embedding engine": "embeddings"}
+# What describes the chat model rather than the machine: reset for the embedding engine.
+_MODEL_FIELDS = (
+    "served_model_name", "revision", "quantization", "max_model_len", "max_num_seqs",
+    "max_num_queued_reqs", "enable_prefix_caching", "runner", "tool_call_parser",
+    "chat_template", "extra_args",
+)  # fmt: skip
 
 
-def gateway_env(engine: EngineSettings, settings: CliSettings) -> dict[str, str]:
-    """What the gateway child gets on top of this environment: the engine's URL, and a
+def embedding_engine(chat: EngineSettings, port: int) -> EngineSettings:
+    """The bundled embedding model's engine next to ``chat``: the same machine settings
+    (device, dtype, eager start, caches, offline, timeouts), none of the chat model's."""
+    defaults = {
+        name: EngineSettings.model_fields[name].get_default(call_default_factory=True)
+        for name in _MODEL_FIELDS
+    }
+    return chat.model_copy(update={**defaults, "model": BUNDLED_EMBEDDING_MODEL, "port": port})
+
+
+def gateway_env(engines: list[EngineSettings], settings: CliSettings) -> dict[str, str]:
+    """What the gateway child gets on top of this environment: the engines' URLs, and a
     fresh random key per run when ``PORTICO_API_KEYS`` is unset (no default secret)."""
-    env = {"PORTICO_ENGINE_URL": engine.base_url}
+    env = {"PORTICO_ENGINES": ",".join(engine.base_url for engine in engines)}
     if settings.api_keys is None or not settings.api_keys.get_secret_value():
         env["PORTICO_API_KEYS"] = "pk-dev-" + secrets.token_urlsafe(24)
     return env
@@ -59,29 +78,56 @@ def _start_gateway(
     return gateway
 
 
+def _start_engines(
+    engines: list[tuple[str, EngineSettings]], console: Console, requested: threading.Event
+) -> list[ManagedProcess]:
+    """Each engine in turn (two starting at once would share two cores); a failure
+    stops those already up."""
+    started: list[ManagedProcess] = []
+    try:
+        for name, engine in engines:
+            command = launcher.plan(engine)
+            started.append(launcher.start(engine, command, requested, console, name))
+    except BaseException:
+        for process in reversed(started):
+            process.stop(engines[0][1].shutdown_timeout_s)
+        raise
+    return started
+
+
 def up(
-    engine: EngineSettings, host: str, port: int, settings: CliSettings, console: Console
+    engine: EngineSettings,
+    host: str,
+    port: int,
+    settings: CliSettings,
+    console: Console,
+    embeddings: EngineSettings | None = None,
 ) -> int:
-    """Start both, print the base URL and key, supervise; returns the exit code."""
-    launcher.require_free_port(engine.host, engine.port, "engine", "--port")
+    """Start the engines and the gateway, print the base URL and key, supervise; returns
+    the exit code. ``embeddings``: the embedding engine's settings, None for none."""
+    engines = [("engine", engine)] + ([("embedding engine", embeddings)] if embeddings else [])
+    for (name, each), flag in zip(engines, ("--port", "--embedding-port"), strict=False):
+        launcher.require_free_port(each.host, each.port, name, flag)
     launcher.require_free_port(host, port, "gateway", "--gateway-port")
     launcher.require_disk_space(engine.cache_dir)
-    command = launcher.plan(engine)
-    env = gateway_env(engine, settings)
+    env = gateway_env([each for _, each in engines], settings)
     gateway_url = f"http://{host}:{port}"
     with stop_requests() as requested:
-        engine_process = launcher.start(engine, command, requested, console)
+        processes = _start_engines(engines, console, requested)
         try:
-            gateway = _start_gateway(gateway_url, port, env, console, requested)
+            processes.append(_start_gateway(gateway_url, port, env, console, requested))
         except StartupError:
-            engine_process.stop(engine.shutdown_timeout_s)
+            for process in reversed(processes):
+                process.stop(engine.shutdown_timeout_s)
             raise
         print(f"\nPortico is ready.\n{gateway_url}/v1", flush=True)
+        for name, each in engines:
+            print(f"Model: {', '.join(launcher.served_models(each.base_url))} ({_ROLES[name]})")
         shown = env.get("PORTICO_API_KEYS", "(the first of PORTICO_API_KEYS)")
         print(f"API key: {shown}\nPress Ctrl-C to stop.", flush=True)
-        code = supervise([engine_process, gateway], requested, engine.shutdown_timeout_s)
+        code = supervise(processes, requested, engine.shutdown_timeout_s)
         if not requested.is_set():
-            logs = ", ".join(f"{p.name}: {p.log_path}" for p in (engine_process, gateway))
+            logs = ", ".join(f"{p.name}: {p.log_path}" for p in processes)
             print(f"portico: error: a process exited on its own (code {code}); logs: {logs}",
                   file=console.out, flush=True)  # fmt: skip
         return code

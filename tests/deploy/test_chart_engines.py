@@ -455,3 +455,37 @@ def test_the_gpu_image_runs_vllm_serve_with_the_rendered_flags(
     assert argv[:3] == ["/usr/local/bin/vllm", "serve", "Qwen/Qwen2.5-Coder-32B-Instruct-AWQ"]
     assert "vllm.entrypoints.openai.api_server" not in argv
     assert _flag(argv, "--tensor-parallel-size") == "2"
+
+
+# Issue #16: an embeddings engine is one more group; tool calling is a per-group value.
+
+
+def test_an_embedding_group_runs_a_pooling_engine_next_to_the_chat_group(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    embed = {"name": "embed", "model": "sentence-transformers/all-MiniLM-L6-v2"}
+    values = {"engine": {"groups": [{"name": "chat"}, {**embed, "runner": "pooling"}]}}
+    chart = render(values)
+    engines = chart.engines()
+    chat = _launcher_settings(_container(engines["chat"]))
+    embedder = _launcher_settings(_container(engines["embed"]))
+    assert (chat.runner, embedder.runner) == ("auto", "pooling")
+    assert _flag(_argv(embedder), "--runner") == "pooling"
+    assert "--runner" not in _argv(chat)  # vLLM's own choice for a generative model
+    config = chart.get("ConfigMap", f"{FULLNAME}-gateway")["data"]["PORTICO_ENGINES"]
+    assert sorted(config.split(",")) == sorted(
+        f"dns+http://{FULLNAME}-engine-{group}:8000" for group in ("chat", "embed")
+    )
+
+
+def test_the_tool_call_parser_is_a_group_value_and_none_turns_tools_off(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    groups = [{"name": "chat", "toolCallParser": "llama3_json"}, {"name": "plain"}]
+    engines = render({"engine": {"groups": groups, "toolCallParser": "none"}}).engines()
+    chat_argv = _argv(_launcher_settings(_container(engines["chat"])))
+    assert _flag(chat_argv, "--tool-call-parser") == "llama3_json"
+    assert "--enable-auto-tool-choice" in chat_argv
+    plain_argv = _argv(_launcher_settings(_container(engines["plain"])))
+    assert "--tool-call-parser" not in plain_argv
+    assert "--enable-auto-tool-choice" not in plain_argv

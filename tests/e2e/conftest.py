@@ -27,6 +27,7 @@ from tests.conftest import free_port
 from tests.gateway.processes import gateway_env, gateways
 
 MODEL = "SmolLM2-135M-Instruct"
+EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 STARTUP_TIMEOUT_S = 900  # first run converts the bundled model (~40 s) before vLLM starts
 LOG_DIR = Path(
     os.environ.get("PORTICO_TEST_LOGS", Path(__file__).parents[2] / "build" / "test-logs")
@@ -40,6 +41,7 @@ class Stack:
     engine_url: str  # vLLM itself, for checking what reached it
     gateway_url: str
     startup_s: float
+    embedding_url: str | None = None  # the embedding model's vLLM, when one was started
 
     def engine_metric(self, name: str, **labels: str) -> float:
         """Sum of a vLLM Prometheus sample over the series matching ``labels``."""
@@ -65,13 +67,20 @@ def _read_lines(stream: object, lines: queue.Queue[str]) -> None:
 
 
 @contextmanager
-def running_stack(*engine_args: str, log_name: str = "stack") -> Iterator[Stack]:
-    """``portico up`` with ``engine_args`` added; yields once both processes are ready.
+def running_stack(
+    *engine_args: str, log_name: str = "stack", embeddings: bool = False
+) -> Iterator[Stack]:
+    """``portico up`` with ``engine_args`` added; yields once every process is ready.
+    ``embeddings``: the bundled embedding engine too, as ``make run`` starts it.
 
     Its stderr (the engine's and the gateway's output) goes to
     ``LOG_DIR/<log_name>.log``, where tests can look for what vLLM reported.
     """
-    engine_port, gateway_port = free_port(), free_port()
+    engine_port, gateway_port, embedding_port = free_port(), free_port(), free_port()
+    if embeddings:
+        engine_args = (*engine_args, "--embedding-port", str(embedding_port))
+    else:
+        engine_args = (*engine_args, "--no-embeddings")
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = (LOG_DIR / f"{log_name}.log").open("wb")
     started = time.monotonic()
@@ -123,6 +132,7 @@ def running_stack(*engine_args: str, log_name: str = "stack") -> Iterator[Stack]
         engine_url=f"http://127.0.0.1:{engine_port}",
         gateway_url=f"http://127.0.0.1:{gateway_port}",
         startup_s=time.monotonic() - started,
+        embedding_url=f"http://127.0.0.1:{embedding_port}" if embeddings else None,
     )
     try:
         yield stack
@@ -138,14 +148,16 @@ def running_stack(*engine_args: str, log_name: str = "stack") -> Iterator[Stack]
         proc.stdout.close()
         log.close()
         assert code == 0, f"portico up exited {code} after SIGINT; see {LOG_DIR}/{log_name}.log"
-        for url in (stack.engine_url, stack.gateway_url):
+        for url in (stack.engine_url, stack.gateway_url, stack.embedding_url):
+            if url is None:
+                continue
             with pytest.raises(httpx.ConnectError):
                 httpx.get(url + "/health", timeout=2)
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    with running_stack() as stack:
+    with running_stack(embeddings=True) as stack:
         (LOG_DIR / "startup_seconds.txt").write_text(f"{stack.startup_s:.1f}\n")
         yield stack
 
@@ -158,7 +170,7 @@ def redis_gateway(stack: Stack) -> Iterator[str]:
     """A second gateway in front of the same engine, the production way: keys,
     limits, usage and cache in the real Redis (a fresh namespace), admin token set."""
     env = gateway_env(
-        PORTICO_ENGINE_URL=stack.engine_url,
+        PORTICO_ENGINES=f"{stack.engine_url},{stack.embedding_url}",
         PORTICO_REDIS_URL="redis://127.0.0.1:6379/0",
         PORTICO_ADMIN_TOKEN=ADMIN,
         PORTICO_REDIS__PREFIX=f"e2e-{uuid.uuid4().hex[:8]}",

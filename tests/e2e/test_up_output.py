@@ -19,7 +19,10 @@ from tests.e2e.test_engine_startup import LLAMA_CONFIG
 
 
 def _up(*args: str, tmp_path: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "portico", "up", "--log-dir", str(tmp_path / "logs"), *args]
+    argv = [sys.executable, "-m", "portico", "up", "--log-dir", str(tmp_path / "logs")]
+    if "--embedding-port" not in args:
+        argv += ["--embedding-port", str(free_port())]
+    argv += args
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -52,6 +55,16 @@ def test_engine_port_in_use_names_the_engine_and_its_flag(tmp_path: Path, busy_p
     (line,) = result.stderr.splitlines()
     assert f"port {busy_port} on 127.0.0.1 is in use, so the engine" in line
     assert "--port" in line
+
+
+def test_embedding_port_in_use_names_the_embedding_engine_and_its_flag(
+    tmp_path: Path, busy_port: int
+) -> None:
+    result = _up("--port", str(free_port()), "--embedding-port", str(busy_port), tmp_path=tmp_path)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert f"port {busy_port} on 127.0.0.1 is in use, so the embedding engine" in line
+    assert "--embedding-port" in line
 
 
 @pytest.mark.e2e

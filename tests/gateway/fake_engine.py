@@ -10,8 +10,10 @@ kill an engine outright."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
+import struct
 from typing import Any
 
 from starlette.applications import Starlette
@@ -61,6 +63,7 @@ class FakeEngine:
                 Route("/v1/models", self._models),
                 Route("/version", self._version),
                 Route("/v1/completions", self._completions, methods=["POST"]),
+                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
             ]
         )
 
@@ -76,6 +79,26 @@ class FakeEngine:
     async def _models(self, _: Request) -> Response:
         data = [{"id": name, "object": "model"} for name in self.models]
         return JSONResponse({"object": "list", "data": data})
+
+    async def _embeddings(self, request: Request) -> Response:
+        """A 3-dimensional vector per input, in vLLM's compact JSON; usage as USAGE's
+        prompt, 5 tokens per input."""
+        raw = await request.body()
+        self.received.append(raw)
+        if self.fail_status is not None:
+            error = {"message": f"{self.name} fails", "type": "Error"}
+            return JSONResponse({"error": error}, status_code=self.fail_status)
+        body = json.loads(raw)
+        inputs = body.get("input")
+        count = len(inputs) if isinstance(inputs, list) and isinstance(inputs[0], list | str) else 1
+        vectors: list[Any] = [[0.5, float(i), -1.0] for i in range(count)]
+        if body.get("encoding_format") == "base64":  # little-endian float32, as vLLM's
+            vectors = [base64.b64encode(struct.pack("<3f", *v)).decode() for v in vectors]
+        data = [{"index": i, "object": "embedding", "embedding": v} for i, v in enumerate(vectors)]
+        usage = {"prompt_tokens": 5 * count, "total_tokens": 5 * count}
+        answer = {"id": f"embd-{self.name}", "object": "list", "created": 1, "model": MODEL}
+        text = json.dumps({**answer, "data": data, "usage": usage}, separators=(",", ":"))
+        return Response(text, media_type="application/json")
 
     async def _completions(self, request: Request) -> Response:
         raw = await request.body()

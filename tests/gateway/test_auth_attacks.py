@@ -38,7 +38,7 @@ SECRET = "portico-attack-tests-hs256-secret-5e1d0c"
 AUDIENCE, ISSUER = "portico", "https://idp.test"
 COMPLETIONS = "/v1/completions"
 # Requests the gateway itself sends an engine: health and model probes (not recorded).
-ENGINE_BOUND = {"/v1/completions", "/v1/chat/completions"}
+ENGINE_BOUND = {"/v1/completions", "/v1/chat/completions", "/v1/embeddings"}
 DROP = object()  # a claim value meaning "leave this claim out"
 
 
@@ -287,6 +287,7 @@ def test_jwt_tenants_never_share_cache_entries(gateway: httpx.Client, stack: Sta
 ALLOWED_ROUTES = {
     ("POST", "/v1/completions"),
     ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/embeddings"),
     ("GET", "/v1/models"),
     ("GET", "/v1/models/{model_id:path}"),
     ("GET", "/healthz"),
@@ -334,7 +335,7 @@ VLLM_ONLY = [
     "/update_weight_version", "/update_weights", "/v1/audio/transcriptions",
     "/v1/audio/translations", "/v1/chat/completions/batch", "/v1/chat/completions/derender",
     "/v1/chat/completions/render", "/v1/completions/derender", "/v1/completions/render",
-    "/v1/embeddings", "/v1/load_lora_adapter", "/v1/messages", "/v1/messages/count_tokens",
+    "/v1/load_lora_adapter", "/v1/messages", "/v1/messages/count_tokens",
     "/v1/messages/render", "/v1/rerank", "/v1/responses", "/v1/responses/render",
     "/v1/responses/resp_1", "/v1/responses/resp_1/cancel", "/v1/score", "/v1/systemone",
     "/v1/unload_lora_adapter", "/v2/embed", "/v2/rerank", "/wake_up", "/weight_checker",
@@ -387,11 +388,12 @@ def test_the_gateways_own_metrics_are_not_the_engines(stack: Stack) -> None:
 
 
 def test_only_generation_paths_reach_the_engine(gateway: httpx.Client, stack: Stack) -> None:
-    """After traffic on every route the gateway has, the engine saw only the two
-    generation paths (and the gateway's own health and model probes)."""
+    """After traffic on every route the gateway has, the engine saw only the
+    relayed paths (and the gateway's own health and model probes)."""
     auth = {"Authorization": f"Bearer {ADMIN}"}
     for method, path in sorted(ALLOWED_ROUTES):
-        body = {"model": MODEL, "prompt": "x", "messages": [{"role": "user", "content": "x"}]}
+        body = {"model": MODEL, "prompt": "x", "messages": [{"role": "user", "content": "x"}],
+                "input": "x"}  # fmt: skip
         if path.startswith("/admin"):
             body = {"name": "routes"}
         key = {"Authorization": f"Bearer {KEY}"}

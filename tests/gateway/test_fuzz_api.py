@@ -45,6 +45,7 @@ CHECKS = [
 OPERATIONS = [
     ("POST", "/v1/completions", KEY, True),
     ("POST", "/v1/chat/completions", KEY, True),
+    ("POST", "/v1/embeddings", KEY, True),
     ("GET", "/v1/models", KEY, False),
     ("GET", "/v1/models/{model_id}", KEY, False),
     ("GET", "/healthz", None, False),

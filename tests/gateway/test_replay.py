@@ -26,7 +26,7 @@ EVERYTHING = {"usage": True, "running_usage": True}
 
 
 def _delivery(chat: bool = True, **asked: bool) -> Delivery:
-    return Delivery(request_id="req-1", chat=chat, **asked)
+    return Delivery(request_id="req-1", id_prefix="chatcmpl-" if chat else "cmpl-", **asked)
 
 
 def _recorded(stream: list[str], max_bytes: int = LIMIT) -> dict[str, Any] | None:

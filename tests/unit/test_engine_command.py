@@ -382,3 +382,23 @@ def test_hub_mirror_and_offline_mode_reach_vllms_environment() -> None:
     assert env["HF_ENDPOINT"] == "https://hf-mirror.internal"
     assert env["HF_HUB_OFFLINE"] == "1"
     assert "HF_ENDPOINT" not in build_command(_settings(), FULL_PRECISION, "cuda").env
+
+
+# --- the runner: embeddings ---------------------------------------------------------
+
+
+def test_the_bundled_embedding_model_runs_as_a_pooling_engine_without_chat_flags() -> None:
+    argv = build_command(_settings(model="bundled-embedding"), FULL_PRECISION, "cpu").argv
+    assert _flag_value(argv, "--runner") == "pooling"
+    for flag in ("--enable-auto-tool-choice", "--tool-call-parser", "--chat-template"):
+        assert flag not in argv
+
+
+@pytest.mark.parametrize("model", ["bundled", "/models/plain", "org/model"])
+def test_other_models_leave_the_runner_to_vllm(model: str) -> None:
+    assert "--runner" not in build_command(_settings(model=model), FULL_PRECISION, "cpu").argv
+
+
+def test_an_explicit_runner_is_passed_for_any_model() -> None:
+    argv = build_command(_settings(model="org/bge", runner="pooling"), UNKNOWN_CONFIG, "cpu").argv
+    assert _flag_value(argv, "--runner") == "pooling"

@@ -14,7 +14,13 @@ import pytest
 
 from engine import model as model_module
 from engine.errors import ModelError
-from engine.model import BUNDLED_DISTRIBUTION, bundled_gguf, hub_endpoint, prepare
+from engine.model import (
+    BUNDLED_DISTRIBUTION,
+    bundled_embedding_model,
+    bundled_gguf,
+    hub_endpoint,
+    prepare,
+)
 from engine.settings import EngineSettings
 
 AWQ_CONFIG = {
@@ -132,6 +138,19 @@ def test_bundled_gguf_is_found_inside_the_installed_wheel() -> None:
     with gguf.open("rb") as file:
         assert file.read(4) == b"GGUF"  # the GGUF magic number
     assert BUNDLED_DISTRIBUTION.replace("-", "_") in gguf.parts
+
+
+def test_the_bundled_embedding_model_is_the_wheels_hugging_face_directory(
+    tmp_path: Path,
+) -> None:
+    checkpoint = prepare(EngineSettings(model="bundled-embedding", cache_dir=tmp_path))
+    directory = Path(checkpoint.source)
+    assert directory == bundled_embedding_model()
+    assert checkpoint.served_name == "all-MiniLM-L6-v2"
+    assert json.loads((directory / "config.json").read_text())["architectures"] == ["BertModel"]
+    assert (directory / "model.safetensors").stat().st_size > 80_000_000  # real weights
+    assert (directory / "1_Pooling" / "config.json").is_file()  # mean pooling, as trained
+    assert not any(tmp_path.iterdir())  # served where it is: nothing converted or copied
 
 
 @pytest.fixture

@@ -208,14 +208,39 @@ def test_keys_refuses_an_unknown_permission(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_up_makes_a_random_key_only_when_none_is_configured() -> None:
-    engine = EngineSettings(port=9001)
-    fresh = up.gateway_env(engine, CliSettings(PORTICO_API_KEYS=None))
-    again = up.gateway_env(engine, CliSettings(PORTICO_API_KEYS=None))
-    assert fresh["PORTICO_ENGINE_URL"] == "http://127.0.0.1:9001"
+    engines = [EngineSettings(port=9001), EngineSettings(port=9002)]
+    fresh = up.gateway_env(engines, CliSettings(PORTICO_API_KEYS=None))
+    again = up.gateway_env(engines, CliSettings(PORTICO_API_KEYS=None))
+    assert fresh["PORTICO_ENGINES"] == "http://127.0.0.1:9001,http://127.0.0.1:9002"
     assert fresh["PORTICO_API_KEYS"].startswith("pk-dev-")
     assert fresh["PORTICO_API_KEYS"] != again["PORTICO_API_KEYS"]
-    kept = up.gateway_env(engine, CliSettings(PORTICO_API_KEYS="pk-mine"))
+    kept = up.gateway_env(engines, CliSettings(PORTICO_API_KEYS="pk-mine"))
     assert "PORTICO_API_KEYS" not in kept  # the gateway reads the user's own variable
+
+
+def test_the_embedding_engine_shares_the_machine_settings_but_none_of_the_chat_models(
+    tmp_path: Path,
+) -> None:
+    chat = EngineSettings(
+        model="/models/chat", port=9001, max_model_len=4096, tool_call_parser="hermes",
+        extra_args=["--seed", "1"], served_model_name="chat", enforce_eager=True,
+        cache_dir=tmp_path, cpu_kvcache_space_gib=3, offline=True,
+    )  # fmt: skip
+    embedder = up.embedding_engine(chat, 9005)
+    assert (embedder.model, embedder.port, embedder.runner) == ("bundled-embedding", 9005, "auto")
+    assert (embedder.max_model_len, embedder.served_model_name, embedder.extra_args) == (
+        None, None, []
+    )  # fmt: skip
+    assert embedder.tool_call_parser == "auto"  # which is none for this model
+    assert (embedder.enforce_eager, embedder.cache_dir, embedder.offline) == (True, tmp_path, True)
+    assert embedder.cpu_kvcache_space_gib == 3
+    assert chat.extra_args == ["--seed", "1"]  # the chat model's settings are untouched
+
+
+def test_up_serves_embeddings_unless_turned_off() -> None:
+    args = build_parser().parse_args(["up"])
+    assert (args.no_embeddings, args.embedding_port) == (False, up.EMBEDDING_PORT)
+    assert build_parser().parse_args(["up", "--no-embeddings"]).no_embeddings
 
 
 def test_cli_settings_read_only_their_named_variables(monkeypatch: pytest.MonkeyPatch) -> None:
