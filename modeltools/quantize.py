@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
+from unittest import mock
 
 from engine import model
 from engine.checkpoint import read_config
@@ -253,12 +254,14 @@ def _no_pinned_memory_without_accelerator() -> Iterator[None]:
     if torch.accelerator.is_available():
         yield
         return
-    original = IntermediatesCache.pin_memory
-    IntermediatesCache.pin_memory = lambda self, batch_index, input_names=None: None
-    try:
+    # Patched for the duration only, and typed the same whether or not mypy sees
+    # llm-compressor (it lives in the quantization toolchain's venv).
+    with mock.patch.object(IntermediatesCache, "pin_memory", _no_pin):
         yield
-    finally:
-        IntermediatesCache.pin_memory = original
+
+
+def _no_pin(self: object, batch_index: int, input_names: object = None) -> None:
+    """IntermediatesCache.pin_memory, doing nothing."""
 
 
 @dataclass(frozen=True)
