@@ -143,7 +143,7 @@ def _start_quietly(
 ) -> ManagedProcess:
     log = console.log(name.replace(" ", "-"))
     log.header(shlex.join(command.argv))
-    print(f"portico: starting vLLM ({name}); its log: {log.path}", file=console.out, flush=True)
+    print(f"portico: starting the {name} (vLLM); its log: {log.path}", file=console.out, flush=True)
     process = ManagedProcess(name, command.argv, command.env, sink=log, log_path=log.path)
     status = StatusLine(f"portico: {name} starting", console.out)
     process.start()
