@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import MODEL, Stack
+from tests.e2e.conftest import EMBEDDING_MODEL, MODEL, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -76,8 +76,9 @@ def test_completion_stream_yields_the_requested_token_count(client: openai.OpenA
     assert len(pieces) == 8
 
 
-def test_models_lists_the_served_model(client: openai.OpenAI) -> None:
-    assert [m.id for m in client.models.list()] == [MODEL]
+def test_models_lists_the_served_models(client: openai.OpenAI) -> None:
+    # `make run` serves the chat model and the bundled embedding model.
+    assert sorted(m.id for m in client.models.list()) == sorted([MODEL, EMBEDDING_MODEL])
 
 
 def test_models_retrieve_answers_the_served_model_and_404_otherwise(
