@@ -14,12 +14,12 @@ from rich.console import Console
 from bench.core.plot import concurrency_axis, dots, figure, save
 from bench.core.report import (
     Column,
-    console_table,
     f,
     failures,
     joined,
     real_engine_header,
     render,
+    show,
     table,
 )
 from bench.core.stats import background_s, ok_replies, percentiles_ms
@@ -172,22 +172,8 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str,
     )
 
 
-SUMMARY: list[Column] = [
-    DETAIL[0], DETAIL[1], ("req", DETAIL[2][1]), DETAIL[5], DETAIL[6], DETAIL[7], DETAIL[8],
-    ("bg", DETAIL[-1][1]),
-]  # fmt: skip
-
-
 def print_summary(console: Console, summary: dict[str, Any]) -> None:
-    console_table(
-        console, "engine: direct vs through the gateway (streamed)", SUMMARY, summary["rows"]
-    )
-    for r in summary["ratios"]:
-        console.print(
-            f"c={r['concurrency']}: gateway/direct tokens/s {r['tokens_per_s']:.3f}, "
-            f"TTFT p50 {r['ttft_p50']:.3f} ({r['ttft_p50_added_ms']:+.1f} ms), "
-            f"TTFT p90 {r['ttft_p90']:.3f}"
-        )
+    show(console, "engine: gateway / direct (streamed)", KEY, summary["ratios"])
 
 
 def plot(summary: dict[str, Any], path: Path, sub: str) -> Path:

@@ -14,12 +14,12 @@ from rich.console import Console
 
 from bench.core.report import (
     Column,
-    console_table,
     f,
     listed,
     machine_lines,
     number,
     render,
+    show,
     table,
     x,
 )
@@ -278,30 +278,6 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], rows: Sequence[Row
     )
 
 
-SUMMARY: list[Column] = [
-    *COMMON[:2],
-    ("RPS", CLOSED[4][1]),
-    *P50_P90_P99[::2],
-    ("+p50 ms", Row.added),
-    ("CPU ms/req", CPU[1]),
-    ("RSS MB", CLOSED[-3][1]),
-    ("bg", BACKGROUND[1]),
-]
-
-
 def print_summary(console: Console, rows: Sequence[Row]) -> None:
-    title = "non-streamed (CPU ms/req = target CPU s per 1000 requests)"
-    console_table(console, title, SUMMARY, closed_loop(rows))
-    for r in open_loop(rows):
-        if r.target != DIRECT:
-            console.print(
-                f"open loop {r.rate:g}/s: {r.target} adds p50 {r.added()} ms, "
-                f"p99 {r.added(p99=True)} ms; CPU {r.target_cpu_ms:.3f} ms/req"
-            )
-    for g in by_concurrency(rows):
-        if GW_AIOHTTP in g and MINIMAL in g:
-            aio, floor = g[GW_AIOHTTP].target_cpu_ms, g[MINIMAL].target_cpu_ms
-            console.print(
-                f"c={g['c'].concurrency}: CPU ms/req gateway-aiohttp {aio:.3f}, minimal-proxy "
-                f"{floor:.3f} (gateway = {aio / floor:.1f}x floor)"
-            )
+    show(console, "target CPU ms per request (non-stream)", KEY, by_concurrency(rows))
+    show(console, "the issue's targets", TARGETS, targets(rows))

@@ -14,12 +14,12 @@ from rich.console import Console
 from bench.core.plot import figure, save
 from bench.core.report import (
     Column,
-    console_table,
     f,
     failures,
     joined,
     machine_lines,
     render,
+    show,
     table,
 )
 from bench.core.stats import background_s, percentiles_ms
@@ -189,11 +189,6 @@ EVERY_ROUND: list[Column] = [
     ("prompt tokens", lambda r: f"{r['prompt_tokens']:.0f}"), ("requests on A / B", _split),
     ("wall s", _num("wall_s", 1)), BACKGROUND,
 ]  # fmt: skip
-CONSOLE: list[Column] = [
-    PREFIXES, ("strategy", lambda r: r["strategy"]), C,
-    ("TTFT p50", MEDIANS[4][1]), ("TTFT p99", MEDIANS[5][1]), ("req/s", MEDIANS[8][1]),
-    ("tok/s", MEDIANS[9][1]), ("hit rate", HIT[1]), ("A / B", _split),
-]  # fmt: skip
 
 
 def _ratio_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -275,13 +270,7 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str,
 
 
 def print_summary(console: Console, summary: dict[str, Any]) -> None:
-    console_table(console, "routing: two engines, median over rounds", CONSOLE, summary["rows"])
-    for r in summary["ratios"]:
-        console.print(
-            f"{r['prefixes']} prefixes, c={r['concurrency']}: affinity/round_robin TTFT p50 "
-            f"{r['ttft_p50_ms']:.2f}, TTFT p99 {r['ttft_p99_ms']:.2f}, "
-            f"requests/s {r['requests_per_s']:.2f}, tokens/s {r['tokens_per_s']:.2f}"
-        )
+    show(console, "routing: affinity / round_robin", RATIO_COLUMNS, _ratio_rows(summary))
 
 
 def plot(summary: dict[str, Any], path: Path, sub: str) -> Path:
