@@ -17,6 +17,7 @@ from bench.core.report import (
     f,
     failures,
     joined,
+    number,
     real_engine_header,
     render,
     show,
@@ -130,27 +131,23 @@ KEY: list[Column] = [
 ]
 
 
-def _num(name: str, digits: int) -> Any:
-    return lambda r: f(r[name], digits)
-
-
 DETAIL: list[Column] = [
     ("target", lambda r: r["target"]),
     ("c", KEY[0][1]),
     ("requests", lambda r: str(r["requests"])),
     ("errors", lambda r: str(r["errors"])),
     ("completion tokens", lambda r: str(r["completion_tokens"])),
-    ("tokens/s", _num("tokens_per_s", 1)),
+    ("tokens/s", number("tokens_per_s", 1)),
     ("per round", lambda r: joined(r["tokens_per_s_rounds"], 1)),
-    ("TTFT p50 ms", _num("ttft_p50_ms", 0)),
-    ("TTFT p90 ms", _num("ttft_p90_ms", 0)),
+    ("TTFT p50 ms", number("ttft_p50_ms", 0)),
+    ("TTFT p90 ms", number("ttft_p90_ms", 0)),
     ("TTFT p50 per round", lambda r: joined(r["ttft_p50_ms_rounds"], 0)),
-    ("latency p50 ms", _num("latency_p50_ms", 0)),
-    ("TPOT p50 ms", _num("tpot_p50_ms", 1)),
-    ("engine CPU ms/token", _num("engine_cpu_ms_per_token", 1)),
-    ("gateway CPU cores", _num("gateway_cpu_cores", 3)),
-    ("gateway CPU ms/req above idle", _num("gateway_cpu_ms_per_request", 1)),
-    ("background cores", _num("background_cores", 2)),
+    ("latency p50 ms", number("latency_p50_ms", 0)),
+    ("TPOT p50 ms", number("tpot_p50_ms", 1)),
+    ("engine CPU ms/token", number("engine_cpu_ms_per_token", 1)),
+    ("gateway CPU cores", number("gateway_cpu_cores", 3)),
+    ("gateway CPU ms/req above idle", number("gateway_cpu_ms_per_request", 1)),
+    ("background cores", number("background_cores", 2)),
 ]
 
 

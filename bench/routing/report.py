@@ -18,6 +18,7 @@ from bench.core.report import (
     failures,
     joined,
     machine_lines,
+    number,
     render,
     show,
     table,
@@ -146,10 +147,6 @@ def _split(row: dict[str, Any]) -> str:
     return " / ".join(str(n) for n in row["engine_requests"])
 
 
-def _num(name: str, digits: int = 2) -> Any:
-    return lambda r: f(r[name], digits)
-
-
 def _ratio_cell(name: str) -> Any:
     return lambda r: f"**{r[name]:.2f}** ({joined(r[name + '_rounds'])})"
 
@@ -158,7 +155,7 @@ PREFIXES: Column = ("prefixes", lambda r: str(r["prefixes"]))
 STRATEGY: Column = ("strategy", lambda r: f"`{r['strategy']}`")
 C: Column = ("c", lambda r: str(r["concurrency"]))
 HIT: Column = ("prefix-cache hit rate", lambda r: _pct(r["prefix_cache_hit_rate"]))
-BACKGROUND: Column = ("background cores", _num("background_cores"))
+BACKGROUND: Column = ("background cores", number("background_cores"))
 WORKLOADS: list[Column] = [
     ("prefixes", lambda w: f"{w['prefixes']}{' (auto)' if w['auto'] else ''}"),
     ("prompt tokens each", lambda w: f"{min(w['prompt_tokens'])}-{max(w['prompt_tokens'])}"),
@@ -178,16 +175,16 @@ WORKLOADS: list[Column] = [
 MEDIANS: list[Column] = [
     PREFIXES, STRATEGY, C,
     ("requests", lambda r: f"{r['requests']} ({r['errors']} failed)"),
-    ("TTFT p50 ms", _num("ttft_p50_ms", 0)), ("TTFT p99 ms", _num("ttft_p99_ms", 0)),
-    ("latency p50 ms", _num("latency_p50_ms", 0)), ("latency p99 ms", _num("latency_p99_ms", 0)),
-    ("requests/s", _num("requests_per_s")), ("completion tokens/s", _num("tokens_per_s", 1)),
+    *((f"{name} {p} ms", number(f"{key}_{p}_ms", 0))
+      for name, key in (("TTFT", "ttft"), ("latency", "latency")) for p in ("p50", "p99")),
+    ("requests/s", number("requests_per_s")), ("completion tokens/s", number("tokens_per_s", 1)),
     HIT, ("requests on A / B (all rounds)", _split), BACKGROUND,
 ]  # fmt: skip
 EVERY_ROUND: list[Column] = [
     PREFIXES, ("pair", lambda r: str(r["round"] + 1)), STRATEGY, C,
     MEDIANS[4], MEDIANS[5], MEDIANS[6], MEDIANS[8], ("hit rate", HIT[1]),
     ("prompt tokens", lambda r: f"{r['prompt_tokens']:.0f}"), ("requests on A / B", _split),
-    ("wall s", _num("wall_s", 1)), BACKGROUND,
+    ("wall s", number("wall_s", 1)), BACKGROUND,
 ]  # fmt: skip
 
 
