@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.console import Console
 
-from bench.core.plot import figure, save
+from bench.core.plot import bars, figure, save
 from bench.core.report import (
     Column,
     f,
@@ -276,30 +276,17 @@ def plot(summary: dict[str, Any], path: Path, sub: str) -> Path:
     fig, axes = figure(3)
     rows = summary["rows"]
     labels = [f"{r['prefixes']} prefixes\n{r['strategy']}\nc={r['concurrency']}" for r in rows]
-    xs, width = list(range(len(rows))), 0.38
     panels = (
         (axes[0], (("ttft_p50_ms", "p50"), ("ttft_p99_ms", "p99")), "time to first token, ms"),
         (axes[1], (("requests_per_s", "requests/s"),), "throughput, requests/s"),
         (axes[2], (("prefix_cache_hit_rate", "hit rate"),), "engines' prefix-cache hit rate"),
     )
     for ax, series, title in panels:
-        for k, (key, name) in enumerate(series):
-            offset = (k - (len(series) - 1) / 2) * width
-            bars = ax.bar([x + offset for x in xs], [r[key] for r in rows], width, label=name)
-            for x, r in zip(xs, rows, strict=True):
-                ax.scatter(
-                    [x + offset] * len(r[key + "_rounds"]),
-                    r[key + "_rounds"],
-                    s=12,
-                    color="black",
-                    zorder=3,
-                )
-            ax.bar_label(bars, fmt="%.0f" if key.endswith("_ms") else "%.2f", fontsize=7)
-        ax.set_xticks(xs, labels, fontsize=8)
-        ax.set_title(title)
-        ax.grid(True, axis="y", alpha=0.3)
-        if len(series) > 1:
-            ax.legend(fontsize=8)
+        values = {name: [r[key] for r in rows] for key, name in series}
+        rounds = {name: [r[key + "_rounds"] for r in rows] for key, name in series}
+        bars(ax, labels, values, title, "", rounds=rounds)
+        for container, (key, _) in zip(ax.containers, series, strict=True):
+            ax.bar_label(container, fmt="%.0f" if key.endswith("_ms") else "%.2f", fontsize=7)
     cache = {w["prefixes"]: w["cache_ratio"] for w in summary.get("workloads", [])}
     ratios = "; ".join(
         f"{r['prefixes']} prefixes ({cache.get(r['prefixes'], math.nan):.2f} x KV cache), "
