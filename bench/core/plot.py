@@ -48,8 +48,9 @@ def bars(
     for k, (name, values) in enumerate(series.items()):
         at = [x + (k - (len(series) - 1) / 2) * width for x in xs]
         ax.bar(at, values, width, label=name)
-        for x, each in zip(at, (rounds or {}).get(name, ()), strict=True):
-            dots(ax, x, each, "black")
+        if rounds is not None:
+            for x, each in zip(at, rounds[name], strict=True):
+                dots(ax, x, each, "black")
     if log:
         ax.set_yscale("log")
     ax.set_xticks(xs, labels, fontsize=7, rotation=20, ha="right")
