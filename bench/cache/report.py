@@ -15,13 +15,13 @@ from rich.console import Console
 from bench.core.plot import bars, figure, save
 from bench.core.report import (
     Column,
-    console_table,
     f,
     failures,
     listed,
     number,
     real_engine_header,
     render,
+    show,
     table,
     x,
 )
@@ -196,32 +196,9 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str,
     )
 
 
-SUMMARY: list[Column] = [
-    ("kind", lambda r: r["kind"]),
-    ("n", DETAIL[1][1]),
-    ("p50", lambda r: f(r["p50_ms"])),
-    ("p99", lambda r: f(r["p99_ms"])),
-    ("first token p50", DETAIL[9][1]),
-    ("first token p99", DETAIL[10][1]),
-]
-
-
 def print_summary(console: Console, summary: dict[str, Any]) -> None:
-    rows = summary["rows"]
-    console_table(
-        console, "cache: miss vs hit on the real engine (ms, client-side)", SUMMARY, rows.values()
-    )
-    if "miss" in rows and "hit" in rows:
-        miss, hit = rows["miss"], rows["hit"]
-        p50, p99 = (miss[k] / hit[k] for k in ("p50_ms", "p99_ms"))
-        console.print(f"miss/hit: p50 {p50:.0f}x, p99 {p99:.0f}x")
-    lookup = summary["lookup"]
-    if lookup["mean_ms"] is not None:
-        console.print(
-            f"gateway {LOOKUP_METRIC}: {lookup['count']:.0f} lookups, mean "
-            f"{lookup['mean_ms']:.3f} ms, p50 ≈ {f(lookup['p50_ms_estimate'], 3)} ms, "
-            f"p99 ≈ {f(lookup['p99_ms_estimate'], 3)} ms (bucket estimates)"
-        )
+    show(console, "cache: miss vs hit (ms, client-side)", KEY, _key_rows(summary["rows"]))
+    console.print(_lookup_line(summary["lookup"]), markup=False, highlight=False)
 
 
 def plot(replies: Sequence[dict[str, Any]], summary: dict[str, Any], path: Path, sub: str) -> Path:

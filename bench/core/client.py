@@ -79,12 +79,11 @@ def rss_mb(pid: int) -> float:
     return float(sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])) / 2**20
 
 
-def machine_cpu_s() -> tuple[float, float]:
-    """System-wide (busy, stolen) CPU seconds, summed over all cores."""
+def machine_cpu_s() -> float:
+    """System-wide busy CPU seconds (not idle, waiting or stolen), summed over all cores."""
     times = psutil.cpu_times()
-    idle = float(times.idle + getattr(times, "iowait", 0.0))
-    steal = float(getattr(times, "steal", 0.0))
-    return float(sum(times)) - idle - steal, steal
+    idle = times.idle + getattr(times, "iowait", 0.0) + getattr(times, "steal", 0.0)
+    return float(sum(times) - idle)
 
 
 @dataclass
@@ -201,5 +200,5 @@ def stack_cpu(
         engines: sum(cpu_s(pid, tree=True) for pid in engine_pids),
         "gateway_cpu_s": cpu_s(gateway_pid),
         "loadgen_cpu_s": time.process_time(),
-        "machine_busy_cpu_s": machine_cpu_s()[0],
+        "machine_busy_cpu_s": machine_cpu_s(),
     }

@@ -39,13 +39,18 @@ def bars(
     title: str,
     ylabel: str = "ms",
     log: bool = False,
+    rounds: Mapping[str, Sequence[Sequence[float]]] | None = None,
 ) -> list[float]:
-    """Grouped bars, one group per label and one bar per series; the groups' x positions."""
+    """Grouped bars, one group per label and one bar per series (with ``rounds``, each
+    round's value as a dot on its bar); the groups' x positions."""
     xs = [float(x) for x in range(len(labels))]
     width = 0.8 / max(1, len(series))
     for k, (name, values) in enumerate(series.items()):
-        offset = (k - (len(series) - 1) / 2) * width
-        ax.bar([x + offset for x in xs], values, width, label=name)
+        at = [x + (k - (len(series) - 1) / 2) * width for x in xs]
+        ax.bar(at, values, width, label=name)
+        if rounds is not None:
+            for x, each in zip(at, rounds[name], strict=True):
+                dots(ax, x, each, "black")
     if log:
         ax.set_yscale("log")
     ax.set_xticks(xs, labels, fontsize=7, rotation=20, ha="right")

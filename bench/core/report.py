@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 # A table column: its header, and how a row renders in it.
 Column = tuple[str, Callable[[Any], str]]
@@ -41,16 +40,9 @@ def table(columns: Sequence[Column], rows: Iterable[Any]) -> str:
     return "\n".join(lines)
 
 
-def console_table(
-    console: Console, title: str, columns: Sequence[Column], rows: Iterable[Any]
-) -> None:
-    """The same columns as a rich table on the console."""
-    shown = Table(title=title)
-    for k, (name, _) in enumerate(columns):
-        shown.add_column(name, justify="left" if k == 0 else "right", no_wrap=k == 0)
-    for row in rows:
-        shown.add_row(*(cell(row) for _, cell in columns))
-    console.print(shown)
+def show(console: Console, title: str, columns: Sequence[Column], rows: Iterable[Any]) -> None:
+    """A report's key table on the console, as it is in the Markdown."""
+    console.print(f"\n{title}\n{table(columns, rows)}", markup=False, highlight=False)
 
 
 def machine_lines(machine: dict[str, Any]) -> str:

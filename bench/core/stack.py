@@ -7,7 +7,6 @@ import argparse
 import json
 import secrets
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 import redis
 from rich.console import Console
 
-from bench.core.procs import Service, engine_service, gateway_service
+from bench.core.procs import Service, engine_service, fetch, gateway_service, running
 
 API_KEY = "bench-key"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -50,41 +49,28 @@ def _redis() -> redis.Redis:
 
 
 def redis_version() -> str:
-    client = _redis()
-    try:
-        return str(client.info("server").get("redis_version", "?"))
-    except redis.RedisError as exc:
-        raise RuntimeError(f"Redis does not answer at {REDIS_URL} ({exc}); `make redis`") from exc
-    finally:
-        client.close()
+    with _redis() as client:
+        try:
+            return str(client.info("server").get("redis_version", "?"))
+        except redis.RedisError as exc:
+            raise RuntimeError(
+                f"Redis does not answer at {REDIS_URL} ({exc}); `make redis`"
+            ) from exc
 
 
 def delete_namespace(prefix: str) -> int:
     """Delete every key a bench gateway wrote (``{prefix}:*``); returns how many."""
-    client = _redis()
-    deleted = 0
-    try:
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                deleted += int(client.delete(*batch))
-                batch.clear()
-        if batch:
-            deleted += int(client.delete(*batch))
-    finally:
-        client.close()
-    return deleted
+    with _redis() as client:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        return int(client.delete(*keys)) if keys else 0
 
 
 def first_model(base_url: str, deadline: float) -> str:
     """The engine's served model, once /v1/models lists one (vLLM answers /health first)."""
     while True:
         try:
-            with urllib.request.urlopen(base_url + "/v1/models", timeout=5) as response:  # noqa: S310
-                models = json.load(response)["data"]
-                if models:
-                    return str(models[0]["id"])
+            if models := json.loads(fetch(base_url + "/v1/models"))["data"]:
+                return str(models[0]["id"])
         except (OSError, ValueError, KeyError):
             pass
         if time.monotonic() > deadline:
@@ -104,16 +90,12 @@ def real_stack(args: argparse.Namespace, log_dir: Path, console: Console) -> Ite
     gateway = gateway_service("gateway", log_dir / "gateway-real.log", env)
     with ExitStack() as stack:
         stack.callback(lambda: console.print(f"deleted {delete_namespace(prefix)} Redis keys"))
-        stack.callback(engine.stop)
         started = time.monotonic()
         with console.status("starting the vLLM CPU engine (--enforce-eager, about 30-90 s)"):
-            engine.start()
-            engine.wait_ready()
+            stack.enter_context(running([engine]))
             model = first_model(engine.base_url, time.monotonic() + 60)
         startup_s = time.monotonic() - started
         console.print(f"engine ready in {startup_s:.0f} s: {model} at {engine.base_url}")
-        stack.callback(gateway.stop)
         with console.status("starting the gateway"):
-            gateway.start()
-            gateway.wait_ready()
+            stack.enter_context(running([gateway]))
         yield Stack(engine, gateway, model, startup_s, prefix, version)

@@ -14,12 +14,13 @@ from rich.console import Console
 from bench.core.plot import concurrency_axis, dots, figure, save
 from bench.core.report import (
     Column,
-    console_table,
     f,
     failures,
     joined,
+    number,
     real_engine_header,
     render,
+    show,
     table,
 )
 from bench.core.stats import background_s, ok_replies, percentiles_ms
@@ -130,27 +131,23 @@ KEY: list[Column] = [
 ]
 
 
-def _num(name: str, digits: int) -> Any:
-    return lambda r: f(r[name], digits)
-
-
 DETAIL: list[Column] = [
     ("target", lambda r: r["target"]),
     ("c", KEY[0][1]),
     ("requests", lambda r: str(r["requests"])),
     ("errors", lambda r: str(r["errors"])),
     ("completion tokens", lambda r: str(r["completion_tokens"])),
-    ("tokens/s", _num("tokens_per_s", 1)),
+    ("tokens/s", number("tokens_per_s", 1)),
     ("per round", lambda r: joined(r["tokens_per_s_rounds"], 1)),
-    ("TTFT p50 ms", _num("ttft_p50_ms", 0)),
-    ("TTFT p90 ms", _num("ttft_p90_ms", 0)),
+    ("TTFT p50 ms", number("ttft_p50_ms", 0)),
+    ("TTFT p90 ms", number("ttft_p90_ms", 0)),
     ("TTFT p50 per round", lambda r: joined(r["ttft_p50_ms_rounds"], 0)),
-    ("latency p50 ms", _num("latency_p50_ms", 0)),
-    ("TPOT p50 ms", _num("tpot_p50_ms", 1)),
-    ("engine CPU ms/token", _num("engine_cpu_ms_per_token", 1)),
-    ("gateway CPU cores", _num("gateway_cpu_cores", 3)),
-    ("gateway CPU ms/req above idle", _num("gateway_cpu_ms_per_request", 1)),
-    ("background cores", _num("background_cores", 2)),
+    ("latency p50 ms", number("latency_p50_ms", 0)),
+    ("TPOT p50 ms", number("tpot_p50_ms", 1)),
+    ("engine CPU ms/token", number("engine_cpu_ms_per_token", 1)),
+    ("gateway CPU cores", number("gateway_cpu_cores", 3)),
+    ("gateway CPU ms/req above idle", number("gateway_cpu_ms_per_request", 1)),
+    ("background cores", number("background_cores", 2)),
 ]
 
 
@@ -172,22 +169,8 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str,
     )
 
 
-SUMMARY: list[Column] = [
-    DETAIL[0], DETAIL[1], ("req", DETAIL[2][1]), DETAIL[5], DETAIL[6], DETAIL[7], DETAIL[8],
-    ("bg", DETAIL[-1][1]),
-]  # fmt: skip
-
-
 def print_summary(console: Console, summary: dict[str, Any]) -> None:
-    console_table(
-        console, "engine: direct vs through the gateway (streamed)", SUMMARY, summary["rows"]
-    )
-    for r in summary["ratios"]:
-        console.print(
-            f"c={r['concurrency']}: gateway/direct tokens/s {r['tokens_per_s']:.3f}, "
-            f"TTFT p50 {r['ttft_p50']:.3f} ({r['ttft_p50_added_ms']:+.1f} ms), "
-            f"TTFT p90 {r['ttft_p90']:.3f}"
-        )
+    show(console, "engine: gateway / direct (streamed)", KEY, summary["ratios"])
 
 
 def plot(summary: dict[str, Any], path: Path, sub: str) -> Path:

@@ -14,12 +14,12 @@ from rich.console import Console
 
 from bench.core.report import (
     Column,
-    console_table,
     f,
     listed,
     machine_lines,
     number,
     render,
+    show,
     table,
     x,
 )
@@ -27,13 +27,11 @@ from bench.core.stats import background_s, percentiles_ms, ratio
 
 DIRECT = "direct"
 GW_AIOHTTP = "gateway-aiohttp"
-GW_HTTPX = "gateway-httpx"
 GW_2W = "gateway-2workers"
 MINIMAL = "minimal-proxy"
 DESCRIPTIONS = {
     DIRECT: "load generator -> fake upstream (no proxy; the baseline)",
-    GW_AIOHTTP: "-> Portico (PORTICO_UPSTREAM_TRANSPORT=aiohttp, the default) -> fake upstream",
-    GW_HTTPX: "-> Portico (PORTICO_UPSTREAM_TRANSPORT=httpx) -> fake upstream",
+    GW_AIOHTTP: "-> Portico (every feature on) -> fake upstream",
     GW_2W: "-> Portico as gateway-aiohttp, but `portico gateway serve --workers 2` "
     "(closed-loop non-streamed points only; CPU and RSS summed over master and workers)",
     MINIMAL: "-> bench/overhead/minimal_proxy.py (raw ASGI + aiohttp, forwards bytes) -> "
@@ -149,22 +147,17 @@ def _cell(target: str) -> Column:
     return target, cell
 
 
-def _minus(a: str, b: str) -> Column:
-    def cell(g: dict[str, Row]) -> str:
-        one, two = _cpu(g, a), _cpu(g, b)
-        return f(None if one is None or two is None else one - two, 3)
-
-    return f"{a.split('-')[-1]} minus {b.split('-')[-1]}", cell
+def _gateway_minus_minimal(g: dict[str, Row]) -> str:
+    one, two = _cpu(g, GW_AIOHTTP), _cpu(g, MINIMAL)
+    return f(None if one is None or two is None else one - two, 3)
 
 
 KEY: list[Column] = [
     ("c", lambda g: str(g["c"].concurrency)),
-    *(_cell(t) for t in (GW_AIOHTTP, GW_HTTPX, MINIMAL)),
+    *(_cell(t) for t in (GW_AIOHTTP, MINIMAL)),
     ("direct (upstream alone)", _cell(DIRECT)[1]),
-    ("httpx / aiohttp", lambda g: x(ratio(_cpu(g, GW_HTTPX), _cpu(g, GW_AIOHTTP)))),
     ("aiohttp / minimal", lambda g: x(ratio(_cpu(g, GW_AIOHTTP), _cpu(g, MINIMAL)))),
-    ("gateway-aiohttp minus minimal", _minus(GW_AIOHTTP, MINIMAL)[1]),
-    _minus(GW_HTTPX, GW_AIOHTTP),
+    ("gateway-aiohttp minus minimal", _gateway_minus_minimal),
 ]
 COMMON: list[Column] = [
     ("target", lambda r: r.target),
@@ -285,31 +278,6 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], rows: Sequence[Row
     )
 
 
-SUMMARY: list[Column] = [
-    *COMMON[:2],
-    ("RPS", CLOSED[4][1]),
-    *P50_P90_P99[::2],
-    ("+p50 ms", Row.added),
-    ("CPU ms/req", CPU[1]),
-    ("RSS MB", CLOSED[-3][1]),
-    ("bg", BACKGROUND[1]),
-]
-
-
 def print_summary(console: Console, rows: Sequence[Row]) -> None:
-    title = "non-streamed (CPU ms/req = target CPU s per 1000 requests)"
-    console_table(console, title, SUMMARY, closed_loop(rows))
-    for r in open_loop(rows):
-        if r.target != DIRECT:
-            console.print(
-                f"open loop {r.rate:g}/s: {r.target} adds p50 {r.added()} ms, "
-                f"p99 {r.added(p99=True)} ms; CPU {r.target_cpu_ms:.3f} ms/req"
-            )
-    for g in by_concurrency(rows):
-        if all(t in g for t in (GW_AIOHTTP, GW_HTTPX, MINIMAL)):
-            aio, hx, floor = (g[t].target_cpu_ms for t in (GW_AIOHTTP, GW_HTTPX, MINIMAL))
-            console.print(
-                f"c={g['c'].concurrency}: CPU ms/req gateway-aiohttp {aio:.3f}, gateway-httpx "
-                f"{hx:.3f} ({hx / aio:.2f}x), minimal-proxy {floor:.3f} (gateway = "
-                f"{aio / floor:.1f}x floor)"
-            )
+    show(console, "target CPU ms per request (non-stream)", KEY, by_concurrency(rows))
+    show(console, "the issue's targets", TARGETS, targets(rows))

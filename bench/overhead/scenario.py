@@ -1,7 +1,7 @@
 """The ``overhead`` scenario: the gateway's own overhead, against a fake upstream.
 
-Starts a fake upstream and the targets in front of it (Portico with each upstream
-transport and with two workers, a minimal proxy; ``direct`` is the upstream itself),
+Starts a fake upstream and the targets in front of it (Portico with one
+and with two workers, a minimal proxy; ``direct`` is the upstream itself),
 drives them from :mod:`bench.overhead.load` in interleaved rounds, and writes
 gateway_overhead.{md,json,png}. See bench/README.md.
 """
@@ -26,9 +26,9 @@ from bench.core.report import config_of, finish, write
 from bench.core.stack import API_KEY, REDIS_URL, delete_namespace
 from bench.overhead import plot, report
 from bench.overhead.fake_upstream import STREAM_CHUNKS
-from bench.overhead.report import DIRECT, GW_2W, GW_AIOHTTP, GW_HTTPX, MINIMAL
+from bench.overhead.report import DIRECT, GW_2W, GW_AIOHTTP, MINIMAL
 
-TARGETS = (DIRECT, GW_AIOHTTP, GW_HTTPX, MINIMAL)
+TARGETS = (DIRECT, GW_AIOHTTP, MINIMAL)
 # Multi-worker scaling is a closed-loop throughput question: that target runs only there.
 CLOSED_TARGETS = (*TARGETS, GW_2W)
 
@@ -73,16 +73,14 @@ def build_services(log_dir: Path, stream_gap_ms: float, prefix: str) -> dict[str
     """The fake upstream (as ``direct``) and the proxies in front of it."""
     upstream = procs.fake_upstream_service(log_dir / "fake-upstream.log", stream_gap_ms)
 
-    def gateway(name: str, transport: str, workers: int = 1) -> Service:
-        env = {"PORTICO_UPSTREAM_TRANSPORT": transport, "PORTICO_ENGINE_URL": upstream.base_url}
-        env |= features_env(f"{prefix}-{name}")
+    def gateway(name: str, workers: int = 1) -> Service:
+        env = {"PORTICO_ENGINE_URL": upstream.base_url, **features_env(f"{prefix}-{name}")}
         return procs.gateway_service(name, log_dir / f"{name}.log", env, workers)
 
     return {
         DIRECT: upstream,
-        GW_AIOHTTP: gateway(GW_AIOHTTP, "aiohttp"),
-        GW_HTTPX: gateway(GW_HTTPX, "httpx"),
-        GW_2W: gateway(GW_2W, "aiohttp", workers=2),
+        GW_AIOHTTP: gateway(GW_AIOHTTP),
+        GW_2W: gateway(GW_2W, workers=2),
         MINIMAL: procs.minimal_proxy_service(
             MINIMAL, log_dir / f"{MINIMAL}.log", upstream.base_url
         ),

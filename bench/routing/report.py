@@ -11,15 +11,16 @@ from typing import Any
 
 from rich.console import Console
 
-from bench.core.plot import figure, save
+from bench.core.plot import bars, figure, save
 from bench.core.report import (
     Column,
-    console_table,
     f,
     failures,
     joined,
     machine_lines,
+    number,
     render,
+    show,
     table,
 )
 from bench.core.stats import background_s, percentiles_ms
@@ -146,10 +147,6 @@ def _split(row: dict[str, Any]) -> str:
     return " / ".join(str(n) for n in row["engine_requests"])
 
 
-def _num(name: str, digits: int = 2) -> Any:
-    return lambda r: f(r[name], digits)
-
-
 def _ratio_cell(name: str) -> Any:
     return lambda r: f"**{r[name]:.2f}** ({joined(r[name + '_rounds'])})"
 
@@ -158,7 +155,7 @@ PREFIXES: Column = ("prefixes", lambda r: str(r["prefixes"]))
 STRATEGY: Column = ("strategy", lambda r: f"`{r['strategy']}`")
 C: Column = ("c", lambda r: str(r["concurrency"]))
 HIT: Column = ("prefix-cache hit rate", lambda r: _pct(r["prefix_cache_hit_rate"]))
-BACKGROUND: Column = ("background cores", _num("background_cores"))
+BACKGROUND: Column = ("background cores", number("background_cores"))
 WORKLOADS: list[Column] = [
     ("prefixes", lambda w: f"{w['prefixes']}{' (auto)' if w['auto'] else ''}"),
     ("prompt tokens each", lambda w: f"{min(w['prompt_tokens'])}-{max(w['prompt_tokens'])}"),
@@ -178,21 +175,16 @@ WORKLOADS: list[Column] = [
 MEDIANS: list[Column] = [
     PREFIXES, STRATEGY, C,
     ("requests", lambda r: f"{r['requests']} ({r['errors']} failed)"),
-    ("TTFT p50 ms", _num("ttft_p50_ms", 0)), ("TTFT p99 ms", _num("ttft_p99_ms", 0)),
-    ("latency p50 ms", _num("latency_p50_ms", 0)), ("latency p99 ms", _num("latency_p99_ms", 0)),
-    ("requests/s", _num("requests_per_s")), ("completion tokens/s", _num("tokens_per_s", 1)),
+    *((f"{name} {p} ms", number(f"{key}_{p}_ms", 0))
+      for name, key in (("TTFT", "ttft"), ("latency", "latency")) for p in ("p50", "p99")),
+    ("requests/s", number("requests_per_s")), ("completion tokens/s", number("tokens_per_s", 1)),
     HIT, ("requests on A / B (all rounds)", _split), BACKGROUND,
 ]  # fmt: skip
 EVERY_ROUND: list[Column] = [
     PREFIXES, ("pair", lambda r: str(r["round"] + 1)), STRATEGY, C,
     MEDIANS[4], MEDIANS[5], MEDIANS[6], MEDIANS[8], ("hit rate", HIT[1]),
     ("prompt tokens", lambda r: f"{r['prompt_tokens']:.0f}"), ("requests on A / B", _split),
-    ("wall s", _num("wall_s", 1)), BACKGROUND,
-]  # fmt: skip
-CONSOLE: list[Column] = [
-    PREFIXES, ("strategy", lambda r: r["strategy"]), C,
-    ("TTFT p50", MEDIANS[4][1]), ("TTFT p99", MEDIANS[5][1]), ("req/s", MEDIANS[8][1]),
-    ("tok/s", MEDIANS[9][1]), ("hit rate", HIT[1]), ("A / B", _split),
+    ("wall s", number("wall_s", 1)), BACKGROUND,
 ]  # fmt: skip
 
 
@@ -275,13 +267,7 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str,
 
 
 def print_summary(console: Console, summary: dict[str, Any]) -> None:
-    console_table(console, "routing: two engines, median over rounds", CONSOLE, summary["rows"])
-    for r in summary["ratios"]:
-        console.print(
-            f"{r['prefixes']} prefixes, c={r['concurrency']}: affinity/round_robin TTFT p50 "
-            f"{r['ttft_p50_ms']:.2f}, TTFT p99 {r['ttft_p99_ms']:.2f}, "
-            f"requests/s {r['requests_per_s']:.2f}, tokens/s {r['tokens_per_s']:.2f}"
-        )
+    show(console, "routing: affinity / round_robin", RATIO_COLUMNS, _ratio_rows(summary))
 
 
 def plot(summary: dict[str, Any], path: Path, sub: str) -> Path:
@@ -290,30 +276,17 @@ def plot(summary: dict[str, Any], path: Path, sub: str) -> Path:
     fig, axes = figure(3)
     rows = summary["rows"]
     labels = [f"{r['prefixes']} prefixes\n{r['strategy']}\nc={r['concurrency']}" for r in rows]
-    xs, width = list(range(len(rows))), 0.38
     panels = (
         (axes[0], (("ttft_p50_ms", "p50"), ("ttft_p99_ms", "p99")), "time to first token, ms"),
         (axes[1], (("requests_per_s", "requests/s"),), "throughput, requests/s"),
         (axes[2], (("prefix_cache_hit_rate", "hit rate"),), "engines' prefix-cache hit rate"),
     )
     for ax, series, title in panels:
-        for k, (key, name) in enumerate(series):
-            offset = (k - (len(series) - 1) / 2) * width
-            bars = ax.bar([x + offset for x in xs], [r[key] for r in rows], width, label=name)
-            for x, r in zip(xs, rows, strict=True):
-                ax.scatter(
-                    [x + offset] * len(r[key + "_rounds"]),
-                    r[key + "_rounds"],
-                    s=12,
-                    color="black",
-                    zorder=3,
-                )
-            ax.bar_label(bars, fmt="%.0f" if key.endswith("_ms") else "%.2f", fontsize=7)
-        ax.set_xticks(xs, labels, fontsize=8)
-        ax.set_title(title)
-        ax.grid(True, axis="y", alpha=0.3)
-        if len(series) > 1:
-            ax.legend(fontsize=8)
+        values = {name: [r[key] for r in rows] for key, name in series}
+        rounds = {name: [r[key + "_rounds"] for r in rows] for key, name in series}
+        bars(ax, labels, values, title, "", rounds=rounds)
+        for container, (key, _) in zip(ax.containers, series, strict=True):
+            ax.bar_label(container, fmt="%.0f" if key.endswith("_ms") else "%.2f", fontsize=7)
     cache = {w["prefixes"]: w["cache_ratio"] for w in summary.get("workloads", [])}
     ratios = "; ".join(
         f"{r['prefixes']} prefixes ({cache.get(r['prefixes'], math.nan):.2f} x KV cache), "

@@ -28,7 +28,7 @@ from rich.console import Console
 from bench.core.drive import drive
 from bench.core.machine import describe, stamp_end
 from bench.core.procs import REPO, Service, engine_service, fetch, gateway_service, running
-from bench.core.report import config_of, finish, write
+from bench.core.report import config_of, finish, show, write
 from bench.core.stack import API_KEY, ENGINE_FLAGS, EXTRA_PACKAGES, first_model
 from bench.routing import report
 from bench.routing.report import STRATEGIES
@@ -165,10 +165,6 @@ def workloads(args: argparse.Namespace, stack: Stack, console: Console) -> list[
     """Each ``--routing-prefixes`` value resolved: N, requests per round, every prompt's
     tokens, and how their total compares with one engine's KV cache."""
     cache = kv_cache(stack.engines["a"].base_url)
-    console.print(
-        f"KV cache per engine: {cache['tokens']} tokens ({cache['blocks']} blocks of "
-        f"{cache['block_size']})"
-    )
     # One per workload; the last one also for any further workload.
     requests = args.routing_requests
     out = []
@@ -187,13 +183,8 @@ def workloads(args: argparse.Namespace, stack: Stack, console: Console) -> list[
             "kv_cache_tokens": cache["tokens"], "kv_cache_blocks": cache["blocks"],
             "block_size": cache["block_size"], "cache_ratio": sum(tokens) / cache["tokens"],
         }  # fmt: skip
-        console.print(
-            f"workload {value} prefixes{' (auto)' if workload['auto'] else ''}: prompts "
-            f"{min(tokens)}-{max(tokens)} tokens, {sum(tokens)} in all = "
-            f"{workload['cache_ratio']:.2f} x one engine's KV cache; "
-            f"{workload['requests']} requests per round"
-        )
         out.append(workload)
+    show(console, "routing workloads", report.WORKLOADS, out)
     return out
 
 
