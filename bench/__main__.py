@@ -4,6 +4,8 @@
 - ``cache`` and ``engine``: on the real vLLM CPU engine, started once for both
   (bench.core.stack, bench.cache, bench.engine).
 - ``routing``: round-robin vs prefix affinity over two real engines (bench.routing).
+- ``embeddings``: the bundled embedding model direct vs through the gateway
+  (bench.embeddings).
 - ``quantization``: the bundled model against its GPTQ W4A8 quantization
   (``portico model compare``, bench.quantization).
 
@@ -26,11 +28,12 @@ from bench import quantization
 from bench.cache import scenario as cache
 from bench.core.procs import REPO
 from bench.core.stack import real_stack
+from bench.embeddings import scenario as embeddings
 from bench.engine import scenario as engine
 from bench.overhead import scenario as overhead
 from bench.routing import scenario as routing
 
-SCENARIOS = ("overhead", "cache", "engine", "routing", "quantization")
+SCENARIOS = ("overhead", "cache", "engine", "routing", "embeddings", "quantization")
 
 
 def _scenarios(value: str) -> list[str]:
@@ -48,7 +51,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m bench",
         description="Portico's benchmarks: the gateway's own overhead (fake upstream), "
         "the response cache and the engine through the gateway (real vLLM CPU engine), "
-        "round-robin vs prefix-affinity routing (two real engines), quantization.",
+        "round-robin vs prefix-affinity routing (two real engines), embeddings, quantization.",
     )
     parser.add_argument(
         "--scenarios",
@@ -59,11 +62,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (numbers useless)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--engine-startup-timeout", type=float, default=900.0)
-    for scenario in (overhead, cache, engine, routing, quantization):
+    for scenario in (overhead, cache, engine, routing, embeddings, quantization):
         scenario.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
-        for scenario in (overhead, cache, engine, routing):
+        for scenario in (overhead, cache, engine, routing, embeddings):
             scenario.apply_quick(args)
     return args
 
@@ -93,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         failed |= run_real(args, console)
     if "routing" in args.scenarios:  # its own two engines, once the single engine stopped
         failed |= routing.run(args, console)
+    if "embeddings" in args.scenarios:
+        failed |= embeddings.run(args, console)
     if "quantization" in args.scenarios:
         failed |= quantization.run(args, console)
     return failed

@@ -1,0 +1,1 @@
+"""The ``embeddings`` scenario (issue #16): embedding throughput direct vs through Portico."""
