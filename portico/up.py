@@ -90,7 +90,7 @@ def _start_engines(
             started.append(launcher.start(engine, command, requested, console, name))
     except BaseException:
         for process in reversed(started):
-            process.stop(engines[0][1].shutdown_timeout_s)
+            process.stop(engines[0][1].kill_after_s)
         raise
     return started
 
@@ -118,14 +118,14 @@ def up(
             processes.append(_start_gateway(gateway_url, port, env, console, requested))
         except StartupError:
             for process in reversed(processes):
-                process.stop(engine.shutdown_timeout_s)
+                process.stop(engine.kill_after_s)
             raise
         print(f"\nPortico is ready.\n{gateway_url}/v1", flush=True)
         for name, each in engines:
             print(f"Model: {', '.join(launcher.served_models(each.base_url))} ({_ROLES[name]})")
         shown = env.get("PORTICO_API_KEYS", "(the first of PORTICO_API_KEYS)")
         print(f"API key: {shown}\nPress Ctrl-C to stop.", flush=True)
-        code = supervise(processes, requested, engine.shutdown_timeout_s)
+        code = supervise(processes, requested, engine.kill_after_s)
         if not requested.is_set():
             logs = ", ".join(f"{p.name}: {p.log_path}" for p in processes)
             print(f"portico: error: a process exited on its own (code {code}); logs: {logs}",
