@@ -20,10 +20,11 @@ from gateway import __version__, telemetry
 from gateway.auth import Principal, presented_key
 from gateway.body import read_body
 from gateway.catalog import model_not_found
-from gateway.errors import BackendUnavailable, EngineUnavailable
+from gateway.errors import BackendUnavailable, EngineUnavailable, InvalidRequest
 from gateway.exchange import Call, Reply
 from gateway.middleware import request_id
 from gateway.resources import Resources, ResourcesDep
+from gateway.responses import not_found
 
 _log = logging.getLogger("portico.gateway")
 
@@ -118,11 +119,56 @@ async def embeddings(request: Request) -> Response:
     return await _generate(request, "/v1/embeddings")
 
 
+async def responses(request: Request) -> Response:
+    return await _generate(request, "/v1/responses")
+
+
 generation_routes = [
     Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/embeddings", embeddings, methods=["POST"]),
+    Route("/v1/responses", responses, methods=["POST"]),
 ]
+
+
+# A stored response, as gateway.responses keeps it: found only under its owner, so
+# another tenant's id is the same 404 as one that never existed.
+
+
+@v1.get("/responses/{response_id}")
+async def retrieve_response(
+    response_id: str, resources: ResourcesDep, who: PrincipalDep
+) -> dict[str, Any]:
+    """A stored response (``client.responses.retrieve``), as its client received it."""
+    record = await resources.responses.load(who.id, response_id)
+    if record is None:
+        raise not_found(response_id)
+    response: dict[str, Any] = record["response"]
+    return response
+
+
+@v1.delete("/responses/{response_id}")
+async def delete_response(
+    response_id: str, resources: ResourcesDep, who: PrincipalDep
+) -> dict[str, Any]:
+    """Forget a stored response: it can no longer be retrieved or continued."""
+    if not await resources.responses.delete(who.id, response_id):
+        raise not_found(response_id)
+    return {"id": response_id, "object": "response", "deleted": True}
+
+
+@v1.post("/responses/{response_id}/cancel")
+async def cancel_response(
+    response_id: str, resources: ResourcesDep, who: PrincipalDep
+) -> dict[str, Any]:
+    """Only background responses can be cancelled, and this gateway runs none (a
+    response ends with its request; a client cancels by closing it): 400 for a stored
+    response, as vLLM answers for a synchronous one, 404 for any other id."""
+    if await resources.responses.load(who.id, response_id) is None:
+        raise not_found(response_id)
+    raise InvalidRequest(
+        "Cannot cancel a synchronous response.", param="response_id", code="not_cancellable"
+    )
 
 
 @v1.get("/models")

@@ -31,7 +31,7 @@ from gateway.errors import RedisUnavailable
 from gateway.metrics import Metrics
 from gateway.redis_guard import RedisGuard
 from gateway.redis_policy import RedisPolicy
-from gateway.replay import StreamRecorder, dump, load
+from gateway.replay import StreamRecorder, dump, entry_from_body, load
 from gateway.sealing import Sealer, is_sealed
 from gateway.settings import CacheSettings
 
@@ -39,8 +39,11 @@ _log = logging.getLogger("portico.cache")
 
 
 class CacheStore(Protocol):
+    """Bytes under string keys with a lifetime: the cache's entries, the stored responses."""
+
     async def get(self, key: str) -> bytes | None: ...
     async def set(self, key: str, value: bytes, ttl_s: int) -> None: ...
+    async def delete(self, key: str) -> bool: ...
 
 
 class MemoryCacheStore:
@@ -68,16 +71,20 @@ class MemoryCacheStore:
         while self._size > self._max and self._items:
             self._drop(next(iter(self._items)))
 
-    def _drop(self, key: str) -> None:
+    async def delete(self, key: str) -> bool:
+        return self._drop(key)
+
+    def _drop(self, key: str) -> bool:
         item = self._items.pop(key, None)
         if item is not None:
             self._size -= len(item[0])
+        return item is not None and item[1] > time.monotonic()
 
 
 class RedisCacheStore:
-    def __init__(self, guard: RedisGuard, prefix: str) -> None:
+    def __init__(self, guard: RedisGuard, prefix: str, namespace: str = "cache") -> None:
         self._guard = guard
-        self._prefix = f"{prefix}:cache:"
+        self._prefix = f"{prefix}:{namespace}:"
 
     async def get(self, key: str) -> bytes | None:
         async def read(redis: Redis) -> bytes | None:
@@ -91,6 +98,12 @@ class RedisCacheStore:
             await redis.set(self._prefix + key, value, ex=ttl_s)
 
         await self._guard.call(write)
+
+    async def delete(self, key: str) -> bool:
+        async def remove(redis: Redis) -> bool:
+            return bool(await redis.delete(self._prefix + key))
+
+        return await self._guard.call(remove)
 
 
 class Flight:
@@ -263,6 +276,10 @@ class Ticket:
         if not self._plan.write or self._plan.key is None:
             return None
         return self._cache.recorder()
+
+    def relayed(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
+        """A whole answer goes to the client as the engine sent it; kept if complete."""
+        return body, entry_from_body(body)
 
     async def finish(self, entry: dict[str, Any] | None = None) -> None:
         """Store ``entry`` (a complete answer; None: nothing usable) if the plan allows,

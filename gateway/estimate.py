@@ -17,7 +17,9 @@ count at worst); a space mostly joins the word after it. Fixed costs the body do
 carry: the template's frame (default system prompt, role markers, generation prompt)
 and, with tools, its tool-calling instructions. A completion has no template: only its
 prompt strings (and suffix) are weighed, and token-id prompts are counted exactly;
-an embeddings request's inputs likewise, with an encoder's two special tokens each.
+an embeddings request's inputs likewise, with an encoder's two special tokens each. A
+Responses API request is weighed as a chat body: its input items (a follow-up's whole
+conversation, inlined by the gateway) and instructions are the messages.
 
 Weighing is two C-speed passes and no JSON work: ``bytes.translate`` maps each byte to a
 byte with as many bits set as its weight, and ``int.bit_count`` adds them up (3 µs for a
@@ -37,6 +39,7 @@ from gateway.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
+    ResponsesRequest,
 )
 
 _UNIT = 7  # weights below are in sevenths of a token; at most 8, the bits of a byte
@@ -114,9 +117,11 @@ def _text_tokens(text: str) -> int:
     return weigh(data) + len(data) // 32 + 1
 
 
-def _has_tools(request: ChatCompletionRequest) -> bool:
+def _has_tools(request: ChatCompletionRequest | ResponsesRequest) -> bool:
     if (request.model_extra or {}).get("tools"):
         return True
+    if isinstance(request, ResponsesRequest):
+        return False
     # vLLM also hands a template the tools of a developer message.
     return any(
         message.role == "developer" and (message.model_extra or {}).get("tools")

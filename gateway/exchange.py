@@ -21,17 +21,16 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from gateway import telemetry
 from gateway.auth import Principal
-from gateway.cache import Ticket
 from gateway.errors import EngineRejected, EngineTimeout, GatewayError, UpstreamError
-from gateway.protocol import APIRequest, ChatCompletionRequest, EmbeddingRequest
+from gateway.protocol import APIRequest, ChatCompletionRequest, EmbeddingRequest, ResponsesRequest
 from gateway.quota import Admission
-from gateway.replay import StreamRecorder, entry_from_body
+from gateway.replay import StreamRecorder
 from gateway.routing import EngineCall
-from gateway.streaming import UsageTap, sse_error
+from gateway.streaming import ResponsesTap, Tap, UsageTap, sse_error
 
 _log = logging.getLogger("portico.streaming")
 
@@ -48,6 +47,9 @@ class Call:
     cache_control: str | None = None
     cache_mode: str | None = None
     session: str | None = None  # the session header's value: sticks the call to one engine
+    # Responses API: the id the gateway gave the response, and the one it continues.
+    response_id: str | None = None
+    previous_response_id: str | None = None
 
     @property
     def chat(self) -> bool:
@@ -60,6 +62,17 @@ class Call:
             return "embd-"
         return "chatcmpl-" if self.chat else "cmpl-"
 
+    def restate(self, response: dict[str, Any]) -> None:
+        """A Responses API answer as this call's client asked for it: the engine was
+        sent ``store: false`` and no ``previous_response_id`` (the gateway keeps the
+        responses), and the id the gateway chose (vLLM answers under it too; another
+        engine might not)."""
+        if not isinstance(self.request, ResponsesRequest):
+            return
+        response["id"] = self.response_id
+        response["store"] = self.request.stored
+        response["previous_response_id"] = self.previous_response_id
+
     @property
     def wants_usage(self) -> bool:
         options = self.request.stream_options
@@ -70,6 +83,23 @@ class Call:
         # vLLM's rule: running usage on every event only together with include_usage.
         options = self.request.stream_options
         return bool(options and options.include_usage and options.continuous_usage_stats)
+
+
+class Keeper(Protocol):
+    """What keeps a call's complete answer when it ends: the cache's ticket (which also
+    hands it to the identical requests waiting), or the Responses API's store."""
+
+    result: str  # x-cache: hit, miss or bypass
+
+    def recorder(self) -> StreamRecorder | None:
+        """Records a stream for keeping, as the relay's ``UsageTap`` sees it; None: not."""
+        ...
+
+    def relayed(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
+        """A whole answer: the body the client gets, and the entry to keep (None: none)."""
+        ...
+
+    async def finish(self, entry: dict[str, Any] | None = None) -> None: ...
 
 
 @dataclass
@@ -101,7 +131,7 @@ def failure_charge(exc: BaseException, prompt: int) -> int:
 
 
 class Exchange:
-    def __init__(self, call: Call, ticket: Ticket, prompt: int) -> None:
+    def __init__(self, call: Call, ticket: Keeper, prompt: int) -> None:
         self.call = call
         self.ticket = ticket
         self.prompt = prompt  # the prompt's estimated tokens, what a failure may cost
@@ -147,24 +177,34 @@ class Exchange:
         usage = _usage(content)
         telemetry.current().add_usage(usage)
         total = usage.get("total_tokens") if usage else None
-        reserved = self.admission.reserved if self.admission is not None else 0
-        stored = entry_from_body(content) if engine.status_code < 300 else None
-        await self.finish(total if isinstance(total, int) else reserved, stored)
+        stored = None
+        if engine.status_code < 300:
+            content, stored = self.ticket.relayed(content)
+        await self.finish(total if isinstance(total, int) else self._reserved(), stored)
         media_type = engine.headers.get("content-type", "application/json")
         return Reply(engine.status_code, media_type, self._headers(), body=content)
 
-    def relay(self, engine: EngineCall, recorder: StreamRecorder | None) -> Reply:
-        """A streamed answer, relayed event by event. Finished before the final
-        ``[DONE]`` on a normal end (so a client that saw it sees its effects), or by
-        the consumer's ``close`` after a disconnect or a failure."""
-        self.engine = engine
+    def _reserved(self) -> int:
+        return self.admission.reserved if self.admission is not None else 0
+
+    def _tap(self, recorder: StreamRecorder | None) -> Tap:
         call = self.call
-        tap = UsageTap(not call.wants_usage, not call.wants_running_usage, recorder)
+        if isinstance(call.request, ResponsesRequest):
+            return ResponsesTap(call.restate)
+        return UsageTap(not call.wants_usage, not call.wants_running_usage, recorder)
+
+    def relay(self, engine: EngineCall, recorder: StreamRecorder | None) -> Reply:
+        """A streamed answer, relayed event by event. Finished before the answer's
+        last event (``[DONE]``, a response's final event) on a normal end, so a client
+        that saw it sees its effects; or by the consumer's ``close`` after a
+        disconnect or a failure."""
+        self.engine = engine
+        tap = self._tap(recorder)
 
         async def end() -> None:
             telemetry.current().add_usage(tap.usage)
-            entry = recorder.entry() if recorder is not None else None
-            await self.finish(tap.charge(self.prompt), entry, suspect=tap.error is not None)
+            charge = tap.charge(self.prompt, self._reserved())
+            await self.finish(charge, tap.entry(), suspect=tap.error is not None)
 
         events = _relay(engine, tap, end)
 
@@ -177,7 +217,7 @@ class Exchange:
 
 
 async def _relay(
-    engine: EngineCall, tap: UsageTap, end: Callable[[], Awaitable[None]]
+    engine: EngineCall, tap: Tap, end: Callable[[], Awaitable[None]]
 ) -> AsyncGenerator[bytes, None]:
     record = telemetry.current()
     try:

@@ -2,8 +2,9 @@
 
     prepare ─▶ cache.begin ─┬─ Hit ──▶ admit (rpm only) ─▶ replay ─────────────▶ Reply
                             └─ Ticket ─▶ Exchange: admit ─▶ route + open ─┬─ read ──▶ Reply
-                                                                          └─ relay ─▶ Reply (stream)
-                                         every exit: Exchange.finish (settle, store, release)
+                                    ▲                                     └─ relay ─▶ Reply (stream)
+                                    │    every exit: Exchange.finish (settle, store, release)
+    Responses API: responses.resume ─▶ prepare ─▶ ResponseKeeper (in the Ticket's place)
 
 Takes plain values (a ``Call``), never a Request, and returns a ``Reply``, never
 an HTTP response: ``gateway.api`` renders it, and any other caller (a batch
@@ -18,12 +19,13 @@ from gateway import telemetry
 from gateway.auth import Principal
 from gateway.cache import Hit, ResponseCache
 from gateway.cache_key import CachePlan, is_deterministic
-from gateway.exchange import Call, Exchange, Reply
+from gateway.exchange import Call, Exchange, Keeper, Reply
 from gateway.metrics import Metrics
 from gateway.preparation import Preparation
-from gateway.protocol import APIRequest, EmbeddingRequest
+from gateway.protocol import APIRequest, EmbeddingRequest, ResponsesRequest
 from gateway.quota import QuotaService
 from gateway.replay import Delivery, replay
+from gateway.responses import ResponseStore
 from gateway.routing import EngineCall, Router, affinity_key
 from gateway.settings import RoutingSettings
 
@@ -37,9 +39,11 @@ class GenerationService:
         router: Router,
         routing: RoutingSettings,
         metrics: Metrics,
+        responses: ResponseStore,
     ) -> None:
         self._preparation = preparation
         self._cache = cache
+        self._responses = responses
         self._quota = quota
         self._router = router
         self._prefix_chars = routing.affinity_prefix_chars
@@ -50,8 +54,7 @@ class GenerationService:
         return await self._preparation.validate(route, body, principal)
 
     async def respond(self, call: Call) -> Reply:
-        call = self._preparation.prepare(call)
-        begun = await self._cache.begin(self._plan(call))
+        call, begun = await self._begin(call)
         if isinstance(begun, Hit):
             return await self._hit(call, begun)
         self._count_cache(begun.result)
@@ -67,6 +70,16 @@ class GenerationService:
         if call.request.stream:
             return exchange.relay(engine, begun.recorder())
         return await exchange.read(engine)
+
+    async def _begin(self, call: Call) -> tuple[Call, Hit | Keeper]:
+        """The prepared call and what keeps its answer: the cache's verdict or, for the
+        Responses API (never cached: every response has its own id), the response
+        store's keeper, once the conversation it continues is inlined."""
+        if isinstance(call.request, ResponsesRequest):
+            call = self._preparation.prepare(await self._responses.resume(call))
+            return call, self._responses.keeper(call)
+        call = self._preparation.prepare(call)
+        return call, await self._cache.begin(self._plan(call))
 
     async def _open(self, call: Call) -> EngineCall:
         # vLLM uses x-request-id as its internal request id, which must be unique;

@@ -20,7 +20,12 @@ from pydantic import BaseModel
 
 from gateway.admin import KeyUpdate
 from gateway.keys import KeySpec
-from gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from gateway.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ResponsesRequest,
+)
 
 _ERROR: dict[str, Any] = {
     "type": "object",
@@ -48,6 +53,7 @@ _GENERATION: tuple[tuple[str, type[BaseModel], str], ...] = (
     ("/v1/completions", CompletionRequest, "Create a completion (OpenAI API)"),
     ("/v1/chat/completions", ChatCompletionRequest, "Create a chat completion (OpenAI API)"),
     ("/v1/embeddings", EmbeddingRequest, "Create embeddings (OpenAI API)"),
+    ("/v1/responses", ResponsesRequest, "Create a response (OpenAI Responses API)"),
 )
 
 # Statuses a generation request can end with besides 200, each an OpenAI error body.
@@ -108,6 +114,14 @@ _GUARDED: dict[str, tuple[list[dict[str, list[str]]], dict[str, str]]] = {
         [{"bearer": []}, {"apiKey": []}],
         {"401": "No valid API key or JWT", "429": _AUTH_LOCKOUT, "503": "No engine available"},
     ),
+    "/v1/responses/": (
+        [{"bearer": []}, {"apiKey": []}],
+        {
+            "401": "No valid API key or JWT",
+            "429": _AUTH_LOCKOUT,
+            "503": "Response store unavailable (Retry-After)",
+        },
+    ),
     "/admin/": (
         [{"bearer": []}],
         {
@@ -146,11 +160,45 @@ _EMBEDDINGS: dict[str, Any] = {
 }
 
 
+# A Responses API answer, and one of its typed stream events (`event:` names its type).
+_RESPONSE: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "object", "output"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "response"},
+        "status": {"type": "string"},
+        "output": {"type": "array"},
+        "usage": {"type": "object"},
+    },
+}
+_RESPONSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {
+            "type": "string",
+            "description": "response.created, ...output_text.delta, ..., response.completed",
+        },
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
+
+
 def _operation(model: type[BaseModel], summary: str) -> dict[str, Any]:
     if model is EmbeddingRequest:
         answer = {
             "description": "The engine's answer: one vector per input, in input order.",
             "content": {"application/json": {"schema": _EMBEDDINGS}},
+        }
+    elif model is ResponsesRequest:
+        answer = {
+            "description": "The response (stored by the gateway unless `store: false`), or "
+            "with `stream: true` its typed server-sent events, ending with `response.completed`.",
+            "content": {
+                "application/json": {"schema": _RESPONSE},
+                "text/event-stream": {"schema": _RESPONSE_EVENT},
+            },
         }
     else:
         answer = {
@@ -198,6 +246,9 @@ def _document_fastapi_errors(paths: dict[str, Any]) -> None:
                 responses[status] = {"description": text, "content": _ERROR_CONTENT}
             if "{key_id}" in path:
                 responses["404"] = {"description": "No key with this id", "content": _ERROR_CONTENT}
+            if "{response_id}" in path:
+                responses["404"] = {"description": "No stored response of this caller's with "
+                                    "this id", "content": _ERROR_CONTENT}  # fmt: skip
             if path == "/v1/models/{model_id}":
                 responses["404"] = {"description": "No such model, or not one this caller may use",
                                     "content": _ERROR_CONTENT}  # fmt: skip

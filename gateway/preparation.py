@@ -25,6 +25,7 @@ from gateway.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
+    ResponsesRequest,
     batch_size,
     output_limit,
     parse,
@@ -38,6 +39,7 @@ ROUTES: dict[str, type[APIRequest]] = {
     "/v1/completions": CompletionRequest,
     "/v1/chat/completions": ChatCompletionRequest,
     "/v1/embeddings": EmbeddingRequest,
+    "/v1/responses": ResponsesRequest,
 }
 
 
@@ -88,7 +90,11 @@ class Preparation:
         ends. With prefix-cache isolation: vLLM's ``cache_salt``, derived from the
         principal (and the client's own salt, which then only subdivides its own cache)."""
         fields: dict[str, Any] = {}
-        if call.request.stream:
+        if isinstance(call.request, ResponsesRequest):
+            # The gateway keeps responses and names them (gateway.responses).
+            fields["store"] = False
+            fields["request_id"] = call.response_id
+        elif call.request.stream:
             fields["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
         if self._isolate:
             own = (call.request.model_extra or {}).get("cache_salt")
@@ -97,7 +103,8 @@ class Preparation:
         return with_fields(call.body, fields)
 
     def _bounded(self, call: Call) -> Call:
-        """The call with ``max_tokens`` set when the client left it out (or null): the
+        """The call with ``max_tokens`` (the Responses API's ``max_output_tokens``) set
+        when the client left it out (or null): the
         engine would otherwise generate up to the model's context, past what was
         reserved and past the key's cap. Appended to the client's bytes, which the
         engine (and the cache key) then read; the parsed request gets it too."""
@@ -106,13 +113,14 @@ class Preparation:
         cap = self._output_cap(call.principal)
         context = self._catalog.context_length(call.request.model)
         limit = min(cap, self._default_max_tokens or cap, context or cap)
-        request = call.request.model_copy(update={"max_tokens": limit})
-        return replace(call, body=with_fields(call.body, {"max_tokens": limit}), request=request)
+        name = "max_output_tokens" if isinstance(call.request, ResponsesRequest) else "max_tokens"
+        request = call.request.model_copy(update={name: limit})
+        return replace(call, body=with_fields(call.body, {name: limit}), request=request)
 
     def _redact(self, call: Call, redactor: Redactor) -> Call:
         """The call with PII in its prompt text replaced; the same call when nothing
         was found."""
-        body, counts = redactor.body(call.body, call.chat)
+        body, counts = redactor.body(call.body, call.route)
         if not counts:
             return call
         for kind, count in counts.items():
@@ -134,6 +142,10 @@ class Preparation:
         max_tokens = self._output_cap(principal)
         stop = [request.stop] if isinstance(request.stop, str) else request.stop or []
         # (param, value, cap, unit); a message states the cap, never the client's value.
+        if isinstance(request, ResponsesRequest):
+            _within("max_output_tokens", request.max_output_tokens, max_tokens, "")
+            self._check_stop(stop)
+            return
         caps = [("max_tokens", request.max_tokens, max_tokens, "")]
         if isinstance(request, ChatCompletionRequest):
             caps.append(("max_completion_tokens", request.max_completion_tokens, max_tokens, ""))
@@ -141,11 +153,14 @@ class Preparation:
         if isinstance(request, CompletionRequest):
             caps.append(("best_of", request.best_of, limits.max_n, ""))
             caps.append(("prompt", batch_size(request.prompt), limits.max_prompts, " prompts"))
-        caps.append(("stop", len(stop), limits.max_stop, " sequences"))
-        longest = max((len(s) for s in stop), default=0)
-        caps.append(("stop", longest, limits.max_stop_chars, " characters per sequence"))
         for param, value, cap, unit in caps:
             _within(param, value, cap, unit)
+        self._check_stop(stop)
+
+    def _check_stop(self, stop: list[str]) -> None:
+        _within("stop", len(stop), self._limits.max_stop, " sequences")
+        longest = max((len(s) for s in stop), default=0)
+        _within("stop", longest, self._limits.max_stop_chars, " characters per sequence")
 
 
 def _within(param: str, value: int | None, cap: int, unit: str) -> None:

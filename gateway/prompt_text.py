@@ -22,6 +22,11 @@ or a request field this module has not classified.
 - The chat fields templates receive: ``tools``, ``tool_choice``, ``documents``,
   ``chat_template``, ``chat_template_kwargs``, ``response_format`` (Kimi K3
   renders the last two's schema).
+- A Responses API request (vLLM turns it into chat messages): ``input`` as a
+  string, or every input item whole but for what labels it (``type``, ``role``,
+  ``id``, ``status``), content parts as above; and ``instructions``, ``tools``,
+  ``tool_choice``, ``text`` (its format's schema), ``prompt`` (a template's
+  variables), ``chat_template_kwargs``.
 
 Inside those, dict keys count as text too (a JSON-schema property name is
 rendered); a walk stops at nothing, so nested schemas and documents are covered.
@@ -68,18 +73,30 @@ COMPLETION_FIELDS: tuple[str, ...] = ("prompt", "suffix")
 # An embeddings request's text is its "input" (token ids, again, are not text); the
 # gateway refuses vLLM's chat-style embeddings ("messages"), so that is all of it.
 EMBEDDING_FIELDS: tuple[str, ...] = ("input",)
+RESPONSES_FIELDS: tuple[str, ...] = (
+    "instructions",
+    "tools",
+    "tool_choice",
+    "text",
+    "prompt",
+    "chat_template_kwargs",
+)
+# What labels a Responses API input item; never rendered as text.
+_ITEM_LABELS = frozenset({"role", "type", "id", "status"})
 
 
-def rewrite(payload: dict[str, Any], chat: bool, edit: Edit) -> None:
-    """Apply ``edit`` to every string of ``payload`` (a parsed request body) that the
-    model reads, in place. InvalidRequest (400) names a content part of unknown type."""
-    if chat:
-        messages = payload.get("messages")
-        if isinstance(messages, list):
-            for index, message in enumerate(messages):
-                if isinstance(message, dict):
-                    _message(message, index, edit)
+def rewrite(payload: dict[str, Any], route: str, edit: Edit) -> None:
+    """Apply ``edit`` to every string of ``payload`` (a parsed request body of
+    ``route``) that the model reads, in place. InvalidRequest (400) names a content
+    part of unknown type."""
+    if route == "/v1/chat/completions":
+        _messages(payload, "messages", frozenset({"role"}), edit)
         fields = CHAT_FIELDS
+    elif route == "/v1/responses":
+        if isinstance(payload.get("input"), str):
+            payload["input"] = edit(payload["input"])
+        _messages(payload, "input", _ITEM_LABELS, edit)
+        fields = RESPONSES_FIELDS
     else:
         fields = COMPLETION_FIELDS + EMBEDDING_FIELDS  # a body has one route's fields
     for name in fields:
@@ -87,12 +104,21 @@ def rewrite(payload: dict[str, Any], chat: bool, edit: Edit) -> None:
             payload[name] = strings(payload[name], edit)
 
 
-def _message(message: dict[str, Any], index: int, edit: Edit) -> None:
+def _messages(payload: dict[str, Any], name: str, labels: frozenset[str], edit: Edit) -> None:
+    messages = payload.get(name)
+    if not isinstance(messages, list):
+        return
+    for index, message in enumerate(messages):
+        if isinstance(message, dict):
+            _message(message, f"{name}.{index}", labels, edit)
+
+
+def _message(message: dict[str, Any], where: str, labels: frozenset[str], edit: Edit) -> None:
     for name, value in message.items():
         if name == "content" and isinstance(value, list):
-            message[name] = [_part(part, f"messages.{index}.content.{j}", edit)
+            message[name] = [_part(part, f"{where}.content.{j}", edit)
                              for j, part in enumerate(value)]  # fmt: skip
-        elif name != "role":
+        elif name not in labels:
             message[name] = strings(value, edit)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -59,6 +59,9 @@ class StreamOptions(OpenAIModel):
 class EngineRequest(OpenAIModel):
     """Fields every relayed route has: the model that routes it, whether its answer
     streams, and the end user (OpenAI's abuse-tracking field, also an affinity key)."""
+
+    # vLLM fields of this route that only the gateway may set (beyond ENGINE_CONTROL_FIELDS).
+    REFUSED: ClassVar[tuple[str, ...]] = ()
 
     model: str = Field(min_length=1)
     stream: bool = False  # null (which the OpenAI spec allows) is read as false
@@ -139,8 +142,49 @@ class EmbeddingRequest(EngineRequest):
         return value
 
 
+class ResponsesRequest(EngineRequest):
+    """``/v1/responses``: OpenAI's Responses API. Portico keeps the responses itself
+    (``gateway.responses``), so the engine is stateless: a follow-up's
+    ``previous_response_id`` is resolved by the gateway into the conversation it names.
+    Not supported: ``background`` (a response is always answered on its own request)."""
+
+    # request_id becomes the engine's request id and the response's id: the gateway
+    # names responses. previous_input_messages is history the gateway neither sees as
+    # a conversation nor redacts.
+    REFUSED: ClassVar[tuple[str, ...]] = ("request_id", "previous_input_messages")
+
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    max_output_tokens: PositiveInt | None = None
+    previous_response_id: str | None = Field(None, min_length=1, max_length=256)
+    store: bool | None = None  # null or absent: stored, as OpenAI's default
+    background: bool | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
+    stop: str | list[str] | None = None  # vLLM's extension, capped as on the other routes
+
+    @field_validator("input")
+    @classmethod
+    def _not_empty(cls, value: object) -> object:
+        if value == "" or value == []:
+            raise ValueError("the input may not be empty")
+        return value
+
+    @field_validator("background")
+    @classmethod
+    def _not_background(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError("background responses are not supported by this gateway")
+        return value
+
+    @property
+    def stored(self) -> bool:
+        return self.store is not False
+
+
 # The request of every route the gateway relays to an engine.
-APIRequest = CompletionRequest | ChatCompletionRequest | EmbeddingRequest
+APIRequest = CompletionRequest | ChatCompletionRequest | EmbeddingRequest | ResponsesRequest
 
 # A streamed event's usage member, with its comma, as vLLM writes it (compact JSON,
 # one nesting level: *_tokens_details). The relay and the cache's recorder both cut
@@ -171,7 +215,7 @@ def parse(model: type[APIRequest], body: bytes) -> APIRequest:
         # The message names the field and the rule, never echoes the input.
         raise InvalidRequest(f"Invalid value for '{param}': {first['msg']}.", param=param) from exc
     extra = request.model_extra or {}
-    for name in ENGINE_CONTROL_FIELDS:
+    for name in ENGINE_CONTROL_FIELDS + request.REFUSED:
         if extra.get(name) is not None:
             raise InvalidRequest(
                 f"'{name}' may not be set by clients of this gateway.",
@@ -204,6 +248,8 @@ def output_limit(request: APIRequest) -> int | None:
     for embeddings, which generate nothing."""
     if isinstance(request, EmbeddingRequest):
         return None
+    if isinstance(request, ResponsesRequest):
+        return request.max_output_tokens
     if isinstance(request, ChatCompletionRequest) and request.max_completion_tokens:
         return request.max_completion_tokens
     return request.max_tokens
@@ -214,6 +260,8 @@ def completion_allowance(request: APIRequest, default: int) -> int:
     if isinstance(request, EmbeddingRequest):
         return 0
     limit = output_limit(request)
+    if isinstance(request, ResponsesRequest):
+        return limit or default  # one answer, no n
     choices = request.n or 1
     if isinstance(request, CompletionRequest):
         if request.best_of:

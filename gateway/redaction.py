@@ -135,14 +135,14 @@ class Redactor:
                 text = pattern.sub(_replacer(kind, valid, counts), text)
         return text
 
-    def body(self, body: bytes, chat: bool) -> tuple[bytes, Counter[str]]:
+    def body(self, body: bytes, route: str) -> tuple[bytes, Counter[str]]:
         """A request body with its prompt text redacted, and the count per kind. The
         same bytes come back, not re-serialised, when nothing was found.
         InvalidRequest (400) when a chat content part is of a type not known to be
         text or media: text the gateway cannot find is text it cannot redact."""
         payload = json.loads(body)
         counts: Counter[str] = Counter()
-        prompt_text.rewrite(payload, chat, lambda text: self.text(text, counts))
+        prompt_text.rewrite(payload, route, lambda text: self.text(text, counts))
         if not counts:
             return body, counts
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode(), counts

@@ -28,6 +28,7 @@ from gateway.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from gateway.redaction import Redactor
 from gateway.redis_guard import LoopLag, RedisGuard
 from gateway.redis_policy import RedisPolicy
+from gateway.responses import ResponseStore
 from gateway.routing import Router
 from gateway.sealing import Sealer
 from gateway.settings import GatewaySettings
@@ -47,17 +48,20 @@ class Resources:
     drain: Drain
     catalog: ModelCatalog
     generation: GenerationService
+    responses: ResponseStore
 
 
 async def _stores(
     settings: GatewaySettings, metrics: Metrics, stack: AsyncExitStack
-) -> tuple[KeyStore, Limiter, CacheStore]:
-    """Redis-backed stores when REDIS_URL is set, else in-memory ones (one process only)."""
+) -> tuple[KeyStore, Limiter, CacheStore, CacheStore]:
+    """Redis-backed stores when REDIS_URL is set, else in-memory ones (one process
+    only): keys, limits, cached answers, stored responses."""
     if settings.redis_url is None:
         return (
             MemoryKeyStore(),
             MemoryLimiter(settings.rate_limits.window_s),
             MemoryCacheStore(settings.cache.memory_max_bytes),
+            MemoryCacheStore(settings.responses.memory_max_bytes),
         )
     # Blocking: past 200 busy connections a call waits (within the guard's timeout)
     # instead of failing at once with MaxConnectionsError and tripping the breaker.
@@ -80,6 +84,7 @@ async def _stores(
         RedisKeyStore(guard, prefix, _sealer(settings)),
         RedisLimiter(guard, prefix, settings.rate_limits.window_s),
         RedisCacheStore(guard, prefix),
+        RedisCacheStore(guard, prefix, "responses"),
     )
 
 
@@ -127,13 +132,20 @@ def lifespan_for(
             # JWKS fetches (rare) use httpx; engines get the transport above.
             client = httpx.AsyncClient(timeout=settings.upstream.probe_s)
             stack.push_async_callback(client.aclose)
-            keys, limiter, cache_store = await _stores(settings, metrics, stack)
+            keys, limiter, cache_store, response_store = await _stores(settings, metrics, stack)
             pepper = settings.key_pepper.get_secret_value() if settings.key_pepper else None
             hasher = KeyHasher(pepper)
             jwt = JWTVerifier(settings.jwt, client)
             pool, router, drain = _routing(settings, metrics, transport, stack)
             catalog = ModelCatalog(pool, settings.models_refresh_s)
             policy = RedisPolicy(settings.redis.failure_policy, metrics)
+            responses = ResponseStore(
+                response_store,
+                settings.responses,
+                settings.limits.max_body_bytes,
+                policy,
+                _sealer(settings),
+            )
             quota = QuotaService(
                 limiter, settings.rate_limits, settings.limits.max_tokens, policy, metrics
             )
@@ -155,7 +167,9 @@ def lifespan_for(
                     router,
                     settings.routing,
                     metrics,
+                    responses,
                 ),
+                responses=responses,
             )
             yield
 

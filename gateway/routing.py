@@ -40,7 +40,12 @@ from gateway.errors import (
     UpstreamError,
 )
 from gateway.metrics import Metrics
-from gateway.protocol import APIRequest, ChatCompletionRequest, EmbeddingRequest
+from gateway.protocol import (
+    APIRequest,
+    ChatCompletionRequest,
+    EmbeddingRequest,
+    ResponsesRequest,
+)
 from gateway.settings import RoutingSettings
 from gateway.slots import Lease, Slots, refusal
 from gateway.upstream import Answer
@@ -84,6 +89,10 @@ def affinity_key(request: APIRequest, session: str | None, prefix_chars: int) ->
     if isinstance(request, ChatCompletionRequest):
         parts = [f"{m.role}:{m.content}" for m in request.messages]
         text = "\n".join(parts)
+    elif isinstance(request, ResponsesRequest):
+        # A follow-up's input starts with the conversation it continues: its turns
+        # return to the engine that holds that prefix.
+        text = f"{request.instructions}\n{request.input}"
     else:
         text = str(request.prompt)
     return "prefix:" + text[:prefix_chars]

@@ -149,6 +149,21 @@ class CacheSettings(BaseModel):
     )
 
 
+class ResponsesSettings(BaseModel):
+    """Stored responses of the Responses API (Redis when configured, else in-process)."""
+
+    ttl_s: int = Field(
+        30 * 86400, gt=0,
+        description="How long a stored response (and the conversation it answered) can be "
+        "retrieved and continued with previous_response_id: 30 days, as OpenAI keeps them.",
+    )  # fmt: skip
+    memory_max_bytes: int = Field(
+        64 * 1_048_576, gt=0,
+        description="Size of the in-process response store (no Redis); the least recently "
+        "used responses are dropped beyond it.",
+    )  # fmt: skip
+
+
 class RedactionSettings(BaseModel):
     """Optional PII redaction of prompt text before it reaches an engine (docs/pii.md)."""
 
@@ -352,10 +367,10 @@ class GatewaySettings(BaseSettings):
     encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated encryption keys (32 random bytes, URL-safe base64, "
-        "newest first): every cached answer and key records' names and metadata are "
-        "encrypted at rest (AES-256-GCM) under the first; any of them decrypts, so rotate by "
-        "putting a new key first and dropping the old once its entries expired. Unset: "
-        "stored in clear.",
+        "newest first): every cached answer, stored response, and key records' names and "
+        "metadata are encrypted at rest (AES-256-GCM) under the first; any of them "
+        "decrypts, so rotate by putting a new key first and dropping the old once its "
+        "entries expired. Unset: stored in clear.",
     )
 
     @field_validator("encryption_keys", mode="before")
@@ -385,6 +400,7 @@ class GatewaySettings(BaseSettings):
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     jwt: JWTSettings = Field(default_factory=JWTSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     redaction: RedactionSettings = Field(default_factory=RedactionSettings)
     drain_grace_s: float = Field(

@@ -14,13 +14,19 @@ charged what the engine had generated up to the last event relayed, however
 many tokens each event carried (vLLM's ``stream_interval`` batches many into
 one). It removes what the client did not ask for: the per-event usage, and the
 final usage chunk.
+
+``ResponsesTap`` does the same for the Responses API's typed events
+(``event: <type>``, ``data: {...}``): the response object they carry is
+restated as the client asked for it, and the final one (its usage, the record
+the gateway keeps) is held back until the relay has settled and stored.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from gateway.errors import UpstreamError
 from gateway.protocol import USAGE_MEMBER
@@ -42,6 +48,20 @@ class EventSink(Protocol):
     """Takes every event's data as it is relayed (the cache's stream recorder)."""
 
     def add(self, data: bytes) -> None: ...
+    def entry(self) -> dict[str, Any] | None: ...
+
+
+class Tap(Protocol):
+    """What the relay needs of a stream's events, whichever API's they are."""
+
+    usage: dict[str, object] | None
+    content_events: int
+    error: UpstreamError | None
+
+    def feed(self, chunk: bytes) -> bytes: ...
+    def flush(self) -> bytes: ...
+    def charge(self, prompt_estimate: int, reserved: int) -> int: ...
+    def entry(self) -> dict[str, Any] | None: ...
 
 
 class UsageTap:
@@ -84,7 +104,11 @@ class UsageTap:
             return ready  # an engine that sends no usage: no parsing on the hot path
         return b"".join(self._inspect(event) for event in ready.split(b"\n\n")[:-1])
 
-    def charge(self, prompt_estimate: int) -> int:
+    def entry(self) -> dict[str, Any] | None:
+        """The recorded answer, if it may be cached and is complete."""
+        return self.recorder.entry() if self.recorder is not None else None
+
+    def charge(self, prompt_estimate: int, reserved: int = 0) -> int:
         """Tokens to charge: the engine's final total; else (the stream ended early)
         the latest running totals, summed over choices; else, from an engine that
         sends no running usage, the prompt estimate plus one token per event."""
@@ -137,3 +161,68 @@ class UsageTap:
         if not self._strip_running:
             return event + b"\n\n"
         return event[: field.start()] + event[field.end() :] + b"\n\n"
+
+
+# The events whose data is the whole response object (``{"response": {...}, ...}``),
+# and those that end a response.
+_RESPONSE_EVENT = b'data: {"response":'
+_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+class ResponsesTap:
+    """The Responses API's events. Charged the final usage's total; a stream that ends
+    before it (the client left, the engine broke) is charged the whole reservation:
+    vLLM sends no running usage here, and counting delta events under-counts (one
+    event may carry many tokens)."""
+
+    def __init__(self, restate: Callable[[dict[str, Any]], None]) -> None:
+        self._restate = restate
+        self._buffer = b""
+        self._held = b""
+        self.usage: dict[str, object] | None = None
+        self.response: dict[str, Any] | None = None
+        self.content_events = 0
+        self.error: UpstreamError | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        self._buffer += chunk
+        end = self._buffer.rfind(b"\n\n")
+        if end < 0:
+            return b""
+        ready, self._buffer = self._buffer[: end + 2], self._buffer[end + 2 :]
+        self.content_events += ready.count(b'.delta","')  # "type":"response.*.delta"
+        if _RESPONSE_EVENT not in ready:
+            return ready  # deltas and item events pass as they came
+        return b"".join(self._inspect(event) for event in ready.split(b"\n\n")[:-1])
+
+    def _inspect(self, event: bytes) -> bytes:
+        head, _, data = event.rpartition(b"\n")
+        if not data.startswith(_RESPONSE_EVENT):
+            return event + b"\n\n"
+        try:
+            payload = json.loads(data[len(b"data: ") :])
+        except ValueError:
+            return event + b"\n\n"
+        response = payload.get("response")
+        if isinstance(response, dict):
+            self._restate(response)
+        data = b"data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        out = (head + b"\n" if head else b"") + data + b"\n\n"
+        if payload.get("type") in _FINAL_EVENTS and isinstance(response, dict):
+            usage = response.get("usage")
+            self.usage = usage if isinstance(usage, dict) else None
+            self.response = response
+            self._held += out  # relayed by flush, after the relay settled and stored
+            return b""
+        return out
+
+    def flush(self) -> bytes:
+        rest, self._held, self._buffer = self._held + self._buffer, b"", b""
+        return rest
+
+    def charge(self, prompt_estimate: int, reserved: int) -> int:
+        total = None if self.usage is None else self.usage.get("total_tokens")
+        return total if isinstance(total, int) else max(reserved, prompt_estimate)
+
+    def entry(self) -> dict[str, Any] | None:
+        return None if self.response is None else {"response": self.response}

@@ -42,7 +42,9 @@ class RequestRecord:
 
     def add_usage(self, usage: Any) -> None:
         if isinstance(usage, dict):
-            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            # The Responses API names them input_tokens and output_tokens.
+            prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+            completion = usage.get("completion_tokens", usage.get("output_tokens"))
             self.prompt_tokens = prompt if isinstance(prompt, int) else None
             self.completion_tokens = completion if isinstance(completion, int) else None
 

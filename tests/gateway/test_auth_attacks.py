@@ -38,7 +38,7 @@ SECRET = "portico-attack-tests-hs256-secret-5e1d0c"
 AUDIENCE, ISSUER = "portico", "https://idp.test"
 COMPLETIONS = "/v1/completions"
 # Requests the gateway itself sends an engine: health and model probes (not recorded).
-ENGINE_BOUND = {"/v1/completions", "/v1/chat/completions", "/v1/embeddings"}
+ENGINE_BOUND = {"/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/responses"}
 DROP = object()  # a claim value meaning "leave this claim out"
 
 
@@ -288,6 +288,10 @@ ALLOWED_ROUTES = {
     ("POST", "/v1/completions"),
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/embeddings"),
+    ("POST", "/v1/responses"),
+    ("GET", "/v1/responses/{response_id}"),
+    ("DELETE", "/v1/responses/{response_id}"),
+    ("POST", "/v1/responses/{response_id}/cancel"),
     ("GET", "/v1/models"),
     ("GET", "/v1/models/{model_id:path}"),
     ("GET", "/healthz"),
@@ -336,7 +340,7 @@ VLLM_ONLY = [
     "/v1/audio/translations", "/v1/chat/completions/batch", "/v1/chat/completions/derender",
     "/v1/chat/completions/render", "/v1/completions/derender", "/v1/completions/render",
     "/v1/load_lora_adapter", "/v1/messages", "/v1/messages/count_tokens",
-    "/v1/messages/render", "/v1/rerank", "/v1/responses", "/v1/responses/render",
+    "/v1/messages/render", "/v1/rerank", "/v1/responses/render",
     "/v1/responses/resp_1", "/v1/responses/resp_1/cancel", "/v1/score", "/v1/systemone",
     "/v1/unload_lora_adapter", "/v2/embed", "/v2/rerank", "/wake_up", "/weight_checker",
     "/weight_info",
@@ -400,7 +404,9 @@ def test_only_generation_paths_reach_the_engine(gateway: httpx.Client, stack: St
         headers = auth if path.startswith("/admin") else key
         gateway.request(
             method,
-            path.replace("{model_id:path}", MODEL).format(key_id="key_0", name="engine-0"),
+            path.replace("{model_id:path}", MODEL).format(
+                key_id="key_0", name="engine-0", response_id="resp_0"
+            ),
             json=body,
             headers=headers,
         )

@@ -102,7 +102,8 @@ def _head(method: str, path: str, length: int | None, auth: bool = True, key_id:
         framing = ("content-length", str(length))
     headers = [("content-type", "application/json"), framing]
     headers += _credential(path) if auth else []
-    return rawhttp.head(method, path.format(key_id=key_id, name="engine-0"), headers)
+    target = path.format(key_id=key_id, name="engine-0", response_id="resp_0")
+    return rawhttp.head(method, target, headers)
 
 
 def _padded(size: int, document: bytes = b'{"name": "padded"}') -> bytes:

@@ -46,6 +46,10 @@ OPERATIONS = [
     ("POST", "/v1/completions", KEY, True),
     ("POST", "/v1/chat/completions", KEY, True),
     ("POST", "/v1/embeddings", KEY, True),
+    ("POST", "/v1/responses", KEY, True),
+    ("GET", "/v1/responses/{response_id}", KEY, False),
+    ("DELETE", "/v1/responses/{response_id}", KEY, False),
+    ("POST", "/v1/responses/{response_id}/cancel", KEY, False),
     ("GET", "/v1/models", KEY, False),
     ("GET", "/v1/models/{model_id}", KEY, False),
     ("GET", "/healthz", None, False),
@@ -77,10 +81,19 @@ async def _chat(_: Request) -> Response:
     return JSONResponse({**answer, "choices": [{**choice, "finish_reason": "stop"}]})
 
 
+async def _response(_: Request) -> Response:
+    output = [{"type": "message", "role": "assistant", "content": [{"type": "output_text",
+              "text": "ok"}]}]  # fmt: skip
+    usage = {"input_tokens": 3, "output_tokens": 1, "total_tokens": 4}
+    answer = {"id": "resp_fake", "object": "response", "model": MODEL, "status": "completed"}
+    return JSONResponse({**answer, "output": output, "usage": usage})
+
+
 @pytest.fixture(scope="module")
 def api_schema() -> Iterator[BaseSchema]:
     engine = FakeEngine().app
     engine.router.routes.append(Route("/v1/chat/completions", _chat, methods=["POST"]))
+    engine.router.routes.append(Route("/v1/responses", _response, methods=["POST"]))
     with serving(engine) as engine_url:
         gateway = GatewaySettings(
             engine_url=engine_url,

@@ -118,7 +118,7 @@ def test_the_walk_reaches_keys_nested_values_and_leaves_numbers() -> None:
         "suffix": "s",
         "user": "u",
     }
-    rewrite(payload, chat=False, edit=str.upper)
+    rewrite(payload, route="/v1/completions", edit=str.upper)
     assert payload == {"prompt": [[1, 2, 3]], "suffix": "S", "user": "u"}
     chat = {
         "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "u",
@@ -126,7 +126,7 @@ def test_the_walk_reaches_keys_nested_values_and_leaves_numbers() -> None:
         "tools": [{"function": {"parameters": {"properties": {"p": {"enum": ["x", 1]}}}}}],
         "stop": ["s"],
     }  # fmt: skip
-    rewrite(chat, chat=True, edit=str.upper)
+    rewrite(chat, route="/v1/chat/completions", edit=str.upper)
     assert json.dumps(chat) == json.dumps({
         "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "u",
                                                    "uuid": "i", "alt": "A"}], "name": "N"}],

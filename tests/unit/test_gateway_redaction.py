@@ -13,7 +13,7 @@ import pytest
 
 from gateway.errors import InvalidRequest
 from gateway.redaction import KINDS, Kind, Redactor, iban_valid, luhn_valid
-from tests.redaction_cases import CHAT, LEAKS, MEDIA_PARTS, PII, UNKNOWN_PARTS
+from tests.redaction_cases import LEAKS, MEDIA_PARTS, PII, UNKNOWN_PARTS
 
 # Each text holds exactly one value of its kind, in a format the docs list.
 POSITIVES: dict[Kind, list[str]] = {
@@ -341,7 +341,7 @@ def test_the_checksums() -> None:
 
 def test_a_body_without_matches_comes_back_as_the_same_bytes() -> None:
     body = b'{"model": "m",  "prompt": "hello 2024-01-15", "temperature": 0}'
-    out, counts = Redactor().body(body, chat=False)
+    out, counts = Redactor().body(body, route="/v1/completions")
     assert out is body
     assert not counts
 
@@ -353,7 +353,7 @@ def test_completion_prompts_string_and_list_are_redacted_other_fields_kept() -> 
         "user": "c@example.com",  # not read by the model: never turned into prompt text
         "stop": ["d@example.com"],
     }
-    out, counts = Redactor().body(json.dumps(payload).encode(), chat=False)
+    out, counts = Redactor().body(json.dumps(payload).encode(), route="/v1/completions")
     redacted = json.loads(out)
     assert redacted["prompt"] == ["mail [EMAIL]", "no pii", "call [PHONE]"]
     assert {k: v for k, v in redacted.items() if k != "prompt"} == {
@@ -361,10 +361,10 @@ def test_completion_prompts_string_and_list_are_redacted_other_fields_kept() -> 
     }
     assert counts == {"email": 1, "phone": 1}
     assert b": " not in out  # re-serialised compactly
-    single = Redactor().body(b'{"prompt": "x a@example.com"}', chat=False)[0]
+    single = Redactor().body(b'{"prompt": "x a@example.com"}', route="/v1/completions")[0]
     assert json.loads(single) == {"prompt": "x [EMAIL]"}
     tokens = b'{"prompt": [[1, 2, 3]]}'  # token ids: nothing to read
-    assert Redactor().body(tokens, chat=False) == (tokens, Counter())
+    assert Redactor().body(tokens, route="/v1/completions") == (tokens, Counter())
 
 
 def test_chat_text_content_and_text_parts_are_redacted_images_and_other_fields_kept() -> None:
@@ -378,7 +378,7 @@ def test_chat_text_content_and_text_parts_are_redacted_images_and_other_fields_k
             {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]},
         ],
     }
-    out, counts = Redactor().body(json.dumps(payload).encode(), chat=True)
+    out, counts = Redactor().body(json.dumps(payload).encode(), route="/v1/chat/completions")
     redacted = json.loads(out)
     messages = redacted["messages"]
     assert messages[0]["content"] == "Card [CARD]."
@@ -393,7 +393,7 @@ def test_every_field_and_part_vllm_renders_as_prompt_text_is_redacted(
     route: str, body: dict[str, Any]
 ) -> None:
     raw = json.dumps(body).encode()
-    out, counts = Redactor().body(raw, chat=route == CHAT)
+    out, counts = Redactor().body(raw, route=route)
     assert PII not in out.decode()
     assert counts == {"email": 1}
     # The address became the token and nothing else in the body changed.
@@ -406,7 +406,7 @@ def test_a_request_chat_template_is_redacted_too() -> None:
     template = "{{ 'Support: jane@example.com' }}{% for m in messages %}{{ m.content }}{% endfor %}"
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}],
             "chat_template": template}  # fmt: skip
-    out, counts = Redactor().body(json.dumps(body).encode(), chat=True)
+    out, counts = Redactor().body(json.dumps(body).encode(), route="/v1/chat/completions")
     assert json.loads(out)["chat_template"] == template.replace("jane@example.com", "[EMAIL]")
     assert counts == {"email": 1}
 
@@ -424,7 +424,7 @@ def test_a_part_type_the_gateway_does_not_know_is_refused_naming_its_field(
     part: dict[str, Any],
 ) -> None:
     with pytest.raises(InvalidRequest) as refused:
-        Redactor().body(_with_part(part), chat=True)
+        Redactor().body(_with_part(part), route="/v1/chat/completions")
     assert refused.value.status_code == 400
     assert refused.value.param == "messages.1.content.1.type"
     assert PII not in refused.value.message  # names the field, never echoes the input
@@ -432,7 +432,7 @@ def test_a_part_type_the_gateway_does_not_know_is_refused_naming_its_field(
 
 @pytest.mark.parametrize("part", MEDIA_PARTS.values(), ids=MEDIA_PARTS.keys())
 def test_media_parts_pass_untouched_beside_redacted_text(part: dict[str, Any]) -> None:
-    out, counts = Redactor().body(_with_part(part), chat=True)
+    out, counts = Redactor().body(_with_part(part), route="/v1/chat/completions")
     content = json.loads(out)["messages"][1]["content"]
     assert content == [{"type": "text", "text": "Mail [EMAIL]"}, part]
     assert counts == {"email": 1}
