@@ -35,7 +35,7 @@ def main() -> None:
             times, matches = [], 0
             for _ in range(repeats):
                 started = time.perf_counter()
-                _, counts = redactor.body(body, chat=True)
+                _, counts = redactor.body(body, "/v1/chat/completions")
                 times.append(time.perf_counter() - started)
                 matches = sum(counts.values())
             median, low = statistics.median(times) * 1000, min(times) * 1000

@@ -69,14 +69,16 @@ class ResponseStore:
         self,
         backend: CacheStore,
         settings: ResponsesSettings,
-        max_record_bytes: int,
+        max_body_bytes: int,
         policy: RedisPolicy,
         sealer: Sealer | None = None,
     ) -> None:
         self._backend = backend
         self._ttl_s = settings.ttl_s
-        # A record is what the next turn sends: no larger than a request body may be.
-        self._max_bytes = max_record_bytes
+        # A follow-up's body (the conversation inlined) may be as large as any request
+        # body; a record holds that conversation plus the response's own output.
+        self._max_body = max_body_bytes
+        self._max_bytes = 2 * max_body_bytes
         self._policy = policy
         self._sealer = sealer
 
@@ -110,8 +112,9 @@ class ResponseStore:
         return record if valid else None
 
     async def save(self, tenant: str, response_id: str, record: dict[str, Any]) -> None:
-        """Keep ``record``; one too large to be sent again, or a Redis failure, keeps
-        nothing (the answer itself was delivered; a follow-up then gets 400)."""
+        """Keep ``record``; one over twice the body limit (it could never be continued),
+        or a Redis failure, keeps nothing: the answer itself was delivered, and a
+        follow-up then gets 400."""
         raw = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
         if len(raw) > self._max_bytes:
             _log.warning("response %s not stored: %d bytes over the limit", response_id, len(raw))
@@ -151,7 +154,7 @@ class ResponseStore:
         payload["input"] = conversation + as_items(request.input)
         del payload["previous_response_id"]
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        if len(body) > self._max_bytes:
+        if len(body) > self._max_body:
             raise InvalidRequest(
                 "This conversation has grown past the gateway's request size limit; "
                 "start a new one, or send a shorter history as 'input'.",

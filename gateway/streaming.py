@@ -163,9 +163,10 @@ class UsageTap:
         return event[: field.start()] + event[field.end() :] + b"\n\n"
 
 
-# The events whose data is the whole response object (``{"response": {...}, ...}``),
-# and those that end a response.
-_RESPONSE_EVENT = b'data: {"response":'
+# The events whose data holds the whole response object (response.created, ...,
+# response.completed): no other event has this member (in a delta's text its quotes
+# would be escaped). And the events that end a response.
+_RESPONSE_MEMBER = b'"response":{'
 _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
@@ -191,13 +192,13 @@ class ResponsesTap:
             return b""
         ready, self._buffer = self._buffer[: end + 2], self._buffer[end + 2 :]
         self.content_events += ready.count(b'.delta","')  # "type":"response.*.delta"
-        if _RESPONSE_EVENT not in ready:
+        if _RESPONSE_MEMBER not in ready:
             return ready  # deltas and item events pass as they came
         return b"".join(self._inspect(event) for event in ready.split(b"\n\n")[:-1])
 
     def _inspect(self, event: bytes) -> bytes:
         head, _, data = event.rpartition(b"\n")
-        if not data.startswith(_RESPONSE_EVENT):
+        if not data.startswith(b"data: {") or _RESPONSE_MEMBER not in data:
             return event + b"\n\n"
         try:
             payload = json.loads(data[len(b"data: ") :])

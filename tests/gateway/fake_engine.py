@@ -26,6 +26,7 @@ MODEL = "fake-model"
 OTHER_MODEL = "fake-model-2"
 # What the fake reports as usage for every answer: settlement tests compare to it.
 USAGE = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+RESPONSE_USAGE = {"input_tokens": 12, "output_tokens": 4, "total_tokens": 16}
 
 
 def _chunk(text: str, finish: bool = False, generated: int | None = None) -> bytes:
@@ -64,6 +65,7 @@ class FakeEngine:
                 Route("/version", self._version),
                 Route("/v1/completions", self._completions, methods=["POST"]),
                 Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+                Route("/v1/responses", self._responses, methods=["POST"]),
             ]
         )
 
@@ -99,6 +101,63 @@ class FakeEngine:
         answer = {"id": f"embd-{self.name}", "object": "list", "created": 1, "model": MODEL}
         text = json.dumps({**answer, "data": data, "usage": usage}, separators=(",", ":"))
         return Response(text, media_type="application/json")
+
+    async def _responses(self, request: Request) -> Response:
+        """A Responses API answer under the request's ``request_id`` (as vLLM names it):
+        text ``<engine name>: <items> items``, usage RESPONSE_USAGE; streamed as vLLM's
+        typed events, an input of "stall-mid-stream" stalling after the first delta."""
+        raw = await request.body()
+        self.received.append(raw)
+        body = json.loads(raw)
+        items = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        text = f"{self.name}: {len(items)} items"
+        part = {"type": "output_text", "text": text, "annotations": []}
+        message = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
+                   "content": [part]}  # fmt: skip
+        response = {
+            "id": body.get("request_id", "resp_engine"),
+            "object": "response",
+            "model": body["model"],
+            "status": "completed",
+            "store": body.get("store", True),
+            "previous_response_id": body.get("previous_response_id"),
+            "output": [message],
+            "usage": RESPONSE_USAGE,
+        }
+        if not body.get("stream"):
+            return JSONResponse(response)
+        stall = body["input"] == "stall-mid-stream"
+        events = self._response_events(response, stall)
+        return StreamingResponse(events, media_type="text/event-stream")
+
+    async def _response_events(self, response: dict[str, Any], stall: bool) -> Any:
+        """vLLM's sequence of events for one message (its member order, too)."""
+        started = {**response, "status": "in_progress", "output": [], "usage": None}
+        message = response["output"][0]
+        text = message["content"][0]["text"]
+        at: dict[str, Any] = {"item_id": message["id"], "output_index": 0, "content_index": 0}
+        events: list[dict[str, Any]] = [
+            {"response": started, "type": "response.created"},
+            {"response": started, "type": "response.in_progress"},
+            {"item": {**message, "content": [], "status": "in_progress"}, "output_index": 0,
+             "type": "response.output_item.added"},
+            {**at, "part": {**message["content"][0], "text": ""},
+             "type": "response.content_part.added"},
+            *({**at, "delta": word, "logprobs": [], "type": "response.output_text.delta"}
+              for word in text.split(" ")),
+            {**at, "text": text, "logprobs": [], "type": "response.output_text.done"},
+            {**at, "part": message["content"][0], "type": "response.content_part.done"},
+            {"item": message, "output_index": 0, "type": "response.output_item.done"},
+            {"response": response, "type": "response.completed"},
+        ]  # fmt: skip
+        try:
+            for n, event in enumerate(events):
+                data = json.dumps({**event, "sequence_number": n}, separators=(",", ":"))
+                yield f"event: {event['type']}\ndata: {data}\n\n".encode()
+                if stall and event["type"] == "response.output_text.delta":
+                    await asyncio.sleep(3600)
+        finally:
+            self.stream_closed.set()
 
     async def _completions(self, request: Request) -> Response:
         raw = await request.body()
