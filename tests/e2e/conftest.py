@@ -68,10 +68,14 @@ def _read_lines(stream: object, lines: queue.Queue[str]) -> None:
 
 @contextmanager
 def running_stack(
-    *engine_args: str, log_name: str = "stack", embeddings: bool = False
+    *engine_args: str,
+    log_name: str = "stack",
+    embeddings: bool = False,
+    engine_env: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
     """``portico up`` with ``engine_args`` added; yields once every process is ready.
     ``embeddings``: the bundled embedding engine too, as ``make run`` starts it.
+    ``engine_env``: added to the environment the engines inherit.
 
     Its stderr (the engine's and the gateway's output) goes to
     ``LOG_DIR/<log_name>.log``, where tests can look for what vLLM reported.
@@ -105,7 +109,10 @@ def running_stack(
         ],
         stdout=subprocess.PIPE,
         stderr=log,
-        env={k: v for k, v in os.environ.items() if k != "PORTICO_API_KEYS"},
+        env={
+            **{k: v for k, v in os.environ.items() if k != "PORTICO_API_KEYS"},
+            **(engine_env or {}),
+        },
     )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
@@ -157,7 +164,10 @@ def running_stack(
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    with running_stack(embeddings=True) as stack:
+    # vLLM's own response store, for direct calls only (tests/e2e/test_responses.py
+    # compares follow-ups with it); Portico sends store=false and keeps its own.
+    store = {"VLLM_ENABLE_RESPONSES_API_STORE": "1"}
+    with running_stack(embeddings=True, engine_env=store) as stack:
         (LOG_DIR / "startup_seconds.txt").write_text(f"{stack.startup_s:.1f}\n")
         yield stack
 
