@@ -173,6 +173,39 @@ def test_two_real_engines_a_shared_system_prompt_stays_on_one_engine_and_hits_it
         assert a.url != b.url
 
 
+def test_two_real_engines_a_conversation_continues_on_whichever_engine_answers(
+    engines: tuple[Engine, Engine],
+) -> None:
+    """Responses API follow-ups carry their conversation through the gateway, not an
+    engine's store: with round robin, each turn lands on the other engine, and the
+    answers are those of engine A's own store (on for direct calls in this session)."""
+    a, _ = engines
+    turns = ("What is the capital of France?", "And of Italy?", "And of Spain?")
+    settings: dict[str, Any] = {"model": MODEL, "temperature": 0, "max_output_tokens": 16}
+    own: list[str] = []
+    previous = None
+    with openai.OpenAI(base_url=a.url + "/v1", api_key="none", max_retries=0) as client:
+        for turn in turns:
+            answer = client.responses.create(input=turn, previous_response_id=previous, **settings)
+            own.append(answer.output_text)
+            previous = answer.id
+    with (
+        _gateway(engines, strategy="round_robin") as (url,),
+        openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0) as client,
+    ):
+        served, through, previous = [], [], None
+        for turn in turns:
+            before = [e.metric("http_requests_total", handler="/v1/responses") for e in engines]
+            answer = client.responses.create(input=turn, previous_response_id=previous, **settings)
+            after = [e.metric("http_requests_total", handler="/v1/responses") for e in engines]
+            served.append([n1 - n0 for n0, n1 in zip(before, after, strict=True)].index(1))
+            through.append(answer.output_text)
+            previous = answer.id
+    assert served[0] != served[1], served
+    assert served[1] != served[2], served
+    assert through == own
+
+
 async def _stream(client: openai.AsyncOpenAI, started: asyncio.Event, topic: str) -> str:
     """One long stream; 'done' if it ended normally, 'error' if the SDK raised mid-stream."""
     stream = await client.completions.create(
