@@ -24,9 +24,8 @@ from bench.core.report import (
     table,
 )
 from bench.core.stats import background_s, ok_replies, percentiles_ms
+from bench.core.versus import DIRECT, GATEWAY
 
-DIRECT = "direct"
-GATEWAY = "gateway"
 OURS = ("engine_cpu_s", "gateway_cpu_s", "loadgen_cpu_s")
 IGNORE_EOS_NOTE = (
     ", `ignore_eos: true` (every answer is exactly max_tokens long, as in vLLM's own benchmarks)"
@@ -165,7 +164,7 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str,
         ignore_eos=IGNORE_EOS_NOTE if config["engine_ignore_eos"] else "",
         key=table(KEY, summary["ratios"]),
         detail=table(DETAIL, summary["rows"]),
-        failures=failures(summary) + ("\n" if summary["error_samples"] else ""),
+        failures=failures(summary),
     )
 
 
@@ -209,6 +208,6 @@ def plot(summary: dict[str, Any], path: Path, sub: str) -> Path:
     ):
         concurrency_axis(ax, concurrencies, title)
         ax.legend(fontsize=8)
-    left.set_ylim(bottom=0)
-    middle.set_ylim(bottom=0)
+        if ax is not right:
+            ax.set_ylim(bottom=0)
     return save(fig, path, f"vLLM CPU engine, direct vs through Portico — {sub}")
