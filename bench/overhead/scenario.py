@@ -9,10 +9,10 @@ gateway_overhead.{md,json,png}. See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 import uuid
 from contextlib import ExitStack
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,9 @@ from bench.core import procs
 from bench.core.drive import drive
 from bench.core.machine import describe, stamp_end
 from bench.core.procs import REPO, Service
-from bench.core.report import config_of, finish, write
+from bench.core.report import config_of, publish
 from bench.core.stack import API_KEY, REDIS_URL, delete_namespace
-from bench.overhead import plot, report
+from bench.overhead import report
 from bench.overhead.fake_upstream import STREAM_CHUNKS
 from bench.overhead.report import DIRECT, GW_2W, GW_AIOHTTP, MINIMAL
 
@@ -143,14 +143,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
     config["background_mean"] = sum(map(report.background, points)) / sum(walls)
     config["background_max"] = max(report.background(p) / p["wall_s"] for p in points)
     rows = report.summarize(points, CLOSED_TARGETS)
-    payload = {
-        "machine": machine,
-        "config": config,
-        "rows": [asdict(r) for r in rows],
-        "points": points,
-    }
-    paths = write(args.out, "gateway_overhead", report.markdown(machine, config, rows), payload)
-    subtitle = f"nproc {machine['nproc']}, Python {machine['python']}, {machine['date_utc']}"
-    paths.append(plot.write(rows, args.out / "gateway_overhead.png", subtitle))
+    payload = {"machine": machine, "config": config, "rows": rows, "points": points}
     report.print_summary(console, rows)
-    return finish(console, paths, sum(r.errors for r in rows), "see the error samples in the JSON")
+    subtitle = f"nproc {machine['nproc']}, Python {machine['python']}, {machine['date_utc']}"
+    plot = functools.partial(report.plot, rows, subtitle=subtitle)
+    markdown = report.markdown(machine, config, rows)
+    errors = {
+        "errors": sum(r["errors"] for r in rows),
+        "error_samples": "see the error samples in the JSON",
+    }
+    return publish(console, args.out, "gateway_overhead", markdown, payload, plot, errors)
