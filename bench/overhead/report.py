@@ -1,5 +1,5 @@
-"""The ``overhead`` scenario's results: per-round points folded into one row per target x
-mode x load (a closed-loop concurrency, or an open-loop rate), its Markdown and console
+"""The ``overhead`` scenario's results: per-round points folded into one row per target md.x
+mode md.x load (a closed-loop concurrency, or an open-loop rate), its Markdown and console
 summary and plot."""
 
 from __future__ import annotations
@@ -12,18 +12,8 @@ from typing import Any
 from matplotlib.axes import Axes
 from rich.console import Console
 
+from bench.core import report as md
 from bench.core.plot import bars, concurrency_axis, figure, save
-from bench.core.report import (
-    Column,
-    f,
-    listed,
-    machine_lines,
-    number,
-    render,
-    show,
-    table,
-    x,
-)
 from bench.core.stats import background_s, percentiles_ms, ratio
 
 DIRECT = "direct"
@@ -40,7 +30,7 @@ DESCRIPTIONS = {
 }
 
 
-# One line of the results: a target x mode x load, every round pooled. CPU figures are ms
+# One line of the results: a target md.x mode md.x load, every round pooled. CPU figures are ms
 # per request (= s per 1000); ``rate`` is the open-loop requests/s, 0 for a closed loop.
 Row = dict[str, Any]
 
@@ -50,7 +40,9 @@ def cpu_range(row: Row) -> str:
 
 
 def added(row: Row, p99: bool = False) -> str:
-    return "—" if row["target"] == DIRECT else f(row[f"added_p{99 if p99 else 50}_ms"], signed=True)
+    return (
+        "—" if row["target"] == DIRECT else md.f(row[f"added_p{99 if p99 else 50}_ms"], signed=True)
+    )
 
 
 def background(point: dict[str, Any]) -> float:
@@ -125,7 +117,7 @@ def _cpu(group: dict[str, Row], target: str) -> float | None:
     return group[target]["target_cpu_ms"] if target in group else None
 
 
-def _cell(target: str) -> Column:
+def _cell(target: str) -> md.Column:
     def cell(g: dict[str, Row]) -> str:
         r = g.get(target)
         return "—" if r is None else f"**{r['target_cpu_ms']:.3f}** ({cpu_range(r)})"
@@ -135,44 +127,44 @@ def _cell(target: str) -> Column:
 
 def _gateway_minus_minimal(g: dict[str, Row]) -> str:
     one, two = _cpu(g, GW_AIOHTTP), _cpu(g, MINIMAL)
-    return f(None if one is None or two is None else one - two, 3)
+    return md.f(None if one is None or two is None else one - two, 3)
 
 
-KEY: list[Column] = [
+KEY: list[md.Column] = [
     ("c", lambda g: str(g["c"]["concurrency"])),
     *(_cell(t) for t in (GW_AIOHTTP, MINIMAL)),
     ("direct (upstream alone)", _cell(DIRECT)[1]),
-    ("aiohttp / minimal", lambda g: x(ratio(_cpu(g, GW_AIOHTTP), _cpu(g, MINIMAL)))),
+    ("aiohttp / minimal", lambda g: md.x(ratio(_cpu(g, GW_AIOHTTP), _cpu(g, MINIMAL)))),
     ("gateway-aiohttp minus minimal", _gateway_minus_minimal),
 ]
-COMMON: list[Column] = [
+COMMON: list[md.Column] = [
     ("target", lambda r: r["target"]),
     ("c", lambda r: str(r["concurrency"])),
     ("requests", lambda r: str(r["requests"])),
     ("errors", lambda r: str(r["errors"])),
 ]
-CPU: Column = ("target CPU ms/req", number("target_cpu_ms", 3))
-BACKGROUND: Column = ("background cores", number("background_cores"))
-P50_P90_P99: list[Column] = [(f"{p} ms", number(f"{p}_ms")) for p in ("p50", "p90", "p99")]
-CLOSED: list[Column] = [
+CPU: md.Column = ("target CPU ms/req", md.number("target_cpu_ms", 3))
+BACKGROUND: md.Column = ("background cores", md.number("background_cores"))
+P50_P90_P99: list[md.Column] = [(f"{p} ms", md.number(f"{p}_ms")) for p in ("p50", "p90", "p99")]
+CLOSED: list[md.Column] = [
     *COMMON,
-    ("RPS", number("rps", 0)),
+    ("RPS", md.number("rps", 0)),
     *P50_P90_P99,
     ("+p50 vs direct", added),
     CPU,
     ("range over rounds", cpu_range),
     (
         "upstream CPU ms/req",
-        lambda r: "(is the target)" if r["target"] == DIRECT else f(r["upstream_cpu_ms"], 3),
+        lambda r: "(is the target)" if r["target"] == DIRECT else md.f(r["upstream_cpu_ms"], 3),
     ),
-    ("target RSS MB", number("target_rss_mb", 0)),
-    ("loadgen CPU ms/req", number("loadgen_cpu_ms", 3)),
+    ("target RSS MB", md.number("target_rss_mb", 0)),
+    ("loadgen CPU ms/req", md.number("loadgen_cpu_ms", 3)),
     BACKGROUND,
 ]
-OPEN: list[Column] = [
+OPEN: list[md.Column] = [
     COMMON[0],
-    ("rate req/s", number("rate", 0)),
-    ("achieved req/s", number("rps", 0)),
+    ("rate req/s", md.number("rate", 0)),
+    ("achieved req/s", md.number("rps", 0)),
     *COMMON[2:],
     *P50_P90_P99,
     ("+p50 vs direct", added),
@@ -180,29 +172,29 @@ OPEN: list[Column] = [
     CPU,
     BACKGROUND,
 ]
-STREAMED: list[Column] = [
+STREAMED: list[md.Column] = [
     *COMMON,
-    *((f"first chunk {p} ms", number(f"first_chunk_{p}_ms")) for p in ("p50", "p99")),
-    *((f"total {p} ms", number(f"{p}_ms")) for p in ("p50", "p99")),
+    *((f"first chunk {p} ms", md.number(f"first_chunk_{p}_ms")) for p in ("p50", "p99")),
+    *((f"total {p} ms", md.number(f"{p}_ms")) for p in ("p50", "p99")),
     ("+total p50 vs direct", added),
     CPU,
     BACKGROUND,
 ]
 
 
-def _pair(name: str, value: str, digits: int, one: str, two: str) -> list[Column]:
+def _pair(name: str, value: str, digits: int, one: str, two: str) -> list[md.Column]:
     """The same figure for one worker and for two."""
 
     def figure(target: str) -> Callable[[dict[str, Row]], str]:
-        return lambda g: f(g[target][value], digits)
+        return lambda g: md.f(g[target][value], digits)
 
     return [(f"{name}{one}", figure(GW_AIOHTTP)), (f"{name}{two}", figure(GW_2W))]
 
 
-WORKERS: list[Column] = [
+WORKERS: list[md.Column] = [
     KEY[0],
     *_pair("RPS", "rps", 0, " 1 worker", " 2 workers"),
-    ("2 / 1", lambda g: x(ratio(g[GW_2W]["rps"], g[GW_AIOHTTP]["rps"]))),
+    ("2 / 1", lambda g: md.x(ratio(g[GW_2W]["rps"], g[GW_AIOHTTP]["rps"]))),
     *_pair("p99 ms", "p99_ms", 2, " 1 worker", " 2 workers"),
     *_pair("CPU ms/req", "target_cpu_ms", 3, " 1", " 2"),
     *_pair("RSS MB", "target_rss_mb", 0, " 1", " 2"),
@@ -218,7 +210,7 @@ def targets(rows: Sequence[Row]) -> list[tuple[str, str, str]]:
             found.append(
                 (
                     f"CPU/request <= 2x the minimal proxy's, c={g['c']['concurrency']}",
-                    f"{mine:.3f} ms vs {floor:.3f} ms = {mine / floor:.2f}x",
+                    f"{mine:.3f} ms vs {floor:.3f} ms = {mine / floor:.2f}md.x",
                     "met" if mine <= 2 * floor else "missed",
                 )
             )
@@ -235,15 +227,15 @@ def targets(rows: Sequence[Row]) -> list[tuple[str, str, str]]:
     return found
 
 
-TARGETS = listed("target (issue #8)", "measured", "")
+TARGETS = md.listed("target (issue #8)", "measured", "")
 
 
 def markdown(machine: dict[str, Any], config: dict[str, Any], rows: Sequence[Row]) -> str:
     groups = by_concurrency(rows)
-    return render(
+    return md.render(
         Path(__file__).with_name("report.md"),
         nproc=machine["nproc"],
-        machine=machine_lines(machine),
+        machine=md.machine_lines(machine),
         background_mean=f"{config['background_mean']:.2f}",
         background_max=f"{config['background_max']:.2f}",
         wall_s=f"{config.get('wall_s', 0):.0f}",
@@ -251,21 +243,21 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], rows: Sequence[Row
         descriptions="\n".join(f"- **{name}**: {text}" for name, text in DESCRIPTIONS.items()),
         rounds=config["rounds"],
         warmup=config["warmup"],
-        key=table(KEY, groups),
-        targets=table(TARGETS, targets(rows)),
-        closed=table(CLOSED, closed_loop(rows)),
+        key=md.table(KEY, groups),
+        targets=md.table(TARGETS, targets(rows)),
+        closed=md.table(CLOSED, closed_loop(rows)),
         open_seconds=f"{config.get('open_seconds', 0):g}",
-        open=table(OPEN, open_loop(rows)),
-        workers=table(WORKERS, [g for g in groups if GW_AIOHTTP in g and GW_2W in g]),
+        open=md.table(OPEN, open_loop(rows)),
+        workers=md.table(WORKERS, [g for g in groups if GW_AIOHTTP in g and GW_2W in g]),
         stream_chunks=config["stream_chunks"],
         stream_gap_ms=f"{config['stream_gap_ms']:g}",
-        streamed=table(STREAMED, [r for r in rows if r["stream"]]),
+        streamed=md.table(STREAMED, [r for r in rows if r["stream"]]),
     )
 
 
 def print_summary(console: Console, rows: Sequence[Row]) -> None:
-    show(console, "target CPU ms per request (non-stream)", KEY, by_concurrency(rows))
-    show(console, "the issue's targets", TARGETS, targets(rows))
+    md.show(console, "target CPU ms per request (non-stream)", KEY, by_concurrency(rows))
+    md.show(console, "the issue's targets", TARGETS, targets(rows))
 
 
 def _lines(ax: Axes, rows: Sequence[Row], value: str, title: str) -> None:

@@ -1,4 +1,4 @@
-"""The ``routing`` scenario's summary, Markdown, console table and plot."""
+"""The ``routing`` scenario's summary, Markdown, console md.table and plot."""
 
 from __future__ import annotations
 
@@ -11,18 +11,8 @@ from typing import Any
 
 from rich.console import Console
 
+from bench.core import report as md
 from bench.core.plot import bars, figure, save
-from bench.core.report import (
-    Column,
-    f,
-    failures,
-    joined,
-    machine_lines,
-    number,
-    render,
-    show,
-    table,
-)
 from bench.core.stats import background_s, percentiles_ms
 
 ROUND_ROBIN = "round_robin"
@@ -104,7 +94,7 @@ def _ratio(
 def summarize(
     points: Sequence[dict[str, Any]], workloads: Sequence[dict[str, Any]] = ()
 ) -> dict[str, Any]:
-    """Per workload (number of prefixes), concurrency and strategy, the median over rounds;
+    """Per workload (md.number of prefixes), concurrency and strategy, the median over rounds;
     ratios affinity / round_robin. ``workloads``: the scenario's description of each
     (prompt tokens, KV cache), copied into the summary."""
     rounds = [point_row(p) for p in points]
@@ -148,15 +138,15 @@ def _split(row: dict[str, Any]) -> str:
 
 
 def _ratio_cell(name: str) -> Any:
-    return lambda r: f"**{r[name]:.2f}** ({joined(r[name + '_rounds'])})"
+    return lambda r: f"**{r[name]:.2f}** ({md.joined(r[name + '_rounds'])})"
 
 
-PREFIXES: Column = ("prefixes", lambda r: str(r["prefixes"]))
-STRATEGY: Column = ("strategy", lambda r: f"`{r['strategy']}`")
-C: Column = ("c", lambda r: str(r["concurrency"]))
-HIT: Column = ("prefix-cache hit rate", lambda r: _pct(r["prefix_cache_hit_rate"]))
-BACKGROUND: Column = ("background cores", number("background_cores"))
-WORKLOADS: list[Column] = [
+PREFIXES: md.Column = ("prefixes", lambda r: str(r["prefixes"]))
+STRATEGY: md.Column = ("strategy", lambda r: f"`{r['strategy']}`")
+C: md.Column = ("c", lambda r: str(r["concurrency"]))
+HIT: md.Column = ("prefix-cache hit rate", lambda r: _pct(r["prefix_cache_hit_rate"]))
+BACKGROUND: md.Column = ("background cores", md.number("background_cores"))
+WORKLOADS: list[md.Column] = [
     ("prefixes", lambda w: f"{w['prefixes']}{' (auto)' if w['auto'] else ''}"),
     ("prompt tokens each", lambda w: f"{min(w['prompt_tokens'])}-{max(w['prompt_tokens'])}"),
     ("all prompts, tokens", lambda w: str(w["total_prompt_tokens"])),
@@ -172,25 +162,26 @@ WORKLOADS: list[Column] = [
     ("fit", fit),
     ("requests per round", lambda w: str(w["requests"])),
 ]
-MEDIANS: list[Column] = [
+MEDIANS: list[md.Column] = [
     PREFIXES, STRATEGY, C,
     ("requests", lambda r: f"{r['requests']} ({r['errors']} failed)"),
-    *((f"{name} {p} ms", number(f"{key}_{p}_ms", 0))
+    *((f"{name} {p} ms", md.number(f"{key}_{p}_ms", 0))
       for name, key in (("TTFT", "ttft"), ("latency", "latency")) for p in ("p50", "p99")),
-    ("requests/s", number("requests_per_s")), ("completion tokens/s", number("tokens_per_s", 1)),
+    ("requests/s", md.number("requests_per_s")),
+    ("completion tokens/s", md.number("tokens_per_s", 1)),
     HIT, ("requests on A / B (all rounds)", _split), BACKGROUND,
 ]  # fmt: skip
-EVERY_ROUND: list[Column] = [
+EVERY_ROUND: list[md.Column] = [
     PREFIXES, ("pair", lambda r: str(r["round"] + 1)), STRATEGY, C,
     MEDIANS[4], MEDIANS[5], MEDIANS[6], MEDIANS[8], ("hit rate", HIT[1]),
     ("prompt tokens", lambda r: f"{r['prompt_tokens']:.0f}"), ("requests on A / B", _split),
-    ("wall s", number("wall_s", 1)), BACKGROUND,
+    ("wall s", md.number("wall_s", 1)), BACKGROUND,
 ]  # fmt: skip
 
 
 def _ratio_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """The ratios, each with its workload's cache ratio and both strategies' hit rates."""
-    cache = {w["prefixes"]: f(w["cache_ratio"]) for w in summary["workloads"]}
+    cache = {w["prefixes"]: md.f(w["cache_ratio"]) for w in summary["workloads"]}
     hit = {(r["prefixes"], r["concurrency"], r["strategy"]): r for r in summary["rows"]}
     found = []
     for r in summary["ratios"]:
@@ -203,7 +194,7 @@ def _ratio_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-RATIO_COLUMNS: list[Column] = [
+RATIO_COLUMNS: list[md.Column] = [
     PREFIXES,
     ("prompts / KV cache", lambda r: r["cache"]),
     C,
@@ -239,11 +230,11 @@ def _options(config: dict[str, Any]) -> str:
 
 
 def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str, Any]) -> str:
-    return render(
+    return md.render(
         Path(__file__).with_name("report.md"),
         nproc=machine["nproc"],
         quick=" (`--quick`: a smoke run, the numbers mean nothing)" if config["quick"] else "",
-        machine=machine_lines(machine),
+        machine=md.machine_lines(machine),
         engine_argv=" ".join(config["engines"]["a"]["argv"]),
         model=config["model"],
         startup_s=f"{config['startup_s']:.0f}",
@@ -256,18 +247,18 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str,
         requests=", ".join(
             f"{w['requests']} ({w['prefixes']} prefixes)" for w in summary["workloads"]
         ),
-        workloads=table(WORKLOADS, summary["workloads"]),
+        workloads=md.table(WORKLOADS, summary["workloads"]),
         rounds=config["routing_rounds"],
-        ratios=table(RATIO_COLUMNS, _ratio_rows(summary)),
-        medians=table(MEDIANS, summary["rows"]),
-        every_round=table(EVERY_ROUND, summary["rounds"]),
+        ratios=md.table(RATIO_COLUMNS, _ratio_rows(summary)),
+        medians=md.table(MEDIANS, summary["rows"]),
+        every_round=md.table(EVERY_ROUND, summary["rounds"]),
         options=_options(config),
-        failures=failures(summary) + ("\n" if summary["error_samples"] else ""),
+        failures=md.failures(summary) + ("\n" if summary["error_samples"] else ""),
     )
 
 
 def print_summary(console: Console, summary: dict[str, Any]) -> None:
-    show(console, "routing: affinity / round_robin", RATIO_COLUMNS, _ratio_rows(summary))
+    md.show(console, "routing: affinity / round_robin", RATIO_COLUMNS, _ratio_rows(summary))
 
 
 def plot(summary: dict[str, Any], path: Path, sub: str) -> Path:
