@@ -1,4 +1,4 @@
-"""The ``cache`` scenario's summary, Markdown, console md.table and plot."""
+"""The ``cache`` scenario's summary, Markdown, console table and plot."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from bench.core.stats import background_s, percentiles_ms, ratio
 LOOKUP_METRIC = "portico_cache_lookup_seconds"
 # The kinds of request, in report order, with what each one is.
 KINDS = {
-    "miss": "non-stream, first time: md.x-cache miss, the engine answers",
-    "hit": "non-stream, same request again: md.x-cache hit, answered from Redis",
+    "miss": "non-stream, first time: x-cache miss, the engine answers",
+    "hit": "non-stream, same request again: x-cache hit, answered from Redis",
     "stream-miss": "streamed, first time (other prompts): miss, relayed from the engine",
     "stream-hit": "streamed, same request again: hit, the recorded events replayed",
 }
@@ -212,7 +212,7 @@ def plot(replies: Sequence[dict[str, Any]], summary: dict[str, Any], path: Path,
     kinds = [k for k in COLORS if k in rows]
     miss, hit = rows.get("miss"), rows.get("hit")
     title = "total time p50 / p99" + (
-        f" — miss/hit p50 {miss['p50_ms'] / hit['p50_ms']:.0f}md.x" if miss and hit else ""
+        f" — miss/hit p50 {miss['p50_ms'] / hit['p50_ms']:.0f}x" if miss and hit else ""
     )
     series = {p: [rows[k][f"{p}_ms"] for k in kinds] for p in ("p50", "p99")}
     xs = bars(middle, kinds, series, title, "ms (log)", log=True)

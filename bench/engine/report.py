@@ -1,4 +1,4 @@
-"""The ``engine`` scenario's summary, Markdown, console md.table and plot."""
+"""The ``engine`` scenario's summary, Markdown, console table and plot."""
 
 from __future__ import annotations
 

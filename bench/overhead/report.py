@@ -1,5 +1,5 @@
-"""The ``overhead`` scenario's results: per-round points folded into one row per target md.x
-mode md.x load (a closed-loop concurrency, or an open-loop rate), its Markdown and console
+"""The ``overhead`` scenario's results: per-round points folded into one row per target x
+mode x load (a closed-loop concurrency, or an open-loop rate), its Markdown and console
 summary and plot."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ DESCRIPTIONS = {
 }
 
 
-# One line of the results: a target md.x mode md.x load, every round pooled. CPU figures are ms
+# One line of the results: a target x mode x load, every round pooled. CPU figures are ms
 # per request (= s per 1000); ``rate`` is the open-loop requests/s, 0 for a closed loop.
 Row = dict[str, Any]
 
@@ -210,7 +210,7 @@ def targets(rows: Sequence[Row]) -> list[tuple[str, str, str]]:
             found.append(
                 (
                     f"CPU/request <= 2x the minimal proxy's, c={g['c']['concurrency']}",
-                    f"{mine:.3f} ms vs {floor:.3f} ms = {mine / floor:.2f}md.x",
+                    f"{mine:.3f} ms vs {floor:.3f} ms = {mine / floor:.2f}x",
                     "met" if mine <= 2 * floor else "missed",
                 )
             )

@@ -1,4 +1,4 @@
-"""The ``routing`` scenario's summary, Markdown, console md.table and plot."""
+"""The ``routing`` scenario's summary, Markdown, console table and plot."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def _ratio(
 def summarize(
     points: Sequence[dict[str, Any]], workloads: Sequence[dict[str, Any]] = ()
 ) -> dict[str, Any]:
-    """Per workload (md.number of prefixes), concurrency and strategy, the median over rounds;
+    """Per workload (number of prefixes), concurrency and strategy, the median over rounds;
     ratios affinity / round_robin. ``workloads``: the scenario's description of each
     (prompt tokens, KV cache), copied into the summary."""
     rounds = [point_row(p) for p in points]
