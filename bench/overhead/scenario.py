@@ -23,7 +23,7 @@ from bench.core.drive import drive
 from bench.core.machine import describe, stamp_end
 from bench.core.procs import REPO, Service
 from bench.core.report import config_of, publish
-from bench.core.stack import API_KEY, REDIS_URL, delete_namespace
+from bench.core.stack import API_KEY, LIMITS, REDIS_URL, delete_namespace
 from bench.overhead import report
 from bench.overhead.fake_upstream import STREAM_CHUNKS
 from bench.overhead.report import DIRECT, GW_2W, GW_AIOHTTP, MINIMAL
@@ -64,8 +64,7 @@ def features_env(prefix: str) -> dict[str, str]:
         "PORTICO_API_KEYS": API_KEY,
         "PORTICO_REDIS_URL": REDIS_URL,
         "PORTICO_REDIS__PREFIX": prefix,
-        "PORTICO_RATE_LIMITS__DEFAULT_RPM": "1000000000",
-        "PORTICO_RATE_LIMITS__DEFAULT_TPM": "1000000000000",
+        **LIMITS,
     }
 
 
