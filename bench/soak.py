@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import random
 import shutil
@@ -54,8 +55,7 @@ from bench.core import procs
 from bench.core.drive import COLUMNS
 from bench.core.machine import describe, stamp_end
 from bench.core.plot import figure, save
-from bench.core.report import finish, listed, machine_lines, render, table
-from bench.core.report import write as report_write
+from bench.core.report import listed, machine_lines, publish, render, table
 from bench.overhead.fake_upstream import MODEL as FAST_MODEL
 
 REAL_MODEL = "SmolLM2-135M-Instruct"
@@ -138,12 +138,6 @@ def redis_service(workdir: Path) -> RedisService:
     return RedisService("redis", argv, port, "", workdir / "redis.log", stop_timeout_s=15)
 
 
-def _gateway_stats(pid: int, url: str, done: int, started: float) -> Sample:
-    proc, tasks = psutil.Process(pid), _metric(url, "portico_asyncio_tasks")
-    at = round(time.monotonic() - started, 2)
-    return Sample(at, proc.memory_info().rss / 2**20, proc.num_fds(), tasks, done)
-
-
 def _metric(url: str, name: str) -> float:
     lines = procs.fetch(url + "/metrics").decode().splitlines()
     return sum(
@@ -179,25 +173,21 @@ class Driver:
     def _body(self, kind: str) -> tuple[str, dict[str, Any], str]:
         """(path, body, key) for a request of ``kind``."""
         unique = uuid.uuid4().hex
-        fast = not kind.startswith("real")
-        model = FAST_MODEL if fast else REAL_MODEL
+        model = REAL_MODEL if kind.startswith("real") else FAST_MODEL
         tokens = 4 if kind in ("real", "real-hit") else 8
         body: dict[str, Any] = {"model": model, "max_tokens": tokens, "temperature": 0}
-        path, key = "/v1/completions", self.key
+        path = "/v1/chat/completions" if kind == "chat" else "/v1/completions"
         if kind in ("hit", "real-hit"):
             body["prompt"] = self.random.choice(HOT)
         elif kind == "chat":
-            path = "/v1/chat/completions"
             body["messages"] = [{"role": "user", "content": f"Hello {unique}"}]
         else:
             body["prompt"] = f"Soak request {unique}"
         if kind == "bypass":
             body["temperature"] = 0.7
-        if kind in ("stream", "abort", "real-stream", "real-abort"):
+        if kind.endswith(("stream", "abort")):  # stream, abort, real-stream, real-abort
             body["stream"] = True
-        if kind == "limited":
-            key = self.limited_key
-        return path, body, key
+        return path, body, self.limited_key if kind == "limited" else self.key
 
     async def one(self, session: aiohttp.ClientSession, kind: str) -> bool:
         """Send one request of ``kind`` and count its outcome; False if it failed."""
@@ -279,8 +269,10 @@ class Soak:
         self.event("engine back")
 
     def stats(self) -> Sample:
-        gateway, done = self.gateway, self.driver.done
-        return _gateway_stats(gateway.pid, gateway.base_url, done, self.started)
+        proc = psutil.Process(self.gateway.pid)
+        tasks = _metric(self.gateway.base_url, "portico_asyncio_tasks")
+        at = round(time.monotonic() - self.started, 2)
+        return Sample(at, proc.memory_info().rss / 2**20, proc.num_fds(), tasks, self.driver.done)
 
     async def load(self, total: int, title: str, faults: list[Fault]) -> None:
         """Run until ``total`` requests are done; fire each fault at its fraction of it."""
@@ -344,12 +336,9 @@ def _check(report: Report) -> None:
     base, end = report.baseline, report.final
     if base is None or end is None:
         raise RuntimeError("the soak ended without both gateway samples")
-    counted = sum(sum(c.values()) for c in report.outcomes.values())
-    every = Counter[str]()
-    for per_kind in report.outcomes.values():
-        every.update(per_kind)
+    every = sum((Counter(per_kind) for per_kind in report.outcomes.values()), Counter[str]())
     report.checks = {
-        "every request counted": counted == report.sent,
+        "every request counted": every.total() == report.sent,
         "none hung": every["hung"] == 0,
         "no 500 from the gateway itself": every["500-gateway"] == 0,
         "no truncated stream without an error event": every["stream-truncated"] == 0,
@@ -388,32 +377,30 @@ def _markdown(report: Report, base: Sample, end: Sample, machine: dict[str, Any]
     )
 
 
-def _plot(report: Report, path: Path) -> None:
+def _plot(report: Report, path: Path) -> Path:
     xs = [s.at_s for s in report.samples]
     fig, axes = figure(1, 3, size=(8, 7))
-    for ax, values, label in (
-        (axes[0], [s.rss_mb for s in report.samples], "RSS (MiB)"),
-        (axes[1], [s.fds for s in report.samples], "open FDs"),
-        (axes[2], [s.tasks for s in report.samples], "asyncio tasks"),
-    ):
-        ax.plot(xs, values)
+    panels = (("rss_mb", "RSS (MiB)"), ("fds", "open FDs"), ("tasks", "asyncio tasks"))
+    for ax, (name, label) in zip(axes, panels, strict=True):
+        ax.plot(xs, [getattr(s, name) for s in report.samples])
         ax.set_ylabel(label)
         for at, name in report.events:
             ax.axvline(at, color="grey", linestyle="--")
             ax.annotate(name, (at, ax.get_ylim()[1]), fontsize=7, va="top")
     axes[2].set_xlabel("seconds from the start of the warm-up")
-    save(fig, path, f"Gateway process during the soak ({report.sent:,} requests)")
+    return save(fig, path, f"Gateway process during the soak ({report.sent:,} requests)")
 
 
-def write(report: Report, machine: dict[str, Any], out: Path) -> list[Path]:
-    """soak.{md,json,png} in ``out``."""
+def write(report: Report, machine: dict[str, Any], out: Path, console: Console) -> int:
+    """soak.{md,json,png} in ``out``; 1 (and which) if a check failed, else 0."""
     if report.baseline is None or report.final is None:
         raise RuntimeError("the soak ended without both gateway samples")
     stamp_end(machine)
     markdown = _markdown(report, report.baseline, report.final, machine)
-    paths = report_write(out, "soak", markdown, asdict(report))
-    _plot(report, out / "soak.png")
-    return [*paths, out / "soak.png"]
+    failed = [name for name, ok in report.checks.items() if not ok]
+    plot = functools.partial(_plot, report)
+    errors = {"errors": len(failed), "error_samples": failed}
+    return publish(console, out, "soak", markdown, asdict(report), plot, errors)
 
 
 def main() -> int:
@@ -432,9 +419,7 @@ def main() -> int:
     with ExitStack() as stack:
         soak.start(stack)
         soak.run()
-        paths = write(soak.report, soak.machine, args.out)
-    failed = [name for name, ok in soak.report.checks.items() if not ok]
-    return finish(console, paths, len(failed), failed)
+        return write(soak.report, soak.machine, args.out, console)
 
 
 async def _real_after(driver: Driver, within_s: float = 60.0) -> float | None:
