@@ -17,18 +17,15 @@ from bench.core.plot import bars, figure, save
 from bench.core.stats import background_s, percentiles_ms, ratio
 
 LOOKUP_METRIC = "portico_cache_lookup_seconds"
-# The kinds of request, in report order, with what each one is.
+# The kinds of request, in report order, with what each one is and its colour in the plot.
 KINDS = {
-    "miss": "non-stream, first time: x-cache miss, the engine answers",
-    "hit": "non-stream, same request again: x-cache hit, answered from Redis",
-    "stream-miss": "streamed, first time (other prompts): miss, relayed from the engine",
-    "stream-hit": "streamed, same request again: hit, the recorded events replayed",
-}
-COLORS = {
-    "miss": "tab:red",
-    "hit": "tab:green",
-    "stream-miss": "tab:orange",
-    "stream-hit": "tab:blue",
+    "miss": ("non-stream, first time: x-cache miss, the engine answers", "tab:red"),
+    "hit": ("non-stream, same request again: x-cache hit, answered from Redis", "tab:green"),
+    "stream-miss": (
+        "streamed, first time (other prompts): miss, relayed from the engine",
+        "tab:orange",
+    ),
+    "stream-hit": ("streamed, same request again: hit, the recorded events replayed", "tab:blue"),
 }
 OURS = ("engine_cpu_s", "gateway_cpu_s", "loadgen_cpu_s")
 
@@ -182,7 +179,7 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str,
         key=md.table(KEY, _key_rows(rows)),
         lookup=_lookup_line(summary["lookup"]),
         detail=md.table(DETAIL, rows.values()),
-        kinds="\n".join(f"- `{kind}`: {text}" for kind, text in KINDS.items() if kind in rows),
+        kinds="\n".join(f"- `{kind}`: {text}" for kind, (text, _) in KINDS.items() if kind in rows),
         failures=md.failures(summary, "Failed checks") + ("\n" if summary["error_samples"] else ""),
     )
 
@@ -196,7 +193,7 @@ def plot(replies: Sequence[dict[str, Any]], summary: dict[str, Any], path: Path,
     fig, (left, middle, right) = figure(3)
     ok = [r for r in replies if r["error"] is None]
     # Every request, in the order sent: misses take the engine's time, hits do not.
-    for kind, color in COLORS.items():
+    for kind, (_, color) in KINDS.items():
         if points := [(i, r["total_us"] / 1000) for i, r in enumerate(ok) if r["kind"] == kind]:
             order, ms = zip(*points, strict=True)
             left.scatter(order, ms, s=14, color=color, label=kind)
@@ -209,7 +206,7 @@ def plot(replies: Sequence[dict[str, Any]], summary: dict[str, Any], path: Path,
     left.legend(fontsize=8)
     left.grid(True, alpha=0.3)
     rows = summary["rows"]
-    kinds = [k for k in COLORS if k in rows]
+    kinds = [k for k in KINDS if k in rows]
     miss, hit = rows.get("miss"), rows.get("hit")
     title = "total time p50 / p99" + (
         f" — miss/hit p50 {miss['p50_ms'] / hit['p50_ms']:.0f}x" if miss and hit else ""

@@ -198,31 +198,22 @@ def plan(
     for pair in range(args.routing_rounds):
         for load in loads:
             for conc in args.routing_concurrency:
-                sequence = schedule(load["requests"], seed=pair, prefixes=load["prefixes"])
+                fields = {"concurrency": conc, "prefixes": load["prefixes"], "round": pair}
+                fields["schedule"] = schedule(
+                    load["requests"], seed=pair, prefixes=load["prefixes"]
+                )
                 for strategy in STRATEGIES if pair % 2 == 0 else STRATEGIES[::-1]:
-                    point = _point(stack, strategy, conc, sequence, load["prefixes"])
-                    points.append(point | {"index": len(points), "round": pair})
+                    points.append(_point(stack, strategy, index=len(points), **fields))
     return points
 
 
-def _point(
-    stack: Stack,
-    strategy: str,
-    conc: int,
-    sequence: list[tuple[int, int]],
-    prefixes: int,
-    tag: str = "",
-) -> dict[str, Any]:
+def _point(stack: Stack, strategy: str, tag: str = "", **fields: Any) -> dict[str, Any]:
+    """A point through ``strategy``'s gateway (``fields``: concurrency, schedule, prefixes),
+    under a fresh random tag after ``tag``."""
     gateway = stack.gateways[strategy]
-    return {
-        "strategy": strategy,
-        "concurrency": conc,
-        "url": gateway.base_url + "/v1/chat/completions",
-        "gateway_pid": gateway.pid,
-        "schedule": sequence,
-        "prefixes": prefixes,
-        "tag": tag + secrets.token_hex(4),
-    }
+    url = gateway.base_url + "/v1/chat/completions"
+    fields |= {"gateway_pid": gateway.pid, "tag": tag + secrets.token_hex(4)}
+    return {"strategy": strategy, "url": url, **fields}
 
 
 def _config(
@@ -263,8 +254,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
             "max_tokens": args.routing_max_tokens, "engines": [e.base_url for e in engines],
             "engine_pids": [e.pid for e in engines], "points": points,
         }  # fmt: skip
-        warm = schedule(8, seed=-1)
-        job["warmup"] = [_point(stack, s, 4, warm, PERSONA_COUNT, "warmup-") for s in STRATEGIES]
+        warm = {"concurrency": 4, "schedule": schedule(8, seed=-1), "prefixes": PERSONA_COUNT}
+        job["warmup"] = [_point(stack, s, "warmup-", **warm) for s in STRATEGIES]
         total = sum(len(p["schedule"]) for p in points)
         measured = time.monotonic()
         log = log_dir / "routing-load.log"
