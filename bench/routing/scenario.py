@@ -197,11 +197,10 @@ def plan(
     points: list[dict[str, Any]] = []
     for pair in range(args.routing_rounds):
         for load in loads:
+            sequence = schedule(load["requests"], seed=pair, prefixes=load["prefixes"])
             for conc in args.routing_concurrency:
                 fields = {"concurrency": conc, "prefixes": load["prefixes"], "round": pair}
-                fields["schedule"] = schedule(
-                    load["requests"], seed=pair, prefixes=load["prefixes"]
-                )
+                fields["schedule"] = sequence
                 for strategy in STRATEGIES if pair % 2 == 0 else STRATEGIES[::-1]:
                     points.append(_point(stack, strategy, index=len(points), **fields))
     return points
