@@ -20,7 +20,7 @@ from bench.core.drive import drive
 from bench.core.machine import describe, stamp_end
 from bench.core.procs import REPO
 from bench.core.stack import LIMITS, real_stack
-from bench.core.stats import percentiles_ms, ratio
+from bench.core.stats import errors, percentiles_ms, ratio
 from bench.core.versus import DIRECT, GATEWAY, TARGETS
 
 ENGINE_FLAGS = ("--model", "bundled-embedding", "--enforce-eager")
@@ -103,13 +103,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     rows = summarize(results, args.embeddings_batch)
     payload = {"machine": machine, "config": config, "summary": rows, "points": results}
     md.show(console, "Embeddings: direct vs through Portico", COLUMNS, rows)
-    errors = {
-        "errors": sum(p["errors"] for p in results),
-        "error_samples": [s for p in results for s in p["error_samples"]][:5],
-    }
     draw = functools.partial(_plot, rows, machine=machine)
     text = markdown(machine, config, rows)
-    return md.publish(console, args.out, "embeddings", text, payload, draw, errors)
+    return md.publish(console, args.out, "embeddings", text, payload, draw, errors(results))
 
 
 def _plot(rows: list[dict[str, Any]], path: Path, machine: dict[str, Any]) -> Path:

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from bench.core import report as md
 from bench.core.plot import concurrency_axis, dots, figure, save
-from bench.core.stats import background_s, ok_replies, percentiles_ms
+from bench.core.stats import background_s, errors, ok_replies, percentiles_ms
 from bench.core.versus import DIRECT, GATEWAY
 
 OURS = ("engine_cpu_s", "gateway_cpu_s", "loadgen_cpu_s")
@@ -93,18 +93,12 @@ def summarize(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
     order = {DIRECT: 0, GATEWAY: 1}
     keys = sorted(groups, key=lambda k: (k[0], order.get(k[1], 2)))
     rows = {key: _row(key[1], key[0], groups[key], idle_cores) for key in keys}
-    concurrencies = sorted({c for c, _ in rows})
-    pairs = [
-        (rows[c, DIRECT], rows[c, GATEWAY])
-        for c in concurrencies
-        if (c, DIRECT) in rows and (c, GATEWAY) in rows
-    ]
+    pairs = [(row, rows[c, GATEWAY]) for (c, _), row in rows.items() if (c, GATEWAY) in rows]
     return {
         "rows": list(rows.values()),
-        "ratios": [_ratio(d, g) for d, g in pairs],
+        "ratios": [_ratio(d, g) for d, g in pairs if d["target"] == DIRECT],
         "gateway_idle_cores": idle_cores,
-        "errors": sum(p["errors"] for p in points),
-        "error_samples": [s for p in points for s in p["error_samples"]][:10],
+        **errors(points, keep=10),
     }
 
 

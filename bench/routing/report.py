@@ -13,7 +13,7 @@ from rich.console import Console
 
 from bench.core import report as md
 from bench.core.plot import bars, figure, save
-from bench.core.stats import background_s, percentiles_ms
+from bench.core.stats import background_s, errors, percentiles_ms
 
 ROUND_ROBIN = "round_robin"
 AFFINITY = "affinity"
@@ -107,8 +107,7 @@ def summarize(
         "rows": rows,
         "ratios": ratios,
         "rounds": rounds,
-        "errors": sum(p["errors"] for p in points),
-        "error_samples": [s for p in points for s in p["error_samples"]][:5],
+        **errors(points),
     }
 
 
