@@ -26,13 +26,11 @@ def prompt(n: int) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("cache scenario (real engine)")
-    group.add_argument("--cache-prompts", type=int, default=10, help="non-stream miss/hit prompts")
-    group.add_argument("--cache-stream-prompts", type=int, default=5, help="streamed miss/hit")
-    group.add_argument("--cache-max-tokens", type=int, default=32)
-    group.add_argument(
-        "--cache-hit-repeats", type=int, default=3, help="hits per prompt (each kind); cheap"
-    )
+    add = parser.add_argument_group("cache scenario (real engine)").add_argument
+    add("--cache-prompts", type=int, default=10, help="non-stream miss/hit prompts")
+    add("--cache-stream-prompts", type=int, default=5, help="streamed miss/hit")
+    add("--cache-max-tokens", type=int, default=32)
+    add("--cache-hit-repeats", type=int, default=3, help="hits per prompt (each kind); cheap")
 
 
 def apply_quick(args: argparse.Namespace) -> None:

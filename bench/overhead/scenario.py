@@ -34,21 +34,17 @@ CLOSED_TARGETS = (*TARGETS, GW_2W)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("overhead scenario (fake upstream)")
-    group.add_argument("--rounds", type=int, default=4, help="interleaved rounds")
-    group.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
-    group.add_argument(
-        "--rates", type=float, nargs="+", default=[100.0, 200.0], help="open-loop requests/s"
-    )
-    group.add_argument(
-        "--open-seconds", type=float, default=4.0, help="per open-loop point and round"
-    )
-    group.add_argument("--requests", type=int, default=2000, help="per target and c > 1")
-    group.add_argument("--requests-c1", type=int, default=1000, help="per target at c = 1")
-    group.add_argument("--warmup", type=int, default=100, help="unmeasured, per point")
-    group.add_argument("--stream-concurrency", type=int, nargs="+", default=[1, 8])
-    group.add_argument("--stream-requests", type=int, default=400, help="per target and c")
-    group.add_argument("--stream-gap-ms", type=float, default=2.0)
+    add = parser.add_argument_group("overhead scenario (fake upstream)").add_argument
+    add("--rounds", type=int, default=4, help="interleaved rounds")
+    add("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
+    add("--rates", type=float, nargs="+", default=[100.0, 200.0], help="open-loop requests/s")
+    add("--open-seconds", type=float, default=4.0, help="per open-loop point and round")
+    add("--requests", type=int, default=2000, help="per target and c > 1")
+    add("--requests-c1", type=int, default=1000, help="per target at c = 1")
+    add("--warmup", type=int, default=100, help="unmeasured, per point")
+    add("--stream-concurrency", type=int, nargs="+", default=[1, 8])
+    add("--stream-requests", type=int, default=400, help="per target and c")
+    add("--stream-gap-ms", type=float, default=2.0)
 
 
 def apply_quick(args: argparse.Namespace) -> None:
