@@ -74,7 +74,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def run_real(args: argparse.Namespace, console: Console) -> int:
     """``cache`` and ``engine`` on one engine and gateway, started once for both."""
     started, failed = time.monotonic(), 0
-    with real_stack(args, args.out / "logs", console) as stack:
+    with real_stack(args, console) as stack:
         if "cache" in args.scenarios:
             failed |= cache.run(args, stack, console)
         if "engine" in args.scenarios:

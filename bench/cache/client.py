@@ -17,23 +17,20 @@ from bench.core.client import Reply, Samples, call, chat_body, emit, progress, s
 from bench.core.client import serve as serve_job
 
 
-class Checker:
-    """Records each reply and checks ``x-cache`` and that a hit repeats the miss's text."""
-
-    def __init__(self) -> None:
-        self.samples = Samples()
-
-    def record(self, kind: str, index: int, reply: Reply, expect: str, text: str | None) -> None:
-        row = {"kind": kind, "prompt": index, **reply.row(text=True)}
-        row["text_matches"] = text is None or reply.text == text
-        self.samples.replies.append(row)
-        if reply.error is not None:
-            self.samples.fail(f"{kind} #{index}: {reply.error}")
-        elif reply.x_cache != expect:
-            self.samples.fail(f"{kind} #{index}: x-cache {reply.x_cache!r}, expected {expect!r}")
-        elif not row["text_matches"]:
-            self.samples.fail(f"{kind} #{index}: text differs from the miss: {reply.text[:100]!r}")
-        progress()
+def record(
+    samples: Samples, kind: str, index: int, reply: Reply, expect: str, text: str | None
+) -> None:
+    """Keep the reply; check its ``x-cache`` and that a hit repeats the miss's ``text``."""
+    row = {"kind": kind, "prompt": index, **reply.row(text=True)}
+    row["text_matches"] = text is None or reply.text == text
+    samples.replies.append(row)
+    if reply.error is not None:
+        samples.fail(f"{kind} #{index}: {reply.error}")
+    elif reply.x_cache != expect:
+        samples.fail(f"{kind} #{index}: x-cache {reply.x_cache!r}, expected {expect!r}")
+    elif not row["text_matches"]:
+        samples.fail(f"{kind} #{index}: text differs from the miss: {reply.text[:100]!r}")
+    progress()
 
 
 async def run(job: dict[str, Any]) -> None:
@@ -48,7 +45,7 @@ async def run(job: dict[str, Any]) -> None:
         )
         return await call(session, url, body, {**headers, **(extra or {})})
 
-    checker, pids = Checker(), [job["engine_pid"]]
+    samples, pids = Samples(), [job["engine_pid"]]
     timeout = aiohttp.ClientTimeout(total=300)
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=1), timeout=timeout
@@ -67,9 +64,10 @@ async def run(job: dict[str, Any]) -> None:
                 label = f"{'stream' if stream else 'non-stream'} prompt {i + 1}"
                 emit({"event": "start", "label": label})
                 miss = await send(prompt, stream)
-                checker.record(f"{kind}miss", i, miss, "miss", None)
+                record(samples, f"{kind}miss", i, miss, "miss", None)
                 for _ in range(job["hit_repeats"]):
-                    checker.record(f"{kind}hit", i, await send(prompt, stream), "hit", miss.text)
+                    hit = await send(prompt, stream)
+                    record(samples, f"{kind}hit", i, hit, "hit", miss.text)
         wall_s, after = time.perf_counter() - started, stack_cpu(pids, job["gateway_pid"])
         async with session.get(job["metrics_url"]) as response:
             metrics_after = await response.text()
@@ -78,7 +76,7 @@ async def run(job: dict[str, Any]) -> None:
             "event": "point",
             "wall_s": wall_s,
             **{name: after[name] - before[name] for name in after},
-            **checker.samples.result(),
+            **samples.result(),
             "metrics_before": metrics_before,
             "metrics_after": metrics_after,
         }

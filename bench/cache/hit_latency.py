@@ -106,27 +106,19 @@ def _serving(app: Any, port: int) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-def _stream_entry(tokens: int) -> dict[str, Any]:
+def _entries(tokens: int) -> dict[str, dict[str, Any] | None]:
+    """The cache entries of a ``tokens``-token stream and of a small plain body."""
     recorder = StreamRecorder(1 << 22)
     for data in _events(tokens, continuous=True):
         recorder.add(data)
-    return _entry(recorder.entry())
-
-
-def _body_entry() -> dict[str, Any]:
     message = {"role": "assistant", "content": "The capital of France is Paris."}
     body = {
         "id": "chatcmpl-bench", "object": "chat.completion", "created": 1, "model": MODEL,
         "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 20, "completion_tokens": 8, "total_tokens": 28},
     }  # fmt: skip
-    return _entry(entry_from_body(json.dumps(body, separators=(",", ":")).encode()))
-
-
-def _entry(entry: dict[str, Any] | None) -> dict[str, Any]:
-    if entry is None:
-        raise RuntimeError("the gateway made no cache entry of the answer")
-    return entry
+    small = entry_from_body(json.dumps(body, separators=(",", ":")).encode())
+    return {f"{tokens}-token stream": recorder.entry(), "small body": small}
 
 
 async def _interleaved(caches: list[ResponseCache], entry: dict[str, Any], rounds: int) -> Any:
@@ -148,10 +140,9 @@ async def _interleaved(caches: list[ResponseCache], entry: dict[str, Any], round
 
 def _micro(tokens: int, rounds: int) -> None:
     key = base64.urlsafe_b64encode(os.urandom(32)).decode()
-    for name, entry in (
-        (f"{tokens}-token stream", _stream_entry(tokens)),
-        ("small body", _body_entry()),
-    ):
+    for name, entry in _entries(tokens).items():
+        if entry is None:
+            raise RuntimeError(f"the gateway made no cache entry of the {name}")
         caches = [
             ResponseCache(MemoryCacheStore(1 << 26), CacheSettings(), Metrics(), sealer)
             for sealer in (None, Sealer.from_texts([key]))

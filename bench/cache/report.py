@@ -12,34 +12,20 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
+from bench.core import report as md
 from bench.core.plot import bars, figure, save
-from bench.core.report import (
-    Column,
-    f,
-    failures,
-    listed,
-    number,
-    real_engine_header,
-    render,
-    show,
-    table,
-    x,
-)
 from bench.core.stats import background_s, percentiles_ms, ratio
 
 LOOKUP_METRIC = "portico_cache_lookup_seconds"
-# The kinds of request, in report order, with what each one is.
+# The kinds of request, in report order, with what each one is and its colour in the plot.
 KINDS = {
-    "miss": "non-stream, first time: x-cache miss, the engine answers",
-    "hit": "non-stream, same request again: x-cache hit, answered from Redis",
-    "stream-miss": "streamed, first time (other prompts): miss, relayed from the engine",
-    "stream-hit": "streamed, same request again: hit, the recorded events replayed",
-}
-COLORS = {
-    "miss": "tab:red",
-    "hit": "tab:green",
-    "stream-miss": "tab:orange",
-    "stream-hit": "tab:blue",
+    "miss": ("non-stream, first time: x-cache miss, the engine answers", "tab:red"),
+    "hit": ("non-stream, same request again: x-cache hit, answered from Redis", "tab:green"),
+    "stream-miss": (
+        "streamed, first time (other prompts): miss, relayed from the engine",
+        "tab:orange",
+    ),
+    "stream-hit": ("streamed, same request again: hit, the recorded events replayed", "tab:blue"),
 }
 OURS = ("engine_cpu_s", "gateway_cpu_s", "loadgen_cpu_s")
 
@@ -143,31 +129,33 @@ def _key_rows(rows: dict[str, Any]) -> list[list[str]]:
         cells = [label]
         for p in ("p50", "p99"):
             a, b = (rows.get(k, {}).get(f"{name}{p}_ms") for k in (miss, hit))
-            cells += [f(a), f(b), x(ratio(a, b), 0)]
+            cells += [md.f(a), md.f(b), md.x(ratio(a, b), 0)]
         found.append(cells)
     return found
 
 
-KEY = listed("", "miss p50", "hit p50", "miss / hit p50", "miss p99", "hit p99", "miss / hit p99")
-DETAIL: list[Column] = [
+KEY = md.listed(
+    "", "miss p50", "hit p50", "miss / hit p50", "miss p99", "hit p99", "miss / hit p99"
+)
+DETAIL: list[md.Column] = [
     ("kind", lambda r: f"`{r['kind']}`"),
     ("requests", lambda r: str(r["requests"])),
     ("errors", lambda r: str(r["errors"])),
-    *((f"{n} ms", number(f"{n}_ms")) for n in ("p50", "p90", "p99", "max", "mean")),
-    ("first byte p50 ms", lambda r: f(r["first_byte_p50_ms"])),
-    ("first token p50 ms", lambda r: f(r["first_token_p50_ms"])),
-    ("first token p99 ms", lambda r: f(r["first_token_p99_ms"])),
-    ("completion tokens (mean)", lambda r: f(r["completion_tokens_mean"], 1)),
-    ("content chunks (mean)", lambda r: f(r["content_chunks_mean"], 1)),
+    *((f"{n} ms", md.number(f"{n}_ms")) for n in ("p50", "p90", "p99", "max", "mean")),
+    ("first byte p50 ms", lambda r: md.f(r["first_byte_p50_ms"])),
+    ("first token p50 ms", lambda r: md.f(r["first_token_p50_ms"])),
+    ("first token p99 ms", lambda r: md.f(r["first_token_p99_ms"])),
+    ("completion tokens (mean)", lambda r: md.f(r["completion_tokens_mean"], 1)),
+    ("content chunks (mean)", lambda r: md.f(r["content_chunks_mean"], 1)),
 ]
 
 
 def _lookup_line(lookup: dict[str, Any]) -> str:
     return (
         f"Over the measured phase the gateway observed **{lookup['count']:.0f}** found lookups "
-        f"(one per hit), mean **{f(lookup['mean_ms'], 3)} ms**; from its buckets (0.5, 1, "
+        f"(one per hit), mean **{md.f(lookup['mean_ms'], 3)} ms**; from its buckets (0.5, 1, "
         f"2.5, 5 ms, ...; linear interpolation as Prometheus' `histogram_quantile`) p50 ≈ "
-        f"{f(lookup['p50_ms_estimate'], 3)} ms, p99 ≈ {f(lookup['p99_ms_estimate'], 3)} ms. "
+        f"{md.f(lookup['p50_ms_estimate'], 3)} ms, p99 ≈ {md.f(lookup['p99_ms_estimate'], 3)} ms. "
         "Buckets (cumulative): "
         + ", ".join(f"le {le}: {n:.0f}" for le, n in lookup["buckets"].items())
         + "."
@@ -176,9 +164,9 @@ def _lookup_line(lookup: dict[str, Any]) -> str:
 
 def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str, Any]) -> str:
     rows, repeats = summary["rows"], config["cache_hit_repeats"]
-    return render(
+    return md.render(
         Path(__file__).with_name("report.md"),
-        **real_engine_header(machine, config),
+        **md.real_engine_header(machine, config),
         wall_s=f"{summary['wall_s']:.0f}",
         errors=summary["errors"],
         background=f"{summary['background_cores']:.2f}",
@@ -188,16 +176,16 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str,
         stream_prompts=config["cache_stream_prompts"],
         again="again" if repeats == 1 else f"again {repeats} times",
         repeats=repeats,
-        key=table(KEY, _key_rows(rows)),
+        key=md.table(KEY, _key_rows(rows)),
         lookup=_lookup_line(summary["lookup"]),
-        detail=table(DETAIL, rows.values()),
-        kinds="\n".join(f"- `{kind}`: {text}" for kind, text in KINDS.items() if kind in rows),
-        failures=failures(summary, "Failed checks") + ("\n" if summary["error_samples"] else ""),
+        detail=md.table(DETAIL, rows.values()),
+        kinds="\n".join(f"- `{kind}`: {text}" for kind, (text, _) in KINDS.items() if kind in rows),
+        failures=md.failures(summary, "Failed checks") + ("\n" if summary["error_samples"] else ""),
     )
 
 
 def print_summary(console: Console, summary: dict[str, Any]) -> None:
-    show(console, "cache: miss vs hit (ms, client-side)", KEY, _key_rows(summary["rows"]))
+    md.show(console, "cache: miss vs hit (ms, client-side)", KEY, _key_rows(summary["rows"]))
     console.print(_lookup_line(summary["lookup"]), markup=False, highlight=False)
 
 
@@ -205,7 +193,7 @@ def plot(replies: Sequence[dict[str, Any]], summary: dict[str, Any], path: Path,
     fig, (left, middle, right) = figure(3)
     ok = [r for r in replies if r["error"] is None]
     # Every request, in the order sent: misses take the engine's time, hits do not.
-    for kind, color in COLORS.items():
+    for kind, (_, color) in KINDS.items():
         if points := [(i, r["total_us"] / 1000) for i, r in enumerate(ok) if r["kind"] == kind]:
             order, ms = zip(*points, strict=True)
             left.scatter(order, ms, s=14, color=color, label=kind)
@@ -218,7 +206,7 @@ def plot(replies: Sequence[dict[str, Any]], summary: dict[str, Any], path: Path,
     left.legend(fontsize=8)
     left.grid(True, alpha=0.3)
     rows = summary["rows"]
-    kinds = [k for k in COLORS if k in rows]
+    kinds = [k for k in KINDS if k in rows]
     miss, hit = rows.get("miss"), rows.get("hit")
     title = "total time p50 / p99" + (
         f" — miss/hit p50 {miss['p50_ms'] / hit['p50_ms']:.0f}x" if miss and hit else ""

@@ -4,6 +4,7 @@ engine (:func:`bench.core.stack.real_stack`); writes cache.{md,json,png}."""
 from __future__ import annotations
 
 import argparse
+import functools
 
 from rich.console import Console
 
@@ -11,7 +12,7 @@ from bench.cache import report
 from bench.core.drive import drive
 from bench.core.machine import describe, stamp_end
 from bench.core.procs import REPO
-from bench.core.report import config_of, finish, write
+from bench.core.report import config_of, publish, subtitle
 from bench.core.stack import API_KEY, EXTRA_PACKAGES, Stack
 
 SUBJECTS = (
@@ -26,13 +27,11 @@ def prompt(n: int) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("cache scenario (real engine)")
-    group.add_argument("--cache-prompts", type=int, default=10, help="non-stream miss/hit prompts")
-    group.add_argument("--cache-stream-prompts", type=int, default=5, help="streamed miss/hit")
-    group.add_argument("--cache-max-tokens", type=int, default=32)
-    group.add_argument(
-        "--cache-hit-repeats", type=int, default=3, help="hits per prompt (each kind); cheap"
-    )
+    add = parser.add_argument_group("cache scenario (real engine)").add_argument
+    add("--cache-prompts", type=int, default=10, help="non-stream miss/hit prompts")
+    add("--cache-stream-prompts", type=int, default=5, help="streamed miss/hit")
+    add("--cache-max-tokens", type=int, default=32)
+    add("--cache-hit-repeats", type=int, default=3, help="hits per prompt (each kind); cheap")
 
 
 def apply_quick(args: argparse.Namespace) -> None:
@@ -58,8 +57,7 @@ def run(args: argparse.Namespace, stack: Stack, console: Console) -> int:
     config = config_of(args, **stack.config())
     summary = report.summarize(point)
     payload = {"machine": machine, "config": config, "summary": summary, "job": job, **point}
-    paths = write(args.out, "cache", report.markdown(machine, config, summary), payload)
-    subtitle = f"nproc {machine['nproc']}, {machine['date_utc']}; one run, compare ratios"
-    paths.append(report.plot(point["replies"], summary, args.out / "cache.png", subtitle))
     report.print_summary(console, summary)
-    return finish(console, paths, summary["errors"], summary["error_samples"])
+    plot = functools.partial(report.plot, point["replies"], summary, sub=subtitle(machine))
+    markdown = report.markdown(machine, config, summary)
+    return publish(console, args.out, "cache", markdown, payload, plot, summary)

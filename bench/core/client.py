@@ -11,6 +11,7 @@ aiohttp on uvloop; every request is timed with ``perf_counter_ns``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import sys
@@ -121,6 +122,17 @@ class Samples:
     def result(self) -> dict[str, Any]:
         return {"errors": self.errors, "error_samples": self.error_samples, "replies": self.replies}
 
+    def check(self, reply: Reply) -> None:
+        """Keep a streamed reply (without its text); count it failed if it has no usage or
+        came from the gateway's cache, which must stay out of every engine comparison."""
+        self.replies.append(reply.row())
+        if reply.error is not None:
+            self.fail(reply.error)
+        elif reply.x_cache not in (None, "bypass"):
+            self.fail(f"x-cache {reply.x_cache!r}: the gateway's cache answered")
+        elif not reply.completion_tokens:
+            self.fail("no usage chunk with completion_tokens")
+
 
 def _since(started: int) -> int:
     return (time.perf_counter_ns() - started) // 1000
@@ -202,3 +214,48 @@ def stack_cpu(
         "loadgen_cpu_s": time.process_time(),
         "machine_busy_cpu_s": machine_cpu_s(),
     }
+
+
+# A scenario's request: ``send(session, point, n, samples)`` sends request number ``n`` to
+# the point's target and records it in ``samples`` (None: a warm-up request, not kept).
+Send = Callable[[aiohttp.ClientSession, dict[str, Any], int, Samples | None], Awaitable[None]]
+WARM_UP = 10_000_000  # warm-up requests are numbered from here, apart from measured ones
+
+
+async def run_points(
+    job: dict[str, Any],
+    send: Send,
+    warm: int,
+    limits: aiohttp.ClientTimeout,
+    cpu: Callable[[], dict[str, float]] = dict,
+) -> None:
+    """Warm up (``warm`` requests, 4 at a time, to each of the first two points' targets:
+    direct and gateway), then run every point: a closed loop on a fresh pool, emitted with
+    its wall time, how much each of ``cpu()``'s clocks grew meanwhile, and its samples."""
+    async with aiohttp.ClientSession(timeout=limits) as session:
+        for point in job["points"][:2]:
+            await closed_loop(4, warm, functools.partial(_one, send, session, point, None, WARM_UP))
+    for point in job["points"]:
+        emit({"event": "start", **point})
+        samples = Samples()
+        connector = aiohttp.TCPConnector(limit=point["concurrency"])
+        async with aiohttp.ClientSession(connector=connector, timeout=limits) as session:
+            one = functools.partial(_one, send, session, point, samples, point["offset"])
+            before, started = cpu(), time.perf_counter()
+            await closed_loop(point["concurrency"], point["requests"], one)
+            wall_s, after = time.perf_counter() - started, cpu()
+        cpu_used = {name: after[name] - before[name] for name in after}
+        emit({"event": "point", **point, "wall_s": wall_s, **cpu_used, **samples.result()})
+
+
+async def _one(
+    send: Send,
+    session: aiohttp.ClientSession,
+    point: dict[str, Any],
+    samples: Samples | None,
+    first: int,
+    i: int,
+) -> None:
+    await send(session, point, first + i, samples)
+    if samples is not None:
+        progress()

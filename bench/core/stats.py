@@ -30,6 +30,12 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
+def errors(points: Sequence[dict[str, Any]], keep: int = 5) -> dict[str, Any]:
+    """The points' failed requests: how many, and the first ``keep`` samples."""
+    samples = [s for p in points for s in p["error_samples"]][:keep]
+    return {"errors": sum(p["errors"] for p in points), "error_samples": samples}
+
+
 def ok_replies(points: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The successful replies of some client points."""
     return [r for p in points for r in p["replies"] if r["error"] is None]

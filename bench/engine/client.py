@@ -8,22 +8,11 @@ phase.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import aiohttp
 
-from bench.core.client import (
-    Reply,
-    Samples,
-    call,
-    chat_body,
-    closed_loop,
-    emit,
-    progress,
-    stack_cpu,
-)
-from bench.core.client import serve as serve_job
+from bench.core.client import Samples, call, chat_body, run_points, serve, stack_cpu
 
 TOPICS = (
     "a lighthouse keeper", "a city built on stilts", "a clockmaker's apprentice",
@@ -41,58 +30,24 @@ def engine_prompt(n: int) -> str:
     return f"Request {n}. Write a long, detailed story about {topic}, with many characters."
 
 
-def _body(job: dict[str, Any], n: int, max_tokens: int) -> dict[str, Any]:
-    messages = [{"role": "user", "content": engine_prompt(n)}]
-    body = chat_body(job["model"], messages, max_tokens, stream=True)
-    if job["ignore_eos"]:
-        body["ignore_eos"] = True  # vLLM: always generate max_tokens (as vLLM's own benchmarks)
-    return body
-
-
-def check(samples: Samples, reply: Reply) -> None:
-    """Keep the reply (without its text); count it failed if it has no usage or came from
-    the gateway's cache, which must stay out of this comparison."""
-    samples.replies.append(reply.row())
-    if reply.error is not None:
-        samples.fail(reply.error)
-    elif reply.x_cache not in (None, "bypass"):
-        samples.fail(f"x-cache {reply.x_cache!r}: the gateway's cache answered")
-    elif not reply.completion_tokens:
-        samples.fail("no usage chunk with completion_tokens")
-    progress()
-
-
-async def _point(job: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
-    samples = Samples()
-    url, headers = point["url"], point["headers"]
-
-    async def send(i: int) -> None:
-        body = _body(job, point["prompt_offset"] + i, job["max_tokens"])
-        check(samples, await call(session, url, body, headers))
-
-    connector = aiohttp.TCPConnector(limit=point["concurrency"])
-    async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT) as session:
-        before, started = stack_cpu([job["engine_pid"]], job["gateway_pid"]), time.perf_counter()
-        await closed_loop(point["concurrency"], point["requests"], send)
-        wall_s = time.perf_counter() - started
-        after = stack_cpu([job["engine_pid"]], job["gateway_pid"])
-    cpu_used = {name: after[name] - before[name] for name in after}
-    return {"event": "point", **point, "wall_s": wall_s, **cpu_used, **samples.result()}
-
-
 async def run(job: dict[str, Any]) -> None:
-    # Warm-up (unmeasured): a few short requests per target, some concurrent.
-    async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
-        for target in job["warmup"]:
+    async def send(
+        session: aiohttp.ClientSession, point: dict[str, Any], n: int, samples: Samples | None
+    ) -> None:
+        # Warm-up requests are short: they only wake the engine and the pools.
+        max_tokens = 8 if samples is None else job["max_tokens"]
+        messages = [{"role": "user", "content": engine_prompt(n)}]
+        body = chat_body(job["model"], messages, max_tokens, stream=True)
+        if job["ignore_eos"]:
+            body["ignore_eos"] = True  # vLLM: always generate max_tokens (as vLLM's own benchmarks)
+        reply = await call(session, point["url"], body, point["headers"])
+        if samples is not None:
+            samples.check(reply)
 
-            async def warm(i: int, target: dict[str, Any] = target) -> None:
-                await call(session, target["url"], _body(job, 10_000_000 + i, 8), target["headers"])
-
-            await closed_loop(4, 8, warm)
-    for point in job["points"]:
-        emit({"event": "start", **point})
-        emit(await _point(job, point))
+    await run_points(
+        job, send, 8, TIMEOUT, lambda: stack_cpu([job["engine_pid"]], job["gateway_pid"])
+    )
 
 
 if __name__ == "__main__":
-    serve_job(run)
+    serve(run)

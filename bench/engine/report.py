@@ -11,22 +11,11 @@ from typing import Any
 
 from rich.console import Console
 
+from bench.core import report as md
 from bench.core.plot import concurrency_axis, dots, figure, save
-from bench.core.report import (
-    Column,
-    f,
-    failures,
-    joined,
-    number,
-    real_engine_header,
-    render,
-    show,
-    table,
-)
-from bench.core.stats import background_s, ok_replies, percentiles_ms
+from bench.core.stats import background_s, errors, ok_replies, percentiles_ms
+from bench.core.versus import DIRECT, GATEWAY
 
-DIRECT = "direct"
-GATEWAY = "gateway"
 OURS = ("engine_cpu_s", "gateway_cpu_s", "loadgen_cpu_s")
 IGNORE_EOS_NOTE = (
     ", `ignore_eos: true` (every answer is exactly max_tokens long, as in vLLM's own benchmarks)"
@@ -104,58 +93,52 @@ def summarize(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
     order = {DIRECT: 0, GATEWAY: 1}
     keys = sorted(groups, key=lambda k: (k[0], order.get(k[1], 2)))
     rows = {key: _row(key[1], key[0], groups[key], idle_cores) for key in keys}
-    concurrencies = sorted({c for c, _ in rows})
-    pairs = [
-        (rows[c, DIRECT], rows[c, GATEWAY])
-        for c in concurrencies
-        if (c, DIRECT) in rows and (c, GATEWAY) in rows
-    ]
+    pairs = [(row, rows[c, GATEWAY]) for (c, _), row in rows.items() if (c, GATEWAY) in rows]
     return {
         "rows": list(rows.values()),
-        "ratios": [_ratio(d, g) for d, g in pairs],
+        "ratios": [_ratio(d, g) for d, g in pairs if d["target"] == DIRECT],
         "gateway_idle_cores": idle_cores,
-        "errors": sum(p["errors"] for p in points),
-        "error_samples": [s for p in points for s in p["error_samples"]][:10],
+        **errors(points, keep=10),
     }
 
 
-KEY: list[Column] = [
+KEY: list[md.Column] = [
     ("c", lambda r: str(r["concurrency"])),
     ("tokens/s ratio", lambda r: f"**{r['tokens_per_s']:.3f}**"),
-    ("per round", lambda r: joined(r["tokens_per_s_rounds"])),
+    ("per round", lambda r: md.joined(r["tokens_per_s_rounds"])),
     ("TTFT p50 ratio", lambda r: f"**{r['ttft_p50']:.3f}**"),
-    ("per round", lambda r: joined(r["ttft_p50_rounds"])),
-    ("TTFT p90 ratio", lambda r: f(r["ttft_p90"], 3)),
-    ("TTFT p50 gateway minus direct (ms)", lambda r: f(r["ttft_p50_added_ms"], 1, signed=True)),
-    ("latency p50 ratio", lambda r: f(r["latency_p50"], 3)),
+    ("per round", lambda r: md.joined(r["ttft_p50_rounds"])),
+    ("TTFT p90 ratio", lambda r: md.f(r["ttft_p90"], 3)),
+    ("TTFT p50 gateway minus direct (ms)", lambda r: md.f(r["ttft_p50_added_ms"], 1, signed=True)),
+    ("latency p50 ratio", lambda r: md.f(r["latency_p50"], 3)),
 ]
 
 
-DETAIL: list[Column] = [
+DETAIL: list[md.Column] = [
     ("target", lambda r: r["target"]),
     ("c", KEY[0][1]),
     ("requests", lambda r: str(r["requests"])),
     ("errors", lambda r: str(r["errors"])),
     ("completion tokens", lambda r: str(r["completion_tokens"])),
-    ("tokens/s", number("tokens_per_s", 1)),
-    ("per round", lambda r: joined(r["tokens_per_s_rounds"], 1)),
-    ("TTFT p50 ms", number("ttft_p50_ms", 0)),
-    ("TTFT p90 ms", number("ttft_p90_ms", 0)),
-    ("TTFT p50 per round", lambda r: joined(r["ttft_p50_ms_rounds"], 0)),
-    ("latency p50 ms", number("latency_p50_ms", 0)),
-    ("TPOT p50 ms", number("tpot_p50_ms", 1)),
-    ("engine CPU ms/token", number("engine_cpu_ms_per_token", 1)),
-    ("gateway CPU cores", number("gateway_cpu_cores", 3)),
-    ("gateway CPU ms/req above idle", number("gateway_cpu_ms_per_request", 1)),
-    ("background cores", number("background_cores", 2)),
+    ("tokens/s", md.number("tokens_per_s", 1)),
+    ("per round", lambda r: md.joined(r["tokens_per_s_rounds"], 1)),
+    ("TTFT p50 ms", md.number("ttft_p50_ms", 0)),
+    ("TTFT p90 ms", md.number("ttft_p90_ms", 0)),
+    ("TTFT p50 per round", lambda r: md.joined(r["ttft_p50_ms_rounds"], 0)),
+    ("latency p50 ms", md.number("latency_p50_ms", 0)),
+    ("TPOT p50 ms", md.number("tpot_p50_ms", 1)),
+    ("engine CPU ms/token", md.number("engine_cpu_ms_per_token", 1)),
+    ("gateway CPU cores", md.number("gateway_cpu_cores", 3)),
+    ("gateway CPU ms/req above idle", md.number("gateway_cpu_ms_per_request", 1)),
+    ("background cores", md.number("background_cores", 2)),
 ]
 
 
 def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str, Any]) -> str:
     pairs = zip(config["engine_concurrency"], config["engine_requests"], strict=True)
-    return render(
+    return md.render(
         Path(__file__).with_name("report.md"),
-        **real_engine_header(machine, config),
+        **md.real_engine_header(machine, config),
         wall_s=f"{config['engine_wall_s']:.0f}",
         errors=summary["errors"],
         engine_url=config["engine"]["url"],
@@ -163,14 +146,14 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str,
         plan=", ".join(f"c={c}: {n}" for c, n in pairs),
         max_tokens=config["engine_max_tokens"],
         ignore_eos=IGNORE_EOS_NOTE if config["engine_ignore_eos"] else "",
-        key=table(KEY, summary["ratios"]),
-        detail=table(DETAIL, summary["rows"]),
-        failures=failures(summary) + ("\n" if summary["error_samples"] else ""),
+        key=md.table(KEY, summary["ratios"]),
+        detail=md.table(DETAIL, summary["rows"]),
+        failures=md.failures(summary),
     )
 
 
 def print_summary(console: Console, summary: dict[str, Any]) -> None:
-    show(console, "engine: gateway / direct (streamed)", KEY, summary["ratios"])
+    md.show(console, "engine: gateway / direct (streamed)", KEY, summary["ratios"])
 
 
 def plot(summary: dict[str, Any], path: Path, sub: str) -> Path:
@@ -209,6 +192,6 @@ def plot(summary: dict[str, Any], path: Path, sub: str) -> Path:
     ):
         concurrency_axis(ax, concurrencies, title)
         ax.legend(fontsize=8)
-    left.set_ylim(bottom=0)
-    middle.set_ylim(bottom=0)
+        if ax is not right:
+            ax.set_ylim(bottom=0)
     return save(fig, path, f"vLLM CPU engine, direct vs through Portico — {sub}")

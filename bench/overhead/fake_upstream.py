@@ -31,36 +31,22 @@ def _encode(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
-_USAGE = {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}
-
-
-def _answer(chat: bool, kind: str, choice: dict[str, Any]) -> dict[str, Any]:
-    """An answer (or a chunk of one) with a single choice."""
+def _answer(chat: bool, kind: str, choice: dict[str, Any], **extra: Any) -> bytes:
+    """An answer (or a chunk of one) with a single choice, encoded."""
     head = {"id": "chatcmpl-bench" if chat else "cmpl-bench", "object": kind, "created": 1700000000}
-    return {**head, "model": MODEL, "choices": [choice]}
+    return _encode({**head, "model": MODEL, "choices": [choice], **extra})
 
 
+USAGE = {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}
 HELLO = {"role": "assistant", "content": "Hello! How can I help you today?"}
-CHAT_BODY = _encode(
-    _answer(True, "chat.completion", {"index": 0, "message": HELLO, "finish_reason": "stop"})
-    | {"usage": _USAGE}
+CHAT_BODY = _answer(
+    True, "chat.completion", {"index": 0, "message": HELLO, "finish_reason": "stop"}, usage=USAGE
 )
-COMPLETION_BODY = _encode(
-    _answer(
-        False,
-        "text_completion",
-        {"index": 0, "text": " Hello! How can I help?", "finish_reason": "stop"},
-    )
-    | {"usage": _USAGE}
-)
+COMPLETION = {"index": 0, "text": " Hello! How can I help?", "finish_reason": "stop"}
+COMPLETION_BODY = _answer(False, "text_completion", COMPLETION, usage=USAGE)
 MODEL_CARD = {"id": MODEL, "object": "model", "created": 1700000000, "owned_by": "bench"}
 MODELS_BODY = _encode({"object": "list", "data": [MODEL_CARD]})
-HEALTH_BODY = b""
 NOT_FOUND_BODY = _encode({"error": {"message": "not found", "type": "not_found"}})
-
-
-def _sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + _encode(payload) + b"\n\n"
 
 
 def _chunk(index: int, chat: bool) -> bytes:
@@ -69,7 +55,8 @@ def _chunk(index: int, chat: bool) -> bytes:
     if chat:
         delta = {"role": "assistant", "content": ""} if index == 0 else {"content": f" tok{index}"}
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
-    return _sse(_answer(chat, "chat.completion.chunk" if chat else "text_completion", choice))
+    kind = "chat.completion.chunk" if chat else "text_completion"
+    return b"data: " + _answer(chat, kind, choice) + b"\n\n"
 
 
 DONE = b"data: [DONE]\n\n"
@@ -117,7 +104,7 @@ class FakeUpstream:
                 return
             await _whole(send, 200, CHAT_BODY if chat else COMPLETION_BODY)
         elif scope["method"] == "GET" and path == "/health":
-            await _whole(send, 200, HEALTH_BODY)
+            await _whole(send, 200, b"")
         elif scope["method"] == "GET" and path == "/v1/models":
             await _whole(send, 200, MODELS_BODY)
         else:

@@ -9,10 +9,10 @@ gateway_overhead.{md,json,png}. See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 import uuid
 from contextlib import ExitStack
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,9 @@ from bench.core import procs
 from bench.core.drive import drive
 from bench.core.machine import describe, stamp_end
 from bench.core.procs import REPO, Service
-from bench.core.report import config_of, finish, write
-from bench.core.stack import API_KEY, REDIS_URL, delete_namespace
-from bench.overhead import plot, report
+from bench.core.report import config_of, publish
+from bench.core.stack import API_KEY, LIMITS, REDIS_URL, delete_namespace
+from bench.overhead import report
 from bench.overhead.fake_upstream import STREAM_CHUNKS
 from bench.overhead.report import DIRECT, GW_2W, GW_AIOHTTP, MINIMAL
 
@@ -34,21 +34,17 @@ CLOSED_TARGETS = (*TARGETS, GW_2W)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("overhead scenario (fake upstream)")
-    group.add_argument("--rounds", type=int, default=4, help="interleaved rounds")
-    group.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
-    group.add_argument(
-        "--rates", type=float, nargs="+", default=[100.0, 200.0], help="open-loop requests/s"
-    )
-    group.add_argument(
-        "--open-seconds", type=float, default=4.0, help="per open-loop point and round"
-    )
-    group.add_argument("--requests", type=int, default=2000, help="per target and c > 1")
-    group.add_argument("--requests-c1", type=int, default=1000, help="per target at c = 1")
-    group.add_argument("--warmup", type=int, default=100, help="unmeasured, per point")
-    group.add_argument("--stream-concurrency", type=int, nargs="+", default=[1, 8])
-    group.add_argument("--stream-requests", type=int, default=400, help="per target and c")
-    group.add_argument("--stream-gap-ms", type=float, default=2.0)
+    add = parser.add_argument_group("overhead scenario (fake upstream)").add_argument
+    add("--rounds", type=int, default=4, help="interleaved rounds")
+    add("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
+    add("--rates", type=float, nargs="+", default=[100.0, 200.0], help="open-loop requests/s")
+    add("--open-seconds", type=float, default=4.0, help="per open-loop point and round")
+    add("--requests", type=int, default=2000, help="per target and c > 1")
+    add("--requests-c1", type=int, default=1000, help="per target at c = 1")
+    add("--warmup", type=int, default=100, help="unmeasured, per point")
+    add("--stream-concurrency", type=int, nargs="+", default=[1, 8])
+    add("--stream-requests", type=int, default=400, help="per target and c")
+    add("--stream-gap-ms", type=float, default=2.0)
 
 
 def apply_quick(args: argparse.Namespace) -> None:
@@ -64,8 +60,7 @@ def features_env(prefix: str) -> dict[str, str]:
         "PORTICO_API_KEYS": API_KEY,
         "PORTICO_REDIS_URL": REDIS_URL,
         "PORTICO_REDIS__PREFIX": prefix,
-        "PORTICO_RATE_LIMITS__DEFAULT_RPM": "1000000000",
-        "PORTICO_RATE_LIMITS__DEFAULT_TPM": "1000000000000",
+        **LIMITS,
     }
 
 
@@ -143,14 +138,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
     config["background_mean"] = sum(map(report.background, points)) / sum(walls)
     config["background_max"] = max(report.background(p) / p["wall_s"] for p in points)
     rows = report.summarize(points, CLOSED_TARGETS)
-    payload = {
-        "machine": machine,
-        "config": config,
-        "rows": [asdict(r) for r in rows],
-        "points": points,
-    }
-    paths = write(args.out, "gateway_overhead", report.markdown(machine, config, rows), payload)
-    subtitle = f"nproc {machine['nproc']}, Python {machine['python']}, {machine['date_utc']}"
-    paths.append(plot.write(rows, args.out / "gateway_overhead.png", subtitle))
+    payload = {"machine": machine, "config": config, "rows": rows, "points": points}
     report.print_summary(console, rows)
-    return finish(console, paths, sum(r.errors for r in rows), "see the error samples in the JSON")
+    subtitle = f"nproc {machine['nproc']}, Python {machine['python']}, {machine['date_utc']}"
+    plot = functools.partial(report.plot, rows, subtitle=subtitle)
+    markdown = report.markdown(machine, config, rows)
+    errors = {
+        "errors": sum(r["errors"] for r in rows),
+        "error_samples": "see the error samples in the JSON",
+    }
+    return publish(console, args.out, "gateway_overhead", markdown, payload, plot, errors)

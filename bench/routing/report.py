@@ -11,34 +11,16 @@ from typing import Any
 
 from rich.console import Console
 
+from bench.core import report as md
 from bench.core.plot import bars, figure, save
-from bench.core.report import (
-    Column,
-    f,
-    failures,
-    joined,
-    machine_lines,
-    number,
-    render,
-    show,
-    table,
-)
-from bench.core.stats import background_s, percentiles_ms
+from bench.core.stats import background_s, errors, percentiles_ms
 
 ROUND_ROBIN = "round_robin"
 AFFINITY = "affinity"
 STRATEGIES = (ROUND_ROBIN, AFFINITY)
-# Per-round values that get a median per strategy and an affinity / round_robin ratio.
-METRICS = (
-    "ttft_p50_ms",
-    "ttft_p99_ms",
-    "latency_p50_ms",
-    "latency_p99_ms",
-    "requests_per_s",
-    "tokens_per_s",
-    "prefix_cache_hit_rate",
-)
+# Per-round values with an affinity / round_robin ratio, and all that get a median.
 RATIOS = ("ttft_p50_ms", "ttft_p99_ms", "requests_per_s", "tokens_per_s")
+METRICS = (*RATIOS, "latency_p50_ms", "latency_p99_ms", "prefix_cache_hit_rate")
 OURS = ("engines_cpu_s", "gateway_cpu_s", "loadgen_cpu_s")
 
 
@@ -125,8 +107,7 @@ def summarize(
         "rows": rows,
         "ratios": ratios,
         "rounds": rounds,
-        "errors": sum(p["errors"] for p in points),
-        "error_samples": [s for p in points for s in p["error_samples"]][:5],
+        **errors(points),
     }
 
 
@@ -148,15 +129,15 @@ def _split(row: dict[str, Any]) -> str:
 
 
 def _ratio_cell(name: str) -> Any:
-    return lambda r: f"**{r[name]:.2f}** ({joined(r[name + '_rounds'])})"
+    return lambda r: f"**{r[name]:.2f}** ({md.joined(r[name + '_rounds'])})"
 
 
-PREFIXES: Column = ("prefixes", lambda r: str(r["prefixes"]))
-STRATEGY: Column = ("strategy", lambda r: f"`{r['strategy']}`")
-C: Column = ("c", lambda r: str(r["concurrency"]))
-HIT: Column = ("prefix-cache hit rate", lambda r: _pct(r["prefix_cache_hit_rate"]))
-BACKGROUND: Column = ("background cores", number("background_cores"))
-WORKLOADS: list[Column] = [
+PREFIXES: md.Column = ("prefixes", lambda r: str(r["prefixes"]))
+STRATEGY: md.Column = ("strategy", lambda r: f"`{r['strategy']}`")
+C: md.Column = ("c", lambda r: str(r["concurrency"]))
+HIT: md.Column = ("prefix-cache hit rate", lambda r: _pct(r["prefix_cache_hit_rate"]))
+BACKGROUND: md.Column = ("background cores", md.number("background_cores"))
+WORKLOADS: list[md.Column] = [
     ("prefixes", lambda w: f"{w['prefixes']}{' (auto)' if w['auto'] else ''}"),
     ("prompt tokens each", lambda w: f"{min(w['prompt_tokens'])}-{max(w['prompt_tokens'])}"),
     ("all prompts, tokens", lambda w: str(w["total_prompt_tokens"])),
@@ -172,25 +153,26 @@ WORKLOADS: list[Column] = [
     ("fit", fit),
     ("requests per round", lambda w: str(w["requests"])),
 ]
-MEDIANS: list[Column] = [
+MEDIANS: list[md.Column] = [
     PREFIXES, STRATEGY, C,
     ("requests", lambda r: f"{r['requests']} ({r['errors']} failed)"),
-    *((f"{name} {p} ms", number(f"{key}_{p}_ms", 0))
+    *((f"{name} {p} ms", md.number(f"{key}_{p}_ms", 0))
       for name, key in (("TTFT", "ttft"), ("latency", "latency")) for p in ("p50", "p99")),
-    ("requests/s", number("requests_per_s")), ("completion tokens/s", number("tokens_per_s", 1)),
+    ("requests/s", md.number("requests_per_s")),
+    ("completion tokens/s", md.number("tokens_per_s", 1)),
     HIT, ("requests on A / B (all rounds)", _split), BACKGROUND,
 ]  # fmt: skip
-EVERY_ROUND: list[Column] = [
+EVERY_ROUND: list[md.Column] = [
     PREFIXES, ("pair", lambda r: str(r["round"] + 1)), STRATEGY, C,
     MEDIANS[4], MEDIANS[5], MEDIANS[6], MEDIANS[8], ("hit rate", HIT[1]),
     ("prompt tokens", lambda r: f"{r['prompt_tokens']:.0f}"), ("requests on A / B", _split),
-    ("wall s", number("wall_s", 1)), BACKGROUND,
+    ("wall s", md.number("wall_s", 1)), BACKGROUND,
 ]  # fmt: skip
 
 
 def _ratio_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """The ratios, each with its workload's cache ratio and both strategies' hit rates."""
-    cache = {w["prefixes"]: f(w["cache_ratio"]) for w in summary["workloads"]}
+    cache = {w["prefixes"]: md.f(w["cache_ratio"]) for w in summary["workloads"]}
     hit = {(r["prefixes"], r["concurrency"], r["strategy"]): r for r in summary["rows"]}
     found = []
     for r in summary["ratios"]:
@@ -203,7 +185,7 @@ def _ratio_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-RATIO_COLUMNS: list[Column] = [
+RATIO_COLUMNS: list[md.Column] = [
     PREFIXES,
     ("prompts / KV cache", lambda r: r["cache"]),
     C,
@@ -239,11 +221,11 @@ def _options(config: dict[str, Any]) -> str:
 
 
 def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str, Any]) -> str:
-    return render(
+    return md.render(
         Path(__file__).with_name("report.md"),
         nproc=machine["nproc"],
         quick=" (`--quick`: a smoke run, the numbers mean nothing)" if config["quick"] else "",
-        machine=machine_lines(machine),
+        machine=md.machine_lines(machine),
         engine_argv=" ".join(config["engines"]["a"]["argv"]),
         model=config["model"],
         startup_s=f"{config['startup_s']:.0f}",
@@ -256,18 +238,18 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], summary: dict[str,
         requests=", ".join(
             f"{w['requests']} ({w['prefixes']} prefixes)" for w in summary["workloads"]
         ),
-        workloads=table(WORKLOADS, summary["workloads"]),
+        workloads=md.table(WORKLOADS, summary["workloads"]),
         rounds=config["routing_rounds"],
-        ratios=table(RATIO_COLUMNS, _ratio_rows(summary)),
-        medians=table(MEDIANS, summary["rows"]),
-        every_round=table(EVERY_ROUND, summary["rounds"]),
+        ratios=md.table(RATIO_COLUMNS, _ratio_rows(summary)),
+        medians=md.table(MEDIANS, summary["rows"]),
+        every_round=md.table(EVERY_ROUND, summary["rounds"]),
         options=_options(config),
-        failures=failures(summary) + ("\n" if summary["error_samples"] else ""),
+        failures=md.failures(summary) + ("\n" if summary["error_samples"] else ""),
     )
 
 
 def print_summary(console: Console, summary: dict[str, Any]) -> None:
-    show(console, "routing: affinity / round_robin", RATIO_COLUMNS, _ratio_rows(summary))
+    md.show(console, "routing: affinity / round_robin", RATIO_COLUMNS, _ratio_rows(summary))
 
 
 def plot(summary: dict[str, Any], path: Path, sub: str) -> Path:

@@ -12,6 +12,7 @@ routing.{md,json,png}. See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import secrets
 import statistics
@@ -28,7 +29,7 @@ from rich.console import Console
 from bench.core.drive import drive
 from bench.core.machine import describe, stamp_end
 from bench.core.procs import REPO, Service, engine_service, fetch, gateway_service, running
-from bench.core.report import config_of, finish, show, write
+from bench.core.report import config_of, publish, show, subtitle
 from bench.core.stack import API_KEY, ENGINE_FLAGS, EXTRA_PACKAGES, first_model
 from bench.routing import report
 from bench.routing.report import STRATEGIES
@@ -98,18 +99,6 @@ def engine_flags(kv_blocks: int) -> tuple[str, ...]:
     return (*ENGINE_FLAGS, *extra)
 
 
-def _gateway(strategy: str, engines: list[Service], log_dir: Path) -> Service:
-    env = {
-        "PORTICO_ENGINES": ",".join(e.base_url for e in engines),
-        "PORTICO_API_KEYS": API_KEY,
-        "PORTICO_ROUTING__STRATEGY": strategy,
-        # Repeated questions must reach an engine: only its prefix cache is compared.
-        "PORTICO_CACHE__MODE": "off",
-    }
-    log = log_dir / f"routing-gateway-{strategy}.log"
-    return gateway_service(f"gateway-{strategy}", log, env)
-
-
 @contextmanager
 def routing_stack(args: argparse.Namespace, log_dir: Path, console: Console) -> Iterator[Stack]:
     """Both engines and both gateways, ready; all stopped on the way out, whatever happens."""
@@ -131,7 +120,17 @@ def routing_stack(args: argparse.Namespace, log_dir: Path, console: Console) -> 
             first_model(engines["b"].base_url, deadline)
         startup_s = time.monotonic() - started
         console.print(f"engines ready in {startup_s:.0f} s: {model}")
-        gateways = {s: _gateway(s, list(engines.values()), log_dir) for s in STRATEGIES}
+        env = {"PORTICO_ENGINES": ",".join(e.base_url for e in engines.values())}
+        # Repeated questions must reach an engine: only its prefix cache is compared.
+        env |= {"PORTICO_API_KEYS": API_KEY, "PORTICO_CACHE__MODE": "off"}
+        gateways = {
+            s: gateway_service(
+                f"gateway-{s}",
+                log_dir / f"routing-gateway-{s}.log",
+                env | {"PORTICO_ROUTING__STRATEGY": s},
+            )
+            for s in STRATEGIES
+        }
         with console.status("starting one gateway per strategy"):
             stack.enter_context(running(list(gateways.values())))
         yield Stack(engines, gateways, model, startup_s)
@@ -198,35 +197,22 @@ def plan(
     points: list[dict[str, Any]] = []
     for pair in range(args.routing_rounds):
         for load in loads:
+            sequence = schedule(load["requests"], seed=pair, prefixes=load["prefixes"])
             for conc in args.routing_concurrency:
-                order = STRATEGIES if pair % 2 == 0 else STRATEGIES[::-1]
-                sequence = schedule(load["requests"], seed=pair, prefixes=load["prefixes"])
-                for strategy in order:
-                    point = _point(stack.gateways[strategy], strategy, conc, sequence)
-                    extra = {"prefixes": load["prefixes"], "tag": secrets.token_hex(4)}
-                    points.append(point | extra | {"index": len(points), "round": pair})
+                fields = {"concurrency": conc, "prefixes": load["prefixes"], "round": pair}
+                fields["schedule"] = sequence
+                for strategy in STRATEGIES if pair % 2 == 0 else STRATEGIES[::-1]:
+                    points.append(_point(stack, strategy, index=len(points), **fields))
     return points
 
 
-def _point(
-    gateway: Service, strategy: str, conc: int, sequence: list[tuple[int, int]]
-) -> dict[str, Any]:
+def _point(stack: Stack, strategy: str, tag: str = "", **fields: Any) -> dict[str, Any]:
+    """A point through ``strategy``'s gateway (``fields``: concurrency, schedule, prefixes),
+    under a fresh random tag after ``tag``."""
+    gateway = stack.gateways[strategy]
     url = gateway.base_url + "/v1/chat/completions"
-    return {
-        "strategy": strategy,
-        "concurrency": conc,
-        "url": url,
-        "gateway_pid": gateway.pid,
-        "schedule": sequence,
-    }
-
-
-def _warmup(stack: Stack) -> list[dict[str, Any]]:
-    return [
-        _point(gateway, strategy, 4, schedule(8, seed=-1))
-        | {"prefixes": PERSONA_COUNT, "tag": f"warmup-{secrets.token_hex(4)}"}
-        for strategy, gateway in stack.gateways.items()
-    ]
+    fields |= {"gateway_pid": gateway.pid, "tag": tag + secrets.token_hex(4)}
+    return {"strategy": strategy, "url": url, **fields}
 
 
 def _config(
@@ -265,8 +251,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
         job = {
             "scenario": SCENARIO, "model": stack.model, "api_key": API_KEY,
             "max_tokens": args.routing_max_tokens, "engines": [e.base_url for e in engines],
-            "engine_pids": [e.pid for e in engines], "warmup": _warmup(stack), "points": points,
+            "engine_pids": [e.pid for e in engines], "points": points,
         }  # fmt: skip
+        warm = {"concurrency": 4, "schedule": schedule(8, seed=-1), "prefixes": PERSONA_COUNT}
+        job["warmup"] = [_point(stack, s, "warmup-", **warm) for s in STRATEGIES]
         total = sum(len(p["schedule"]) for p in points)
         measured = time.monotonic()
         log = log_dir / "routing-load.log"
@@ -277,9 +265,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     config["scenario_wall_s"] = time.monotonic() - started
     summary = report.summarize(results, loads)
     payload = {"machine": machine, "config": config, "summary": summary, "points": results}
-    paths = write(args.out, SCENARIO, report.markdown(machine, config, summary), payload)
-    subtitle = f"nproc {machine['nproc']}, {machine['date_utc']}; one run, compare ratios"
-    paths.append(report.plot(summary, args.out / "routing.png", subtitle))
     report.print_summary(console, summary)
     console.print(f"scenario {config['scenario_wall_s']:.0f} s")
-    return finish(console, paths, summary["errors"], summary["error_samples"])
+    plot = functools.partial(report.plot, summary, sub=subtitle(machine))
+    markdown = report.markdown(machine, config, summary)
+    return publish(console, args.out, SCENARIO, markdown, payload, plot, summary)
