@@ -1,8 +1,8 @@
 """gateway.prompt_text against the vLLM the engine runs: every content part type vLLM
-parses is known to the gateway as text or media, and every field of vLLM's two request
-models is either rewritten or listed here as one the model never reads. A vLLM upgrade
-that adds either fails here until someone decides (read from vLLM's source, not
-imported: importing vLLM takes seconds)."""
+parses is known to the gateway as text or media, and every field of vLLM's chat,
+completion and responses requests is either rewritten or listed here as one the model
+never reads. A vLLM upgrade that adds either fails here until someone decides (read
+from vLLM's source, not imported: importing vLLM takes seconds)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ import json
 
 import pytest
 
-from gateway.prompt_text import CHAT_FIELDS, COMPLETION_FIELDS, MEDIA_PARTS, TEXT_PARTS, rewrite
+from gateway.prompt_text import (
+    CHAT_FIELDS,
+    COMPLETION_FIELDS,
+    MEDIA_PARTS,
+    RESPONSES_FIELDS,
+    TEXT_PARTS,
+    rewrite,
+)
 from tests.deploy.contract import vllm_source
 
 CHAT_UTILS = "renderers/chat_utils.py"
@@ -49,6 +56,19 @@ CHAT_NOT_READ = _SAMPLING | _DELIVERY | _ENGINE | _CHAT_ONLY
 # A completion's prompt_embeds are base64 tensors spliced in as embeddings; its
 # response_format only constrains the output (no completion renderer reads it).
 COMPLETION_NOT_READ = _SAMPLING | _DELIVERY | _ENGINE | {"prompt_embeds", "response_format"}
+RESPONSES_NOT_READ = _SAMPLING | _DELIVERY | _ENGINE | {
+    "max_output_tokens", "max_tool_calls", "parallel_tool_calls", "include_reasoning",
+    "prompt_cache_key",  # "not implemented yet, vLLM will ignore it" (its own words)
+    # Closed sets or flags: never free text.
+    "background", "include", "reasoning", "service_tier", "store", "truncation",
+    "enable_response_messages",
+    # Returned with the response, never rendered.
+    "metadata",
+    # Replaced by the gateway with the conversation it names (inlined as input items).
+    "previous_response_id",
+    # Refused by the gateway (400): history it would neither estimate nor redact.
+    "previous_input_messages",
+}  # fmt: skip
 
 
 def _module(relative: str) -> ast.Module:
@@ -100,6 +120,8 @@ def test_every_part_type_vllm_parses_is_known_as_text_or_media() -> None:
          CHAT_FIELDS, CHAT_NOT_READ, {"messages"}),
         ("entrypoints/openai/completion/protocol.py", "CompletionRequest",
          COMPLETION_FIELDS, COMPLETION_NOT_READ, set()),
+        ("entrypoints/openai/responses/protocol.py", "ResponsesRequest",
+         RESPONSES_FIELDS, RESPONSES_NOT_READ, {"input"}),
     ],
 )  # fmt: skip
 def test_every_request_field_of_vllm_is_rewritten_or_known_not_to_be_read(
