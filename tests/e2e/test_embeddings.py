@@ -135,28 +135,33 @@ def offline_tiktoken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("offline_tiktoken")
 def test_langchain_with_default_settings_gets_what_the_engine_gives_it(stack: Stack) -> None:
     """By default OpenAIEmbeddings splits texts with OpenAI's tokenizer and sends its
-    token ids, which this model reads as other words: the vectors are not the texts'
-    (documented), but Portico relays the ids and returns exactly what vLLM computes."""
-
-    def embed(base_url: str, api_key: str) -> tuple[list[list[float]], list[float]]:
-        embeddings = OpenAIEmbeddings(
-            base_url=base_url,
-            api_key=api_key,  # type: ignore[arg-type]
-            model=EMBEDDING_MODEL,
-            max_retries=0,
-        )
-        return embeddings.embed_documents(TEXTS), embeddings.embed_query(TEXTS[0])
-
-    documents, query = embed(stack.base_url, stack.api_key)
+    token ids, which this model reads as other words, or refuses when an id is past its
+    vocabulary (documented: set check_embedding_ctx_length=False). Portico relays the
+    ids as they are: the same vectors, and the same refusal, as vLLM's own."""
     assert stack.embedding_url is not None
-    direct_documents, direct_query = embed(stack.embedding_url + "/v1", "none")
-    assert len(documents) == len(TEXTS)
-    assert all(len(vector) == DIMENSIONS for vector in documents)
-    assert all(_close(a, b) for a, b in zip(documents, direct_documents, strict=True))
-    assert _close(query, direct_query)
+    targets = [(stack.base_url, stack.api_key), (stack.embedding_url + "/v1", "none")]
+    queries, refusals = [], []
+    for base_url, api_key in targets:
+        with httpx.Client(timeout=60) as http:
+            embeddings = OpenAIEmbeddings(
+                base_url=base_url,
+                api_key=api_key,  # type: ignore[arg-type]
+                model=EMBEDDING_MODEL,
+                max_retries=0,
+                http_client=http,
+            )
+            queries.append(embeddings.embed_query("What is the capital of France?"))
+            with pytest.raises(openai.BadRequestError) as refused:
+                embeddings.embed_documents(TEXTS)  # "Bananas." is past the vocabulary
+            refusals.append(refused.value.message)
+    through, own = queries
+    assert len(through) == DIMENSIONS
+    assert _close(through, own)
+    assert refusals[0] == refusals[1]
+    assert "out of vocabulary" in refusals[0]
     # Not the text's own vector: the ids were cl100k's, not this model's.
-    text = _floats(_direct(stack, input=TEXTS[0], encoding_format="float")["data"][0]["embedding"])
-    assert not _close(query, text)
+    text = _direct(stack, input="What is the capital of France?", encoding_format="float")
+    assert not _close(through, _floats(text["data"][0]["embedding"]))
 
 
 def test_dimensions_on_a_model_that_cannot_shorten_is_a_400_in_openai_shape(
