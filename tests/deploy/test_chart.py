@@ -383,6 +383,25 @@ def test_a_release_without_any_redis_is_refused() -> None:
     assert "set redis.enabled=false" in render_error(both)
 
 
+def _bytes(size: str) -> int:
+    units = {"kb": 1024, "mb": 1024**2, "gb": 1024**3, "b": 1}
+    unit = next((u for u in units if size.endswith(u)), "")
+    return int(size.removesuffix(unit)) * units.get(unit, 1)
+
+
+def test_the_built_in_redis_evicts_before_its_memory_limit_and_never_key_records() -> None:
+    """Stored responses live 30 days: without maxmemory, Redis grows to its container's
+    limit, is OOM-killed, reloads its append-only file and is killed again."""
+    r = rendered("defaults")
+    redis = r.container("StatefulSet", "redis")
+    args = redis["args"]
+    maxmemory = args[args.index("--maxmemory") + 1]
+    assert args[args.index("--maxmemory-policy") + 1] == "volatile-lru"
+    limit = redis["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi")
+    assert _bytes(maxmemory) <= 0.8 * int(limit.removesuffix("Mi")) * 1024**2
+
+
 def test_external_redis_replaces_the_built_in_one() -> None:
     r = rendered("external-redis")
     labels = [o["metadata"]["labels"] for o in r.objects]

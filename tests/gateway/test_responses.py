@@ -7,11 +7,13 @@ and compares with vLLM's own store."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +25,7 @@ from gateway.app import create_app
 from gateway.sealing import MAGIC
 from gateway.settings import GatewaySettings
 from tests.gateway.fake_engine import MODEL, RESPONSE_USAGE, FakeEngine
+from tests.gateway.processes import redis_server
 from tests.gateway.servers import serving
 
 ADMIN = "admin-token-for-responses-tests-0123"
@@ -334,3 +337,35 @@ def test_redaction_reaches_the_kept_conversation_too() -> None:
         refused = stack.post(key, input=unknown)
         assert refused.status_code == 400
         assert refused.json()["error"]["param"] == "input.0.content.0.type"
+
+
+def test_under_the_charts_eviction_policy_old_responses_go_and_keys_stay(tmp_path: Path) -> None:
+    """The chart runs its Redis with maxmemory and volatile-lru (30 days of stored
+    responses would otherwise outgrow the pod): responses are evicted oldest first,
+    key records (which have no lifetime) never, so every key keeps working."""
+    with redis_server(tmp_path) as server:
+        admin = redis.Redis.from_url(server.url)
+        admin.config_set("maxmemory", "3mb")
+        admin.config_set("maxmemory-policy", "volatile-lru")
+        engine = FakeEngine()
+        with serving(engine.app) as engine_url:
+            settings = GatewaySettings(
+                engine_url=engine_url, redis_url=server.url, admin_token=ADMIN
+            )
+            with serving(create_app(settings)) as url, httpx.Client(base_url=url) as client:
+                stack = Stack(client, [engine], "portico")
+                key = stack.key()
+                ids = []
+                for _ in range(120):  # ~6 MB of conversations, ~3.5 MB stored
+                    made = stack.post(key, input=os.urandom(25_000).hex())
+                    assert made.status_code == 200, made.text
+                    ids.append(made.json()["id"])
+                assert int(admin.info("stats")["evicted_keys"]) > 0
+                assert admin.exists("portico:keys")
+                statuses = [
+                    client.get(f"/v1/responses/{i}", headers=_auth(key)).status_code
+                    for i in (ids[0], ids[-1])
+                ]
+                assert statuses == [404, 200]  # the oldest evicted, the newest kept
+                assert stack.post(key).status_code == 200  # the key record survived
+        admin.close()
