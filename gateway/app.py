@@ -23,6 +23,8 @@ from gateway.errors import (
     error_body,
     render,
 )
+from gateway.files import upload_cap
+from gateway.files_api import files
 from gateway.hosts import AllowedHosts
 from gateway.metrics import Metrics
 from gateway.middleware import RequestContextMiddleware, RequestHeadLimits, request_id
@@ -53,12 +55,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.router.routes.extend(generation_routes)
     app.include_router(v1)
+    app.include_router(files)
     app.include_router(ops)
     app.include_router(admin)
     openapi.install(app)
     _install_error_handlers(app)
     # Inside the context middleware, so refusals are counted, logged and carry the id.
-    app.add_middleware(BodyLimits, limits=settings.limits, metrics=metrics)
+    limits = settings.limits
+    # The upload's own cap: a file at its limit plus framing; every other route keeps
+    # limits.max_body_bytes.
+    caps = {("POST", "/v1/files"): upload_cap(settings.files, limits.max_buffered_body_bytes)}
+    app.add_middleware(BodyLimits, limits=limits, metrics=metrics, caps=caps)
     app.add_middleware(RequestHeadLimits, limits=settings.limits)
     # First check inside the context middleware: an unknown Host is refused before any
     # other work, and the refusal is still counted, logged and carries the request id.

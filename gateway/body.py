@@ -11,7 +11,9 @@ added later included, by wrapping ``receive``:
 
 - one body: 413 past ``limits.max_body_bytes`` (from ``Content-Length`` at the first
   read, before any byte of it, else counted as it comes) and 408 unless all of it
-  arrives within ``limits.body_read_s`` of the first read;
+  arrives within ``limits.body_read_s`` of the first read. A route may be given its own
+  cap (``caps``, by method and path: the file upload's is the file size limit plus its
+  multipart framing), so one large-bodied route does not loosen every other;
 - all bodies: the bytes of the bodies requests in flight have read, or have declared
   and are reading, stay within ``limits.max_buffered_body_bytes`` per process (the
   chart's memory limit is then out of a client's reach); a body that would go over
@@ -28,7 +30,7 @@ a client trickling bytes could keep the connection open as long as it liked.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import TypeVar
 
 import pydantic_core
@@ -106,9 +108,16 @@ class BodyLimits:
     """Bounds every HTTP request's body (size, read time, bytes held across requests);
     see the module docstring."""
 
-    def __init__(self, app: ASGIApp, limits: Limits, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limits: Limits,
+        metrics: Metrics,
+        caps: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
         self.app = app
         self.limits = limits
+        self.caps = dict(caps or {})  # (method, path) -> that route's own body cap
         refused = metrics.backpressure_rejections.labels("request_bodies")
         self.budget = BodyBudget(limits.max_buffered_body_bytes, refused)
 
@@ -116,7 +125,8 @@ class BodyLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        body = _Body(scope, receive, send, self.limits, self.budget)
+        cap = self.caps.get((scope["method"], scope["path"]), self.limits.max_body_bytes)
+        body = _Body(scope, receive, send, self.limits, self.budget, cap)
         try:
             await self.app(scope, body.receive, body.send)
         finally:
@@ -126,12 +136,19 @@ class BodyLimits:
 class _Body:
     """One request's body as its route reads it: bytes so far, deadline, refusal."""
 
-    __slots__ = ("_budget", "_deadline", "_forward", "_limits", "_receive", "_received",
-                 "_scope", "_send", "complete", "refusal", "taken")  # fmt: skip
+    __slots__ = ("_budget", "_cap", "_deadline", "_forward", "_limits", "_receive",
+                 "_received", "_scope", "_send", "complete", "refusal", "taken")  # fmt: skip
 
     def __init__(
-        self, scope: Scope, receive: Receive, send: Send, limits: Limits, budget: BodyBudget
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        limits: Limits,
+        budget: BodyBudget,
+        cap: int,
     ) -> None:
+        self._cap = cap
         self._scope = scope
         self._receive = receive
         self._send = send
@@ -193,15 +210,15 @@ class _Body:
         limits = self._limits
         declared = _content_length(self._scope)
         if declared is not None:
-            if declared > limits.max_body_bytes:
-                raise self._refuse(_too_large(limits.max_body_bytes))
+            if declared > self._cap:
+                raise self._refuse(_too_large(self._cap))
             self._take(declared)
         self._deadline = asyncio.get_running_loop().time() + limits.body_read_s
         return self._deadline
 
     def _count(self, size: int) -> None:
         self._received += size
-        cap = self._limits.max_body_bytes
+        cap = self._cap
         if self._received > cap:
             raise self._refuse(_too_large(cap))
         if self._received > self.taken:  # a chunked body: no length was declared

@@ -160,7 +160,9 @@ class LuaScript:
         self.text = text
         self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
-    async def run(self, redis: Redis, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+    async def run(
+        self, redis: Redis, keys: Sequence[str], args: Sequence[str | int | bytes | float]
+    ) -> Any:
         try:
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:

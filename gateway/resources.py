@@ -18,6 +18,8 @@ from gateway.catalog import ModelCatalog
 from gateway.discovery import Discovery
 from gateway.drain import Drain
 from gateway.engines import EnginePool
+from gateway.file_backends import FileBackend, MemoryFileBackend, RedisFileBackend
+from gateway.files import FileStore
 from gateway.generation import GenerationService
 from gateway.jwt_verifier import JWTVerifier
 from gateway.keys import KeyHasher, KeyStore, MemoryKeyStore, RedisKeyStore
@@ -49,19 +51,21 @@ class Resources:
     catalog: ModelCatalog
     generation: GenerationService
     responses: ResponseStore
+    files: FileStore
 
 
 async def _stores(
     settings: GatewaySettings, metrics: Metrics, stack: AsyncExitStack
-) -> tuple[KeyStore, Limiter, CacheStore, CacheStore]:
+) -> tuple[KeyStore, Limiter, CacheStore, CacheStore, FileBackend]:
     """Redis-backed stores when REDIS_URL is set, else in-memory ones (one process
-    only): keys, limits, cached answers, stored responses."""
+    only): keys, limits, cached answers, stored responses, uploaded files."""
     if settings.redis_url is None:
         return (
             MemoryKeyStore(),
             MemoryLimiter(settings.rate_limits.window_s),
             MemoryCacheStore(settings.cache.memory_max_bytes),
             MemoryCacheStore(settings.responses.memory_max_bytes),
+            MemoryFileBackend(),
         )
     # Blocking: past 200 busy connections a call waits (within the guard's timeout)
     # instead of failing at once with MaxConnectionsError and tripping the breaker.
@@ -80,11 +84,15 @@ async def _stores(
     stack.callback(monitor.cancel)
     guard = RedisGuard(redis, settings.redis, metrics, lag)
     prefix = settings.redis.prefix
+    # The file store's calls move up to a whole file: their own time limit, and their
+    # own breaker, so a slow upload does not open the one every request's auth uses.
+    files_redis = settings.redis.model_copy(update={"timeout_s": settings.files.redis_timeout_s})
     return (
         RedisKeyStore(guard, prefix, _sealer(settings)),
         RedisLimiter(guard, prefix, settings.rate_limits.window_s),
         RedisCacheStore(guard, prefix),
         RedisCacheStore(guard, prefix, "responses"),
+        RedisFileBackend(RedisGuard(redis, files_redis, metrics, lag), prefix),
     )
 
 
@@ -132,7 +140,12 @@ def lifespan_for(
             # JWKS fetches (rare) use httpx; engines get the transport above.
             client = httpx.AsyncClient(timeout=settings.upstream.probe_s)
             stack.push_async_callback(client.aclose)
-            keys, limiter, cache_store, response_store = await _stores(settings, metrics, stack)
+            keys, limiter, cache_store, response_store, file_backend = await _stores(
+                settings, metrics, stack
+            )
+            files = FileStore(file_backend, settings.files, _sealer(settings))
+            sweeper = asyncio.create_task(files.sweep_forever(), name="portico-file-sweep")
+            stack.callback(sweeper.cancel)
             pepper = settings.key_pepper.get_secret_value() if settings.key_pepper else None
             hasher = KeyHasher(pepper)
             jwt = JWTVerifier(settings.jwt, client)
@@ -170,6 +183,7 @@ def lifespan_for(
                     responses,
                 ),
                 responses=responses,
+                files=files,
             )
             yield
 

@@ -164,6 +164,38 @@ class ResponsesSettings(BaseModel):
     )  # fmt: skip
 
 
+class FilesSettings(BaseModel):
+    """Uploaded files of the Files API, the Batch API's input (docs/batch.md)."""
+
+    max_bytes: int = Field(
+        16 * 1_048_576, gt=0,
+        description="Largest file one upload may carry (413 past it). The upload's body may "
+        "be this plus 64 KiB of multipart framing; no other route's cap changes.",
+    )  # fmt: skip
+    max_lines: int = Field(
+        50_000, gt=0, description="Most lines one batch input file may have (400 past it)."
+    )
+    tenant_max_bytes: int = Field(
+        256 * 1_048_576, gt=0,
+        description="Bytes of files one caller may have stored at once, all files together "
+        "(400 file_storage_limit_exceeded for an upload that would go over it); deleted and "
+        "expired files give theirs back.",
+    )  # fmt: skip
+    ttl_s: int = Field(
+        30 * 86400, gt=0,
+        description="How long a file lives after its upload (its expires_at); an expired file "
+        "is gone for every read and its bytes are freed.",
+    )  # fmt: skip
+    sweep_interval_s: float = Field(
+        60.0, gt=0, description="How often expired files are deleted from the store."
+    )
+    redis_timeout_s: float = Field(
+        5.0, gt=0,
+        description="Time limit on one Redis call of the file store (a file is up to "
+        "max_bytes; PORTICO_REDIS__TIMEOUT_S is sized for the small calls of every request).",
+    )  # fmt: skip
+
+
 class RedactionSettings(BaseModel):
     """Optional PII redaction of prompt text before it reaches an engine (docs/pii.md)."""
 
@@ -401,6 +433,7 @@ class GatewaySettings(BaseSettings):
     jwt: JWTSettings = Field(default_factory=JWTSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
+    files: FilesSettings = Field(default_factory=FilesSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     redaction: RedactionSettings = Field(default_factory=RedactionSettings)
     drain_grace_s: float = Field(
