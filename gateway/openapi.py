@@ -122,6 +122,14 @@ _GUARDED: dict[str, tuple[list[dict[str, list[str]]], dict[str, str]]] = {
             "503": "Response store unavailable (Retry-After)",
         },
     ),
+    "/v1/files": (
+        [{"bearer": []}, {"apiKey": []}],
+        {
+            "401": "No valid API key or JWT",
+            "429": _AUTH_LOCKOUT,
+            "503": "File store unavailable (Retry-After)",
+        },
+    ),
     "/admin/": (
         [{"bearer": []}],
         {
@@ -249,6 +257,9 @@ def _document_fastapi_errors(paths: dict[str, Any]) -> None:
             if "{response_id}" in path:
                 responses["404"] = {"description": "No stored response of this caller's with "
                                     "this id", "content": _ERROR_CONTENT}  # fmt: skip
+            if "{file_id}" in path:
+                responses["404"] = {"description": "No live file of this caller's with this "
+                                    "id", "content": _ERROR_CONTENT}  # fmt: skip
             if path == "/v1/models/{model_id}":
                 responses["404"] = {"description": "No such model, or not one this caller may use",
                                     "content": _ERROR_CONTENT}  # fmt: skip
@@ -280,6 +291,78 @@ def _document_bodies_read_by_hand(paths: dict[str, Any], schemas: dict[str, Any]
             operation["responses"][status] = {"description": text, "content": _ERROR_CONTENT}
 
 
+# A file object of the Files API, and what the file routes answer besides errors.
+_FILE: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "object", "bytes", "created_at", "filename", "purpose", "status"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "file"},
+        "bytes": {"type": "integer"},
+        "created_at": {"type": "integer"},
+        "expires_at": {"type": ["integer", "null"]},
+        "filename": {"type": "string"},
+        "purpose": {"type": "string"},
+        "status": {"type": "string"},
+    },
+}
+_FILE_ANSWERS: dict[tuple[str, str], dict[str, Any]] = {
+    ("/v1/files", "post"): {"application/json": {"schema": _FILE}},
+    ("/v1/files", "get"): {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["object", "data", "has_more", "first_id", "last_id"],
+                "properties": {
+                    "data": {"type": "array", "items": _FILE},
+                    "has_more": {"type": "boolean"},
+                },
+            }
+        }
+    },
+    ("/v1/files/{file_id}", "get"): {"application/json": {"schema": _FILE}},
+    ("/v1/files/{file_id}/content", "get"): {
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+    },
+    ("/v1/files/{file_id}", "delete"): {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["id", "object", "deleted"],
+                "properties": {"id": {"type": "string"}, "deleted": {"const": True}},
+            }
+        }
+    },
+}
+_UPLOAD: dict[str, Any] = {
+    "type": "object",
+    "required": ["file", "purpose"],
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "JSONL, one request a line"},
+        "purpose": {"enum": ["batch"]},
+    },
+}
+
+
+def _document_files(paths: dict[str, Any]) -> None:
+    """The file routes' answers, and the upload's multipart body (read by hand)."""
+    for (path, method), content in _FILE_ANSWERS.items():
+        paths[path][method]["responses"]["200"]["content"] = content
+    upload = paths["/v1/files"]["post"]
+    upload["requestBody"] = {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": _UPLOAD}},
+    }
+    refusals = {
+        **_BODY_REFUSALS,
+        "400": "Malformed multipart, a purpose other than batch, or a bad line of the file "
+        "(the message names it), or over the caller's file storage",
+        "413": "File or body larger than the file size limit",
+    }
+    for status, text in refusals.items():
+        upload["responses"][status] = {"description": text, "content": _ERROR_CONTENT}
+
+
 def install(app: FastAPI) -> None:
     """Make ``app.openapi`` (served at /openapi.json) include the generation routes and
     the bodies the admin routes read by hand."""
@@ -293,6 +376,7 @@ def install(app: FastAPI) -> None:
             components.setdefault("securitySchemes", {}).update(_SECURITY_SCHEMES)
             _document_fastapi_errors(schema["paths"])
             _document_bodies_read_by_hand(schema["paths"], schemas)
+            _document_files(schema["paths"])
             for path, model, summary in _GENERATION:
                 _add_model(schemas, model)
                 schema["paths"][path] = {"post": _operation(model, summary)}

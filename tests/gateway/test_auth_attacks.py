@@ -292,6 +292,11 @@ ALLOWED_ROUTES = {
     ("GET", "/v1/responses/{response_id}"),
     ("DELETE", "/v1/responses/{response_id}"),
     ("POST", "/v1/responses/{response_id}/cancel"),
+    ("POST", "/v1/files"),
+    ("GET", "/v1/files"),
+    ("GET", "/v1/files/{file_id}"),
+    ("GET", "/v1/files/{file_id}/content"),
+    ("DELETE", "/v1/files/{file_id}"),
     ("GET", "/v1/models"),
     ("GET", "/v1/models/{model_id:path}"),
     ("GET", "/healthz"),
@@ -405,7 +410,7 @@ def test_only_generation_paths_reach_the_engine(gateway: httpx.Client, stack: St
         gateway.request(
             method,
             path.replace("{model_id:path}", MODEL).format(
-                key_id="key_0", name="engine-0", response_id="resp_0"
+                key_id="key_0", name="engine-0", response_id="resp_0", file_id="file-0"
             ),
             json=body,
             headers=headers,

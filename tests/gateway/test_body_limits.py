@@ -33,6 +33,7 @@ KEY_ROUTE = "/admin/keys/{key_id}"
 BODY_ROUTES = [
     pytest.param("POST", "/v1/completions", id="completions"),
     pytest.param("POST", "/v1/chat/completions", id="chat"),
+    pytest.param("POST", "/v1/files", id="files-upload"),
     pytest.param("POST", "/admin/keys", id="admin-create"),
     pytest.param("PATCH", KEY_ROUTE, id="admin-update"),
 ]
@@ -102,7 +103,7 @@ def _head(method: str, path: str, length: int | None, auth: bool = True, key_id:
         framing = ("content-length", str(length))
     headers = [("content-type", "application/json"), framing]
     headers += _credential(path) if auth else []
-    target = path.format(key_id=key_id, name="engine-0", response_id="resp_0")
+    target = path.format(key_id=key_id, name="engine-0", response_id="resp_0", file_id="file-0")
     return rawhttp.head(method, target, headers)
 
 
@@ -155,7 +156,7 @@ def test_a_trickled_body_without_a_credential_is_refused_401_at_once_and_not_hel
 
 
 @pytest.mark.parametrize("framing", ["declared", "chunked"])
-@pytest.mark.parametrize(("method", "path"), BODY_ROUTES[2:])
+@pytest.mark.parametrize(("method", "path"), BODY_ROUTES[3:])
 def test_an_admin_body_over_the_cap_is_a_413(
     gateway: Gateway, method: str, path: str, framing: str
 ) -> None:
@@ -169,7 +170,7 @@ def test_an_admin_body_over_the_cap_is_a_413(
     assert answer.headers["connection"] == "close"
 
 
-@pytest.mark.parametrize(("method", "path"), BODY_ROUTES[2:])
+@pytest.mark.parametrize(("method", "path"), BODY_ROUTES[3:])
 def test_a_trickled_admin_body_is_a_408_within_the_body_read_time(
     gateway: Gateway, method: str, path: str
 ) -> None:

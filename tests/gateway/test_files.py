@@ -53,7 +53,8 @@ class Stack:
         self.port = int(str(client.base_url).rstrip("/").rsplit(":", 1)[1])
 
     def key(self, **spec: Any) -> str:
-        created = self.client.post("/admin/keys", json={"name": "files", **spec}, headers=ADMIN_AUTH)
+        spec = {"name": "files", **spec}
+        created = self.client.post("/admin/keys", json=spec, headers=ADMIN_AUTH)
         assert created.status_code == 201, created.text
         return str(created.json()["key"])
 
@@ -110,7 +111,8 @@ def test_a_file_round_trips_byte_for_byte_through_the_sdk(gateway: Stack) -> Non
     # Blank lines, a CRLF ending and non-ASCII text: the bytes come back as they went.
     content = jsonl(line("a"), line("b")) + b"\n" + json.dumps(line("c\u00e9")).encode() + b"\r\n"
     made = gateway.upload(sdk, content)
-    assert made.id.startswith("file-") and len(made.id) >= 29
+    assert made.id.startswith("file-")
+    assert len(made.id) >= 29
     assert (made.object, made.purpose, made.status, made.bytes) == (
         "file", "batch", "processed", len(content)
     )  # fmt: skip
@@ -208,9 +210,9 @@ def test_an_empty_file_a_line_bomb_and_another_purpose_are_refused(tmp_path: Pat
             assert isinstance(refused.value.body, dict)
             assert refused.value.body["code"] == code
         assert stack.upload(sdk, jsonl(line("1"), line("2"), line("3"))).bytes > 0
-        with pytest.raises(openai.BadRequestError) as purpose:
-            with stack.path(jsonl(line())).open("rb") as handle:
-                sdk.files.create(file=handle, purpose="fine-tune")
+        handle = stack.path(jsonl(line())).open("rb")
+        with handle, pytest.raises(openai.BadRequestError) as purpose:
+            sdk.files.create(file=handle, purpose="fine-tune")
         assert isinstance(purpose.value.body, dict)
         assert purpose.value.body["param"] == "purpose"
         assert len(sdk.files.list().data) == 1
@@ -332,23 +334,21 @@ def test_files_are_sealed_at_rest(tmp_path: Path) -> None:
         assert sdk.files.content(made.id).read() == content
 
 
+_PURPOSE = b'--x\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n'
+_FILE_PART = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n{}\r\n'
+MULTIPART = "multipart/form-data; boundary=x"
 MALFORMED = [
     pytest.param("application/json", b'{"purpose": "batch"}', id="not-multipart"),
     pytest.param("multipart/form-data", b"--x\r\n", id="no-boundary"),
-    pytest.param("multipart/form-data; boundary=x", b"garbage without parts", id="no-parts"),
-    pytest.param("multipart/form-data; boundary=x",
-                 b'--x\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--x--\r\n',
-                 id="no-file"),  # fmt: skip
-    pytest.param("multipart/form-data; boundary=x",
-                 b'--x\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n'
-                 b'{}\r\n--x\r\nContent-Disposition: form-data; name="file"; filename="b"\r\n'
-                 b'\r\n{}\r\n--x--\r\n', id="two-files"),  # fmt: skip
-    pytest.param("multipart/form-data; boundary=x",
-                 b'--x\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n'
-                 + b"b" * 5000 + b"\r\n--x--\r\n", id="huge-field"),  # fmt: skip
-    pytest.param("multipart/form-data; boundary=x",
-                 b"--x\r\nContent-Disposition: form-data\r\n\r\nbatch\r\n--x--\r\n",
-                 id="unnamed-part"),  # fmt: skip
+    pytest.param(MULTIPART, b"garbage without parts", id="no-parts"),
+    pytest.param(MULTIPART, _PURPOSE + b"batch\r\n--x--\r\n", id="no-file"),
+    pytest.param(MULTIPART, _FILE_PART + _FILE_PART + b"--x--\r\n", id="two-files"),
+    pytest.param(MULTIPART, _PURPOSE + b"b" * 5000 + b"\r\n--x--\r\n", id="huge-field"),
+    pytest.param(
+        MULTIPART,
+        b"--x\r\nContent-Disposition: form-data\r\n\r\nbatch\r\n--x--\r\n",
+        id="unnamed-part",
+    ),
 ]
 
 
