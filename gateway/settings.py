@@ -173,8 +173,9 @@ class FilesSettings(BaseModel):
         "be this plus 64 KiB of multipart framing; no other route's cap changes.",
     )  # fmt: skip
     max_lines: int = Field(
-        50_000, gt=0, description="Most lines one batch input file may have, blank ones included (400 past it)."
-    )
+        50_000, gt=0,
+        description="Most lines one batch input file may have, blank ones included (400 past it).",
+    )  # fmt: skip
     tenant_max_bytes: int = Field(
         256 * 1_048_576, gt=0,
         description="Bytes of files one caller may have stored at once, all files together "
