@@ -115,6 +115,14 @@ def _routing(
     return pool, Router(pool, settings.routing, metrics), drain
 
 
+def _files(settings: GatewaySettings, backend: FileBackend, stack: AsyncExitStack) -> FileStore:
+    """The file store, with the task that deletes expired files for as long as it lives."""
+    files = FileStore(backend, settings.files, _sealer(settings))
+    sweeper = asyncio.create_task(files.sweep_forever(), name="portico-file-sweep")
+    stack.callback(sweeper.cancel)
+    return files
+
+
 def _preparation(settings: GatewaySettings, catalog: ModelCatalog, metrics: Metrics) -> Preparation:
     redaction = settings.redaction
     return Preparation(
@@ -143,9 +151,7 @@ def lifespan_for(
             keys, limiter, cache_store, response_store, file_backend = await _stores(
                 settings, metrics, stack
             )
-            files = FileStore(file_backend, settings.files, _sealer(settings))
-            sweeper = asyncio.create_task(files.sweep_forever(), name="portico-file-sweep")
-            stack.callback(sweeper.cancel)
+            files = _files(settings, file_backend, stack)
             pepper = settings.key_pepper.get_secret_value() if settings.key_pepper else None
             hasher = KeyHasher(pepper)
             jwt = JWTVerifier(settings.jwt, client)
