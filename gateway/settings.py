@@ -400,7 +400,8 @@ class GatewaySettings(BaseSettings):
     encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated encryption keys (32 random bytes, URL-safe base64, "
-        "newest first): every cached answer, stored response, and key records' names and "
+        "newest first): every cached answer, stored response, uploaded file, and key records' "
+        "names and "
         "metadata are encrypted at rest (AES-256-GCM) under the first; any of them "
         "decrypts, so rotate by putting a new key first and dropping the old once its "
         "entries expired. Unset: stored in clear.",
