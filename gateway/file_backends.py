@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
@@ -79,6 +79,9 @@ class FileBackend(Protocol):
     async def get(self, tenant: str, file_id: str, content: bool) -> Entry | None:
         """The entry (its ``content`` empty unless asked for), or None."""
 
+    async def get_many(self, tenant: str, file_ids: list[str]) -> list[Entry | None]:
+        """The entries of ``file_ids`` without their content, in one round trip."""
+
     async def remove(self, tenant: str, file_id: str) -> bool: ...
 
     async def page(self, tenant: str, after: str | None, limit: int, descending: bool) -> Page:
@@ -99,6 +102,15 @@ def _window(ordered: Sequence[str], after: str | None, limit: int) -> Page:
     return Page(list(ordered[start : start + limit]), start + limit < len(ordered))
 
 
+def _entry(found: list[Any]) -> Entry | None:
+    """An entry from a hash's ``meta``, ``bytes``, ``expires_at`` (and ``content``)."""
+    meta, size, expires_at, *body = (v.encode() if isinstance(v, str) else v for v in found)
+    if meta is None or size is None or expires_at is None:
+        return None
+    stored = body[0] if body and body[0] is not None else b""
+    return Entry(meta, stored, int(size), 0.0, float(expires_at))
+
+
 class MemoryFileBackend:
     """One process's files (no Redis configured); lost when it stops."""
 
@@ -116,6 +128,10 @@ class MemoryFileBackend:
 
     async def get(self, tenant: str, file_id: str, content: bool) -> Entry | None:
         return self._files.get(tenant, {}).get(file_id)
+
+    async def get_many(self, tenant: str, file_ids: list[str]) -> list[Entry | None]:
+        files = self._files.get(tenant, {})
+        return [files.get(file_id) for file_id in file_ids]
 
     async def remove(self, tenant: str, file_id: str) -> bool:
         entry = self._files.get(tenant, {}).pop(file_id, None)
@@ -169,15 +185,21 @@ class RedisFileBackend:
         fields = ["meta", "bytes", "expires_at", *(["content"] if content else [])]
         key = self._keys(tenant, file_id)[0]
 
-        async def read(redis: Redis) -> list[bytes | None]:
-            found = await redis.hmget(key, fields)
-            return [v.encode() if isinstance(v, str) else v for v in found]
+        async def read(redis: Redis) -> list[Any]:
+            return list(await redis.hmget(key, fields))
 
-        meta, size, expires_at, *body = await self._guard.call(read)
-        if meta is None or size is None or expires_at is None:
-            return None
-        stored = body[0] if body and body[0] is not None else b""
-        return Entry(meta, stored, int(size), 0.0, float(expires_at))
+        return _entry(await self._guard.call(read))
+
+    async def get_many(self, tenant: str, file_ids: list[str]) -> list[Entry | None]:
+        fields = ["meta", "bytes", "expires_at"]
+
+        async def read(redis: Redis) -> list[list[Any]]:
+            pipe = redis.pipeline(transaction=False)
+            for file_id in file_ids:
+                pipe.hmget(self._keys(tenant, file_id)[0], fields)
+            return list(await pipe.execute())
+
+        return [_entry(found) for found in await self._guard.call(read)] if file_ids else []
 
     async def remove(self, tenant: str, file_id: str) -> bool:
         async def remove(redis: Redis) -> bool:

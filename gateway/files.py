@@ -269,8 +269,12 @@ class FileStore:
         digest = self._tenant(tenant)
         page = await self._backend.page(digest, after, limit, order == "desc")
         data = []
-        for file_id in page.ids:
-            entry = await self._entry(digest, file_id, content=False)
+        now = self._clock()
+        entries = await self._backend.get_many(digest, page.ids)
+        for file_id, entry in zip(page.ids, entries, strict=True):
+            if entry is not None and entry.expires_at <= now:
+                await self._backend.remove(digest, file_id)  # gives its bytes back
+                continue
             file = None if entry is None else self._file(digest, file_id, entry)
             if file is not None and (purpose is None or file.get("purpose") == purpose):
                 data.append(file)
