@@ -9,6 +9,7 @@ Redis layout, all under ``<prefix>:files:``:
 - ``<tenant>:<file id>``: a hash (``meta``, ``content``, ``bytes``, ``expires_at``);
 - ``<tenant>:index``: the tenant's file ids scored by creation time (listing, paging);
 - ``<tenant>:bytes``: the bytes the tenant has stored, the quota's count;
+- ``bytes``: the bytes all tenants have stored, the store's own cap's count;
 - ``expiry``: every file as ``<tenant>:<file id>``, scored by its expiry (the sweep).
 
 No key has a Redis TTL: the chart's Redis evicts keys with one under memory pressure
@@ -29,19 +30,22 @@ from redis.asyncio import Redis
 from gateway.ratelimit import LuaScript
 from gateway.redis_guard import RedisGuard
 
-# KEYS: file, index, usage, expiry. ARGV: meta, content, size, created, expires_at,
-# quota, id, expiry member. -1 when the tenant's quota would be exceeded.
+# KEYS: file, index, usage, expiry, total. ARGV: meta, content, size, created,
+# expires_at, quota, id, expiry member, total cap. STORED, or TENANT_FULL / STORE_FULL.
 _PUT = """
 local size = tonumber(ARGV[3])
 local used = tonumber(redis.call('GET', KEYS[3]) or '0')
 if used + size > tonumber(ARGV[6]) then return -1 end
+local total = tonumber(redis.call('GET', KEYS[5]) or '0')
+if total + size > tonumber(ARGV[9]) then return -2 end
+redis.call('INCRBY', KEYS[5], size)
 redis.call('HSET', KEYS[1], 'meta', ARGV[1], 'content', ARGV[2], 'bytes', ARGV[3],
            'expires_at', ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[7])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[8])
 return redis.call('INCRBY', KEYS[3], size)
 """
-# KEYS: file, index, usage, expiry. ARGV: id, expiry member. 1 if the file was there.
+# KEYS: file, index, usage, expiry, total. ARGV: id, expiry member. 1 if the file was there.
 _REMOVE = """
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[2])
@@ -49,9 +53,11 @@ local size = redis.call('HGET', KEYS[1], 'bytes')
 if not size then return 0 end
 redis.call('DEL', KEYS[1])
 if redis.call('DECRBY', KEYS[3], size) <= 0 then redis.call('DEL', KEYS[3]) end
+if redis.call('DECRBY', KEYS[5], size) <= 0 then redis.call('DEL', KEYS[5]) end
 return 1
 """
 PUT_SCRIPT = LuaScript(_PUT)
+STORED, TENANT_FULL, STORE_FULL = 0, -1, -2
 REMOVE_SCRIPT = LuaScript(_REMOVE)
 
 
@@ -73,8 +79,9 @@ class Page:
 
 
 class FileBackend(Protocol):
-    async def put(self, tenant: str, file_id: str, entry: Entry, quota: int) -> bool:
-        """Store ``entry``; False (nothing stored) if the tenant would go over ``quota``."""
+    async def put(self, tenant: str, file_id: str, entry: Entry, quota: int, cap: int) -> int:
+        """Store ``entry``: STORED; or nothing stored and TENANT_FULL if the tenant would
+        go over ``quota``, STORE_FULL if all tenants together would go over ``cap``."""
 
     async def get(self, tenant: str, file_id: str, content: bool) -> Entry | None:
         """The entry (its ``content`` empty unless asked for), or None."""
@@ -117,14 +124,18 @@ class MemoryFileBackend:
     def __init__(self) -> None:
         self._files: dict[str, dict[str, Entry]] = {}  # insertion order is creation order
         self._used: dict[str, int] = {}
+        self._total = 0
 
-    async def put(self, tenant: str, file_id: str, entry: Entry, quota: int) -> bool:
+    async def put(self, tenant: str, file_id: str, entry: Entry, quota: int, cap: int) -> int:
         used = self._used.get(tenant, 0)
         if used + entry.size > quota:
-            return False
+            return TENANT_FULL
+        if self._total + entry.size > cap:
+            return STORE_FULL
         self._files.setdefault(tenant, {})[file_id] = entry
         self._used[tenant] = used + entry.size
-        return True
+        self._total += entry.size
+        return STORED
 
     async def get(self, tenant: str, file_id: str, content: bool) -> Entry | None:
         return self._files.get(tenant, {}).get(file_id)
@@ -138,6 +149,7 @@ class MemoryFileBackend:
         if entry is None:
             return False
         self._used[tenant] -= entry.size
+        self._total -= entry.size
         if not self._files[tenant]:
             del self._files[tenant], self._used[tenant]
         return True
@@ -168,18 +180,22 @@ class RedisFileBackend:
 
     def _keys(self, tenant: str, file_id: str) -> list[str]:
         p = self._prefix
-        return [f"{p}{tenant}:{file_id}", f"{p}{tenant}:index", f"{p}{tenant}:bytes", f"{p}expiry"]
+        return [
+            f"{p}{tenant}:{file_id}", f"{p}{tenant}:index", f"{p}{tenant}:bytes",
+            f"{p}expiry", f"{p}bytes",
+        ]  # fmt: skip
 
-    async def put(self, tenant: str, file_id: str, entry: Entry, quota: int) -> bool:
+    async def put(self, tenant: str, file_id: str, entry: Entry, quota: int, cap: int) -> int:
         args: list[str | int | bytes | float] = [
             entry.meta, entry.content, entry.size, entry.created, entry.expires_at, quota,
-            file_id, f"{tenant}:{file_id}",
+            file_id, f"{tenant}:{file_id}", cap,
         ]  # fmt: skip
 
         async def put(redis: Redis) -> int:
             return int(await PUT_SCRIPT.run(redis, self._keys(tenant, file_id), args))
 
-        return await self._guard.call(put) >= 0
+        stored = await self._guard.call(put)
+        return STORED if stored >= 0 else stored
 
     async def get(self, tenant: str, file_id: str, content: bool) -> Entry | None:
         fields = ["meta", "bytes", "expires_at", *(["content"] if content else [])]

@@ -33,8 +33,14 @@ from typing import Any, Literal
 
 import pydantic_core
 
-from gateway.errors import InvalidRequest, NotFound, PayloadTooLarge, RedisUnavailable
-from gateway.file_backends import Entry, FileBackend
+from gateway.errors import (
+    BackendUnavailable,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    RedisUnavailable,
+)
+from gateway.file_backends import STORE_FULL, STORED, TENANT_FULL, Entry, FileBackend
 from gateway.sealing import Sealer, is_sealed
 from gateway.settings import FilesSettings
 
@@ -189,16 +195,25 @@ class FileStore:
             created=now,
             expires_at=float(expires_at),
         )
-        quota = settings.tenant_max_bytes
-        if not await self._backend.put(digest, file_id, entry, quota):
-            await self.sweep()  # expired files not yet swept may be what fills the quota
-            if not await self._backend.put(digest, file_id, entry, quota):
-                raise InvalidRequest(
-                    f"Storing this file would exceed this caller's {quota} bytes of file "
-                    "storage; delete files first.",
-                    param="file",
-                    code="file_storage_limit_exceeded",
-                )
+        quota, cap = settings.tenant_max_bytes, settings.total_max_bytes
+        stored = await self._backend.put(digest, file_id, entry, quota, cap)
+        if stored != STORED:
+            await self.sweep()  # expired files not yet swept may be what fills the store
+            stored = await self._backend.put(digest, file_id, entry, quota, cap)
+        if stored == TENANT_FULL:
+            raise InvalidRequest(
+                f"Storing this file would exceed this caller's {quota} bytes of file "
+                "storage; delete files first.",
+                param="file",
+                code="file_storage_limit_exceeded",
+            )
+        if stored == STORE_FULL:
+            # Not this caller's doing: the gateway's file storage as a whole is full.
+            raise BackendUnavailable(
+                "This gateway's file storage is full; retry later.",
+                code="file_storage_full",
+                headers={"retry-after": "60"},
+            )
         return file
 
     async def _entry(self, digest: str, file_id: str, content: bool) -> Entry | None:

@@ -177,10 +177,17 @@ class FilesSettings(BaseModel):
         description="Most lines one batch input file may have, blank ones included (400 past it).",
     )  # fmt: skip
     tenant_max_bytes: int = Field(
-        256 * 1_048_576, gt=0,
+        64 * 1_048_576, gt=0,
         description="Bytes of files one caller may have stored at once, all files together "
         "(400 file_storage_limit_exceeded for an upload that would go over it); deleted and "
         "expired files give theirs back.",
+    )  # fmt: skip
+    total_max_bytes: int = Field(
+        128 * 1_048_576, gt=0,
+        description="Bytes of files all callers together may have stored (in Redis, or this "
+        "process): 503 file_storage_full past it. Files have no Redis TTL and are never "
+        "evicted, so keep this well under Redis' maxmemory, or uploads would fill the memory "
+        "every other tenant's limits and cache need.",
     )  # fmt: skip
     ttl_s: int = Field(
         30 * 86400, gt=0,

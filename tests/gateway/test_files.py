@@ -289,6 +289,22 @@ def test_the_per_tenant_quota_counts_exactly_and_gets_bytes_back(tmp_path: Path)
             stack.upload(sdk, one)
 
 
+def test_the_store_wide_cap_bounds_all_callers_together(tmp_path: Path) -> None:
+    one = jsonl(line())
+    settings = {"tenant_max_bytes": 2 * len(one), "total_max_bytes": 3 * len(one)}
+    with _stack(tmp_path, files=settings) as stack:
+        first, second = stack.sdk(stack.key()), stack.sdk(stack.key())
+        made = [stack.upload(first, one) for _ in range(2)]
+        stack.upload(second, one)
+        with pytest.raises(openai.InternalServerError) as full:  # 503: not the caller's doing
+            stack.upload(second, one)
+        assert full.value.status_code == 503
+        assert isinstance(full.value.body, dict)
+        assert full.value.body["code"] == "file_storage_full"
+        first.files.delete(made[0].id)
+        assert stack.upload(second, one).bytes == len(one)  # the store's bytes came back
+
+
 def test_an_expired_file_is_gone_its_bytes_come_back_and_the_sweep_removes_it(
     tmp_path: Path,
 ) -> None:
