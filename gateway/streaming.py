@@ -40,6 +40,13 @@ def sse_error(exc: UpstreamError) -> bytes:
     return b"data: " + json.dumps(exc.body()).encode() + b"\n\n"
 
 
+def complete_events(buffered: bytes) -> tuple[bytes, bytes]:
+    """The complete SSE events at the start of ``buffered`` (each ends with a blank
+    line), and the partial one after them, kept until its end arrives."""
+    end = buffered.rfind(b"\n\n")
+    return (b"", buffered) if end < 0 else (buffered[: end + 2], buffered[end + 2 :])
+
+
 _TOTAL = re.compile(rb'"total_tokens":(\d+)')
 _INDEX = re.compile(rb'"index":(\d+)')
 
@@ -84,11 +91,9 @@ class UsageTap:
 
     def feed(self, chunk: bytes) -> bytes:
         """Return the complete events in ``chunk`` (plus what was buffered) to relay."""
-        self._buffer += chunk
-        end = self._buffer.rfind(b"\n\n")
-        if end < 0:
+        ready, self._buffer = complete_events(self._buffer + chunk)
+        if not ready:
             return b""
-        ready, self._buffer = self._buffer[: end + 2], self._buffer[end + 2 :]
         done = ready.endswith(_DONE)
         if done:
             # Held back until the relay has settled usage and stored the answer,
@@ -186,11 +191,9 @@ class ResponsesTap:
         self.error: UpstreamError | None = None
 
     def feed(self, chunk: bytes) -> bytes:
-        self._buffer += chunk
-        end = self._buffer.rfind(b"\n\n")
-        if end < 0:
+        ready, self._buffer = complete_events(self._buffer + chunk)
+        if not ready:
             return b""
-        ready, self._buffer = self._buffer[: end + 2], self._buffer[end + 2 :]
         self.content_events += ready.count(b'.delta","')  # "type":"response.*.delta"
         if _RESPONSE_MEMBER not in ready:
             return ready  # deltas and item events pass as they came
