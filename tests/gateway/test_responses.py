@@ -356,16 +356,21 @@ def test_under_the_charts_eviction_policy_old_responses_go_and_keys_stay(tmp_pat
                 stack = Stack(client, [engine], "portico")
                 key = stack.key()
                 ids = []
-                for _ in range(120):  # ~6 MB of conversations, ~3.5 MB stored
+                for _ in range(160):  # ~8 MB of conversations, ~4.5 MB stored
                     made = stack.post(key, input=os.urandom(25_000).hex())
                     assert made.status_code == 200, made.text
                     ids.append(made.json()["id"])
                 assert int(admin.info("stats")["evicted_keys"]) > 0
                 assert admin.exists("portico:keys")
-                statuses = [
-                    client.get(f"/v1/responses/{i}", headers=_auth(key)).status_code
-                    for i in (ids[0], ids[-1])
-                ]
-                assert statuses == [404, 200]  # the oldest evicted, the newest kept
+
+                def kept(response_id: str) -> bool:
+                    found = client.get(f"/v1/responses/{response_id}", headers=_auth(key))
+                    assert found.status_code in (200, 404)
+                    return found.status_code == 200
+
+                # Redis' LRU is approximate (it samples): some of the oldest are gone,
+                # not necessarily the very first; the newest is kept.
+                assert not all(kept(i) for i in ids[:40])
+                assert kept(ids[-1])
                 assert stack.post(key).status_code == 200  # the key record survived
         admin.close()
