@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import re
 import shutil
 import struct
 import uuid
@@ -157,8 +158,8 @@ def test_langchain_with_default_settings_gets_what_the_engine_gives_it(stack: St
     through, own = queries
     assert len(through) == DIMENSIONS
     assert _close(through, own)
-    assert refusals[0] == refusals[1]
-    assert "out of vocabulary" in refusals[0]
+    # The same refusal; which out-of-vocabulary id vLLM names first varies from run to run.
+    assert all(re.search(r"Token id \d+ is out of vocabulary", r) for r in refusals)
     # Not the text's own vector: the ids were cl100k's, not this model's.
     text = _direct(stack, input="What is the capital of France?", encoding_format="float")
     assert not _close(through, _floats(text["data"][0]["embedding"]))
