@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from gateway import __version__, openapi
 from gateway.admin import admin
 from gateway.api import generation_routes, ops, v1
+from gateway.batches_api import batches
 from gateway.body import BodyLimits
 from gateway.errors import (
     GatewayError,
@@ -56,6 +57,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.router.routes.extend(generation_routes)
     app.include_router(v1)
     app.include_router(files)
+    app.include_router(batches)
     app.include_router(ops)
     app.include_router(admin)
     openapi.install(app)

@@ -62,7 +62,8 @@ ANONYMOUS = Principal(id="anonymous", kind="anonymous")
 ADMIN_TOKEN = Principal(id="admin_token", kind="admin_token", permissions=frozenset({"admin"}))
 
 
-def _from_record(record: KeyRecord) -> Principal:
+def principal_for_key(record: KeyRecord) -> Principal:
+    """The principal an API key record authenticates as."""
     return Principal(
         id=record.id,
         kind="key",
@@ -149,7 +150,7 @@ class Authenticator:
             raise AuthenticationFailed("Incorrect API key provided.")
         if not record.active(time.time()):
             raise AuthenticationFailed("This API key has been revoked or has expired.")
-        return _from_record(record)
+        return principal_for_key(record)
 
     async def _fetch(self, key_id: str) -> KeyRecord | None:
         task = self._inflight.get(key_id)

@@ -50,6 +50,9 @@ class Call:
     # Responses API: the id the gateway gave the response, and the one it continues.
     response_id: str | None = None
     previous_response_id: str | None = None
+    # Batch API work: engine slots only when no interactive request waits, the batch
+    # tokens-per-minute window instead of rpm and tpm, vLLM's batch priority.
+    batch: bool = False
 
     @property
     def chat(self) -> bool:

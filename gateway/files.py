@@ -174,9 +174,17 @@ class FileStore:
         may_use: Callable[[str], bool],
     ) -> dict[str, Any]:
         """Check and keep an upload; its file object. 400/413 for a file refused."""
+        check_upload(purpose, filename, content, self._settings)
+        check_batch_input(content, self._settings.max_lines, may_use)
+        return await self.keep(tenant, purpose, filename, content)
+
+    async def keep(
+        self, tenant: str, purpose: str, filename: str, content: bytes
+    ) -> dict[str, Any]:
+        """Store ``content`` as a file of ``tenant``'s, unchecked (the gateway's own
+        files: a batch's output); its file object. 400 past the tenant's quota, 503
+        past the store's."""
         settings = self._settings
-        check_upload(purpose, filename, content, settings)
-        check_batch_input(content, settings.max_lines, may_use)
         now = self._clock()
         file_id = new_file_id()
         expires_at = math.floor(now) + settings.ttl_s
@@ -256,7 +264,8 @@ class FileStore:
 
     def _inflate(self, stored: bytes) -> bytes | None:
         inflater = zlib.decompressobj()
-        limit = self._settings.max_bytes
+        # An upload is at most max_bytes; a batch's output, at most its owner's quota.
+        limit = max(self._settings.max_bytes, self._settings.tenant_max_bytes)
         try:
             raw = inflater.decompress(stored, limit + 1)
         except zlib.error:

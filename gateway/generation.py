@@ -61,7 +61,7 @@ class GenerationService:
         exchange = Exchange(call, begun, self._preparation.prompt_tokens(call))
         try:
             exchange.admission = await self._quota.admit(
-                call.principal, call.request, exchange.prompt
+                call.principal, call.request, exchange.prompt, batch=call.batch
             )
             engine = await self._open(call)
         except BaseException as exc:
@@ -90,7 +90,7 @@ class GenerationService:
         }
         body = self._preparation.engine_body(call)
         key = affinity_key(call.request, call.session, self._prefix_chars)
-        return await self._router.open(call.request, key, call.route, body, headers)
+        return await self._router.open(call.request, key, call.route, body, headers, call.batch)
 
     def _plan(self, call: Call) -> CachePlan:
         request = call.request

@@ -187,6 +187,17 @@ class Metrics:
             "ssn, nino, iban (never the values).",
             ["kind"], registry=r,
         )  # fmt: skip
+        self.batch_lines = Counter(
+            "portico_batch_lines",
+            "Batch lines run, by outcome: completed (2xx), failed (an error answer), retried "
+            "(refused for now and put back), duplicate (run twice after a lease ended; "
+            "recorded once).",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.batches_finished = Counter(
+            "portico_batches_finished", "Batches finished, by final status.", ["status"],
+            registry=r,
+        )  # fmt: skip
         self.cache_hit_seconds = Histogram(
             "portico_cache_lookup_seconds", "Time to read a cache entry that was found.",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1), registry=r,

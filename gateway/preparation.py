@@ -52,6 +52,7 @@ class Preparation:
         redactor: Redactor | None = None,
         default_max_tokens: int | None = None,
         isolate_prefix_cache: bool = True,
+        batch_priority: int = 0,
     ) -> None:
         self._catalog = catalog
         self._limits = limits
@@ -59,6 +60,7 @@ class Preparation:
         self._redactor = redactor  # None: redaction off, bodies pass untouched
         self._default_max_tokens = default_max_tokens
         self._isolate = isolate_prefix_cache
+        self._batch_priority = batch_priority  # vLLM's priority for batch lines; 0: none
 
     async def validate(self, route: str, body: bytes, principal: Principal) -> APIRequest:
         """Everything that can refuse a request before the engine sees it."""
@@ -96,6 +98,10 @@ class Preparation:
             fields["request_id"] = call.response_id
         elif call.request.stream:
             fields["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
+        if call.batch and self._batch_priority:
+            # Served after interactive requests by an engine with priority scheduling;
+            # an fcfs engine ignores it (vLLM 0.32). Clients may not send it (protocol.py).
+            fields["priority"] = self._batch_priority
         if self._isolate:
             own = (call.request.model_extra or {}).get("cache_salt")
             seed = f"{call.principal.id}\0{own if isinstance(own, str) else ''}"

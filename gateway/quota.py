@@ -85,24 +85,28 @@ class QuotaService:
         max_tokens: int,
         policy: RedisPolicy,
         metrics: Metrics,
+        batch_tpm: int | None = None,
     ) -> None:
         self._limiter = limiter
         self._settings = settings
         self._max_tokens = max_tokens  # what the engine may generate when max_tokens is unset
         self._policy = policy
         self._metrics = metrics
+        self._batch_tpm = batch_tpm  # the batch lines' own window (BatchesSettings.tpm)
 
     async def admit(
-        self, principal: Principal, request: APIRequest, prompt: int | None
+        self, principal: Principal, request: APIRequest, prompt: int | None, batch: bool = False
     ) -> Admission:
         """Reserve the request's share (``prompt``: its estimated prompt tokens). None:
         a cache hit, counted against rpm but spending no tokens, as the engine does no
-        work (its tpm window is only read, for the x-ratelimit headers)."""
+        work (its tpm window is only read, for the x-ratelimit headers). ``batch``: a
+        Batch API line, counted in its own tokens-per-minute window only (never in the
+        key's rpm and tpm, which are the interactive traffic's); the budget is charged."""
         reserve = 0
         if prompt is not None:
             reserve = prompt + completion_allowance(request, self._max_tokens)
-        rpm = principal.rpm or self._settings.default_rpm
-        tpm = principal.tpm or self._settings.default_tpm
+        rpm = None if batch else principal.rpm or self._settings.default_rpm
+        tpm = self._batch_tpm if batch else principal.tpm or self._settings.default_tpm
         if tpm and reserve > tpm:
             self._metrics.ratelimit_rejections.labels("tpm").inc()
             raise RateLimited(  # no wait can help: the SDK is told not to retry
@@ -115,7 +119,7 @@ class QuotaService:
         windows = []
         if rpm:
             windows.append(Window("rpm", subject, rpm, 1))
-        tpm_window = Window("tpm", subject, tpm, reserve) if tpm else None
+        tpm_window = Window("batch_tpm" if batch else "tpm", subject, tpm, reserve) if tpm else None
         if tpm_window is not None:
             windows.append(tpm_window)
         admission = Admission(self._limiter, principal, reserve, uuid.uuid4().hex, tpm_window)

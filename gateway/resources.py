@@ -13,6 +13,9 @@ from fastapi import Depends, FastAPI, Request
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from gateway.auth import Authenticator
+from gateway.batch_backends import BatchBackend, MemoryBatchBackend, RedisBatchBackend
+from gateway.batch_runner import BatchRunner
+from gateway.batches import BatchStore
 from gateway.cache import CacheStore, MemoryCacheStore, RedisCacheStore, ResponseCache
 from gateway.catalog import ModelCatalog
 from gateway.discovery import Discovery
@@ -52,11 +55,12 @@ class Resources:
     generation: GenerationService
     responses: ResponseStore
     files: FileStore
+    batches: BatchStore
 
 
 async def _stores(
     settings: GatewaySettings, metrics: Metrics, stack: AsyncExitStack
-) -> tuple[KeyStore, Limiter, CacheStore, CacheStore, FileBackend]:
+) -> tuple[KeyStore, Limiter, CacheStore, CacheStore, FileBackend, BatchBackend]:
     """Redis-backed stores when REDIS_URL is set, else in-memory ones (one process
     only): keys, limits, cached answers, stored responses, uploaded files."""
     if settings.redis_url is None:
@@ -66,6 +70,7 @@ async def _stores(
             MemoryCacheStore(settings.cache.memory_max_bytes),
             MemoryCacheStore(settings.responses.memory_max_bytes),
             MemoryFileBackend(),
+            MemoryBatchBackend(),
         )
     # Blocking: past 200 busy connections a call waits (within the guard's timeout)
     # instead of failing at once with MaxConnectionsError and tripping the breaker.
@@ -93,6 +98,7 @@ async def _stores(
         RedisCacheStore(guard, prefix),
         RedisCacheStore(guard, prefix, "responses"),
         RedisFileBackend(RedisGuard(redis, files_redis, metrics, lag), prefix),
+        RedisBatchBackend(RedisGuard(redis, files_redis, metrics, lag), prefix),
     )
 
 
@@ -132,6 +138,7 @@ def _preparation(settings: GatewaySettings, catalog: ModelCatalog, metrics: Metr
         Redactor(redaction.kinds) if redaction.mode == "redact" else None,
         settings.rate_limits.default_max_tokens,
         settings.isolate_prefix_cache,
+        settings.batches.engine_priority,
     )
 
 
@@ -148,7 +155,7 @@ def lifespan_for(
             # JWKS fetches (rare) use httpx; engines get the transport above.
             client = httpx.AsyncClient(timeout=settings.upstream.probe_s)
             stack.push_async_callback(client.aclose)
-            keys, limiter, cache_store, response_store, file_backend = await _stores(
+            keys, limiter, cache_store, response_store, file_backend, batch_backend = await _stores(
                 settings, metrics, stack
             )
             files = _files(settings, file_backend, stack)
@@ -166,8 +173,26 @@ def lifespan_for(
                 _sealer(settings),
             )
             quota = QuotaService(
-                limiter, settings.rate_limits, settings.limits.max_tokens, policy, metrics
+                limiter, settings.rate_limits, settings.limits.max_tokens, policy, metrics,
+                settings.batches.tpm,
+            )  # fmt: skip
+            generation = GenerationService(
+                _preparation(settings, catalog, metrics),
+                ResponseCache(cache_store, settings.cache, metrics, _sealer(settings), policy),
+                quota,
+                router,
+                settings.routing,
+                metrics,
+                responses,
             )
+            batches = BatchStore(
+                batch_backend, files, settings.batches, settings.files.ttl_s, _sealer(settings)
+            )
+            runner = BatchRunner(
+                batches, files, generation, keys, settings.batches, metrics, _sealer(settings)
+            )
+            worker = asyncio.create_task(runner.run(), name="portico-batch-runner")
+            stack.callback(worker.cancel)
             app.state.resources = Resources(
                 settings=settings,
                 metrics=metrics,
@@ -179,17 +204,10 @@ def lifespan_for(
                 router=router,
                 drain=drain,
                 catalog=catalog,
-                generation=GenerationService(
-                    _preparation(settings, catalog, metrics),
-                    ResponseCache(cache_store, settings.cache, metrics, _sealer(settings), policy),
-                    quota,
-                    router,
-                    settings.routing,
-                    metrics,
-                    responses,
-                ),
+                generation=generation,
                 responses=responses,
                 files=files,
+                batches=batches,
             )
             yield
 

@@ -131,9 +131,12 @@ class Router:
         rotated = open_nodes[start:] + open_nodes[:start]
         return min(rotated, key=lambda n: n.in_flight)
 
-    async def acquire(self, model: str, key: str | None, tried: set[str]) -> Lease:
-        """A slot on an engine serving ``model`` not in ``tried``, waiting if all are full."""
-        return await self._slots.acquire(lambda: self._pick(model, key, tried))
+    async def acquire(
+        self, model: str, key: str | None, tried: set[str], low: bool = False
+    ) -> Lease:
+        """A slot on an engine serving ``model`` not in ``tried``, waiting if all are full
+        (``low``: batch work, behind every interactive request)."""
+        return await self._slots.acquire(lambda: self._pick(model, key, tried), low)
 
     def _pick(self, model: str, key: str | None, tried: set[str]) -> EngineNode | None:
         """The engine to use now, None if all are at their cap; refuses if none serves."""
@@ -144,13 +147,13 @@ class Router:
 
     async def open(
         self, request: APIRequest, key: str | None, path: str, body: bytes,
-        headers: Mapping[str, str],
+        headers: Mapping[str, str], low: bool = False,
     ) -> EngineCall:  # fmt: skip
         """Send to a chosen engine; fail over before the first byte within the budget.
         The caller owns the returned call and must ``close`` it."""
         tried: set[str] = set()
         while True:
-            lease = await self.acquire(request.model, key, tried)
+            lease = await self.acquire(request.model, key, tried, low)
             try:
                 response = await lease.node.engine.open(path, body, headers, request.stream)
             except UpstreamError as exc:

@@ -204,6 +204,53 @@ class FilesSettings(BaseModel):
     )  # fmt: skip
 
 
+class BatchesSettings(BaseModel):
+    """The Batch API's runner: the workers every replica runs (docs/batch.md)."""
+
+    concurrency: int = Field(
+        2, ge=0, le=256,
+        description="Batch lines this replica runs at once (0: this replica runs none). "
+        "Batch lines use engine slots only when no interactive request waits for one.",
+    )  # fmt: skip
+    lease_s: float = Field(
+        60.0, gt=0,
+        description="How long a line stays with the replica running it without word from "
+        "it; a replica that dies loses its lines to the others after this. Renewed every "
+        "third of it while the line runs.",
+    )  # fmt: skip
+    poll_interval_s: float = Field(
+        1.0, gt=0, description="How often an idle worker looks for batch lines to run."
+    )
+    retry_s: float = Field(
+        5.0, gt=0,
+        description="How long a line refused for now (engines full, 503; a limit without "
+        "Retry-After) waits before it is tried again. A line is retried until the batch's "
+        "completion window ends.",
+    )  # fmt: skip
+    tpm: int | None = Field(
+        None, gt=0,
+        description="Tokens per minute a principal's batch lines may use, in their own window "
+        "(None: no limit). Batch lines are not counted in the key's rpm and tpm, so a batch "
+        "never eats the interactive limit; the key's token budget is charged.",
+    )  # fmt: skip
+    engine_priority: int = Field(
+        0, ge=0,
+        description="vLLM 'priority' sent with batch lines (higher: served later; 0: not "
+        "sent). Takes effect on engines started with --scheduling-policy priority "
+        "(PORTICO_ENGINE_SCHEDULING_POLICY); an fcfs engine ignores it.",
+    )  # fmt: skip
+    tenant_max_active: int = Field(
+        16, gt=0,
+        description="Unfinished batches one caller may have at once (429 past it): the runner "
+        "shares its workers between batches, so this bounds one tenant's share.",
+    )  # fmt: skip
+    input_cache_batches: int = Field(
+        4, gt=0,
+        description="Batch input files a replica keeps parsed in memory while it runs them "
+        "(each at most PORTICO_FILES__MAX_BYTES).",
+    )  # fmt: skip
+
+
 class RedactionSettings(BaseModel):
     """Optional PII redaction of prompt text before it reaches an engine (docs/pii.md)."""
 
@@ -443,6 +490,7 @@ class GatewaySettings(BaseSettings):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
+    batches: BatchesSettings = Field(default_factory=BatchesSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     redaction: RedactionSettings = Field(default_factory=RedactionSettings)
     drain_grace_s: float = Field(

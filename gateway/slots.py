@@ -55,35 +55,40 @@ class Slots:
         self._settings = settings
         self._metrics = metrics
         self._waiters: deque[asyncio.Event] = deque()
+        self._low: deque[asyncio.Event] = deque()  # batch work: after every interactive waiter
 
     @property
     def waiting(self) -> int:
         return len(self._waiters)
 
-    async def acquire(self, pick: Pick) -> Lease:
+    async def acquire(self, pick: Pick, low: bool = False) -> Lease:
         """A slot on the engine ``pick`` names, waiting (bounded) while it names none.
-        ``pick`` may raise (no engine serves the model): the error passes through."""
+        ``pick`` may raise (no engine serves the model): the error passes through.
+        ``low`` (batch work) takes a slot only while no interactive request waits."""
         started = time.monotonic()
-        if not self._waiters:
+        queue = self._low if low else self._waiters
+        if not self._waiters and not queue:
             # Nobody is queued, so nobody is overtaken.
             node = pick()
             if node is not None:
                 return self._lease(node, 0.0)
-        if len(self._waiters) >= self._settings.queue_size:
+        if len(queue) >= self._settings.queue_size:
             raise self._refuse("queue_full", "All engines are at capacity.")
         turn = asyncio.Event()
-        self._waiters.append(turn)
+        queue.append(turn)
         try:
-            return await self._wait_for_slot(turn, pick, started)
+            return await self._wait_for_slot(turn, pick, started, low)
         finally:
-            self._waiters.remove(turn)
-            if self._waiters:
+            queue.remove(turn)
+            if self._waiters or self._low:
                 self.wake()  # a slot this waiter was woken for may fit the next one
 
-    async def _wait_for_slot(self, turn: asyncio.Event, pick: Pick, started: float) -> Lease:
+    async def _wait_for_slot(
+        self, turn: asyncio.Event, pick: Pick, started: float, low: bool
+    ) -> Lease:
         deadline = started + self._settings.queue_wait_s
         while True:
-            node = pick()
+            node = None if low and self._waiters else pick()
             if node is not None:
                 return self._lease(node, time.monotonic() - started)
             turn.clear()
@@ -94,8 +99,9 @@ class Slots:
                 raise self._refuse("queue_timeout", "All engines stayed at capacity.") from None
 
     def wake(self) -> None:
-        """A slot was freed: every waiter asks again, in queue order."""
-        for turn in self._waiters:
+        """A slot was freed: every waiter asks again, in queue order; batch work only
+        when no interactive request waits."""
+        for turn in self._waiters or self._low:
             turn.set()
 
     def _lease(self, node: EngineNode, waited_s: float) -> Lease:
