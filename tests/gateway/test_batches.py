@@ -23,8 +23,8 @@ import redis
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from tests.gateway.fake_engine import MODEL, FakeEngine
 from tests.conftest import free_port
+from tests.gateway.fake_engine import MODEL, FakeEngine
 from tests.gateway.processes import Child, FakeEngineProcess, gateway_env
 from tests.gateway.servers import serving
 
@@ -133,16 +133,19 @@ def test_a_batch_runs_to_completed_with_every_custom_id_answered_once(gateway: S
     lines = [completion_line(i, f"hello {i}") for i in ids]
     batch = submit(sdk, gateway.tmp, lines, "/v1/completions")
     assert batch.status == "in_progress"
-    assert batch.request_counts is not None and batch.request_counts.total == 12
+    assert batch.request_counts is not None
+    assert batch.request_counts.total == 12
     done = wait_for(sdk, batch.id, {"completed", "failed"})
     assert done.status == "completed", done
     assert done.request_counts is not None
     assert (done.request_counts.completed, done.request_counts.failed) == (12, 0)
-    assert done.completed_at is not None and done.metadata == {"job": "nightly"}
+    assert done.completed_at is not None
+    assert done.metadata == {"job": "nightly"}
     output = lines_of(sdk, done.output_file_id)
     assert [o["custom_id"] for o in output] == ids  # once each, in input order
     for o in output:
-        assert o["response"]["status_code"] == 200 and o["error"] is None
+        assert o["response"]["status_code"] == 200
+        assert o["error"] is None
         assert o["response"]["body"]["object"] == "text_completion"
     assert done.error_file_id is None
     assert sdk.files.retrieve(done.output_file_id).purpose == "batch_output"
@@ -158,7 +161,8 @@ def test_an_answer_that_is_an_error_goes_to_the_error_file(gateway: Stack) -> No
     assert (done.request_counts.completed, done.request_counts.failed) == (1, 1)
     assert [o["custom_id"] for o in lines_of(sdk, done.output_file_id)] == ["ok"]
     [failed] = lines_of(sdk, done.error_file_id)
-    assert failed["custom_id"] == "bad" and failed["response"]["status_code"] == 500
+    assert failed["custom_id"] == "bad"
+    assert failed["response"]["status_code"] == 500
 
 
 def test_lines_the_request_path_refuses_fail_the_batch_with_their_line_numbers(
@@ -172,8 +176,10 @@ def test_lines_the_request_path_refuses_fail_the_batch_with_their_line_numbers(
         chat_line("streamed", stream=True),
     ]
     batch = submit(sdk, gateway.tmp, lines, "/v1/chat/completions")
-    assert batch.status == "failed" and batch.failed_at is not None
-    assert batch.errors is not None and batch.errors.data is not None
+    assert batch.status == "failed"
+    assert batch.failed_at is not None
+    assert batch.errors is not None
+    assert batch.errors.data is not None
     found = {(e.line, e.code, e.param) for e in batch.errors.data}
     assert found == {
         (2, "mismatched_url", "url"),
@@ -195,7 +201,8 @@ def test_cancel_mid_run_stops_new_lines_and_keeps_finished_results(gateway: Stac
     cancelling = sdk.batches.cancel(batch.id)
     assert cancelling.status in {"cancelling", "cancelled"}
     done = wait_for(sdk, batch.id, {"cancelled"})
-    assert done.cancelled_at is not None and done.cancelling_at is not None
+    assert done.cancelled_at is not None
+    assert done.cancelling_at is not None
     output = lines_of(sdk, done.output_file_id)
     unrun = lines_of(sdk, done.error_file_id)
     assert 2 <= len(output) < 40
@@ -203,7 +210,9 @@ def test_cancel_mid_run_stops_new_lines_and_keeps_finished_results(gateway: Stac
     assert all(u["error"]["code"] == "batch_cancelled" for u in unrun)
     assert sorted(o["custom_id"] for o in output + unrun) == sorted(f"c{i}" for i in range(40))
     counts = done.request_counts
-    assert counts is not None and counts.completed == len(output) and counts.failed == len(unrun)
+    assert counts is not None
+    assert counts.completed == len(output)
+    assert counts.failed == len(unrun)
 
 
 def test_another_tenant_can_neither_see_nor_cancel_a_batch(gateway: Stack) -> None:
@@ -246,9 +255,7 @@ def test_bad_create_requests_are_openai_400s(gateway: Stack) -> None:
 def test_a_revoked_key_stops_its_batch_lines(gateway: Stack) -> None:
     created = gateway.client.post("/admin/keys", json={"name": "r"}, headers=ADMIN_AUTH).json()
     sdk = gateway.sdk(created["key"])
-    batch = submit(
-        sdk, gateway.tmp, [completion_line(f"r{i}") for i in range(30)], "/v1/completions"
-    )
+    submit(sdk, gateway.tmp, [completion_line(f"r{i}") for i in range(30)], "/v1/completions")
     time.sleep(0.6)
     revoked = gateway.client.delete(f"/admin/keys/{created['id']}", headers=ADMIN_AUTH)
     assert revoked.status_code in (200, 204), revoked.text
@@ -262,7 +269,8 @@ def test_a_revoked_key_stops_its_batch_lines(gateway: Stack) -> None:
             assert time.monotonic() < deadline, store.hgetall(record)
             time.sleep(0.1)
         completed, failed = (int(store.hget(record, f) or 0) for f in ("completed", "failed"))
-        assert completed + failed == 30 and failed >= 20, (completed, failed)
+        assert completed + failed == 30, (completed, failed)
+        assert failed >= 20, (completed, failed)
     finally:
         store.close()
 
@@ -289,7 +297,8 @@ def _gateway_process(env: dict[str, str], log: Path) -> tuple[Child, str]:
                 return child, url
         except httpx.TransportError:
             pass
-        assert child.alive() and time.monotonic() < deadline, child.log_tail()
+        assert child.alive(), child.log_tail()
+        assert time.monotonic() < deadline, child.log_tail()
         time.sleep(0.05)
 
 
@@ -316,7 +325,8 @@ def test_a_gateway_killed_mid_batch_loses_and_doubles_nothing(tmp_path: Path) ->
         done = wait_for(survivor, batch.id, {"completed"}, timeout=60)
         output = lines_of(survivor, done.output_file_id)
         assert sorted(o["custom_id"] for o in output) == sorted(ids)  # none missing, none twice
-        assert done.request_counts is not None and done.request_counts.completed == 30
+        assert done.request_counts is not None
+        assert done.request_counts.completed == 30
         assert done.error_file_id is None
     finally:
         second.stop()
