@@ -171,6 +171,10 @@ def build_command(
         "--host", settings.host,
         "--port", str(settings.port),
         "--dtype", resolve_dtype(settings, device, checkpoint.weight_only),
+        # Always stated, default included: whether vLLM accepts a request's `priority`
+        # is part of the engine's contract with the gateway, so it follows this setting
+        # and not whatever default a vLLM release ships.
+        "--scheduling-policy", settings.scheduling_policy,
     ]  # fmt: skip
     optional: list[tuple[str, object]] = [
         ("--runner", resolve_runner(settings)),

@@ -22,6 +22,9 @@ NONE = "none"
 Device = Literal["auto", "cpu", "cuda"]
 Runner = Literal["auto", "generate", "pooling"]
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+# vLLM's --scheduling-policy: "priority" orders its queue by each request's `priority`
+# (lower first, ties by arrival); "fcfs" accepts the field and ignores it (vLLM 0.32).
+SchedulingPolicy = Literal["fcfs", "priority"]
 # "auto" lets the checkpoint's quantization_config decide (vLLM does the same);
 # "none" asserts the checkpoint is not quantized.
 Quantization = Literal[
@@ -84,6 +87,13 @@ class EngineSettings(BaseSettings):
     )
     max_num_queued_reqs: int | None = Field(
         None, gt=0, description="vLLM's own queue bound; beyond it vLLM answers 503."
+    )
+    scheduling_policy: SchedulingPolicy = Field(
+        "fcfs",
+        description="vLLM's --scheduling-policy. 'fcfs': first come, first served; a "
+        "request's 'priority' is accepted and ignored. 'priority': vLLM serves lower "
+        "'priority' values first (default 0), so batch work sent with a higher value waits "
+        "behind interactive requests.",
     )
     tool_call_parser: str = Field(
         AUTO,

@@ -138,6 +138,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                     "tensorParallelSize": 4,
                     "maxModelLen": 32768,
                     "loraAdapters": [{"name": "sql", "path": "/cache/adapters/sql-lora"}],
+                    "schedulingPolicy": "priority",
                     "autoscaling": {"enabled": True, "maxReplicas": 3},
                     "resources": {"requests": {"cpu": "16", "memory": "200Gi"}},
                 },

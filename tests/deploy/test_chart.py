@@ -165,6 +165,7 @@ def _check_engine_args(r: Rendered, values: dict[str, Any], container: dict[str,
     flags = dict(zip(argv, [*argv[1:], ""], strict=True))
     assert flags["--tensor-parallel-size"] == str(values["tensorParallelSize"])
     assert flags["--served-model-name"] == (values["servedModelName"] or values["model"])
+    assert flags["--scheduling-policy"] == values["schedulingPolicy"]
     if values["quantization"] not in ("auto", "none"):
         assert flags["--quantization"] == values["quantization"]
     else:

@@ -489,3 +489,24 @@ def test_the_tool_call_parser_is_a_group_value_and_none_turns_tools_off(
     plain_argv = _argv(_launcher_settings(_container(engines["plain"])))
     assert "--tool-call-parser" not in plain_argv
     assert "--enable-auto-tool-choice" not in plain_argv
+
+
+# The scheduling policy is a group value: batch work can wait behind one group's chat
+# traffic (priority) while another group keeps vLLM's arrival order.
+
+
+def test_the_scheduling_policy_is_a_group_value_that_reaches_vllm(
+    gpu: Rendered, clean_env: pytest.MonkeyPatch
+) -> None:
+    chat = _launcher_settings(_container(gpu.engines()["chat"]))
+    coder = _launcher_settings(_container(gpu.engines()["coder"]))
+    assert (chat.scheduling_policy, coder.scheduling_policy) == ("priority", "fcfs")
+    assert _flag(_argv(chat), "--scheduling-policy") == "priority"
+    assert _flag(_argv(coder), "--scheduling-policy") == "fcfs"
+    shared = render({"engine": {"schedulingPolicy": "priority"}}).engines()["main"]
+    assert _launcher_settings(_container(shared)).scheduling_policy == "priority"
+
+
+def test_vllm_offers_the_scheduling_policies_the_chart_allows() -> None:
+    source = vllm_source("config/scheduler.py")
+    assert 'SchedulerPolicy = Literal["fcfs", "priority"]' in source

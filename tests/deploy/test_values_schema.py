@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from engine.settings import Dtype, Quantization
+from engine.settings import Dtype, Quantization, SchedulingPolicy
 from tests.deploy.chart import CHART, VALUE_SETS, render_error
 
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
@@ -28,6 +28,7 @@ def test_schema_closed_sets_are_the_launchers() -> None:
     engine = SCHEMA["properties"]["engine"]["properties"]
     assert engine["quantization"]["enum"] == list(typing.get_args(Quantization))
     assert engine["dtype"]["enum"] == list(typing.get_args(Dtype))
+    assert engine["schedulingPolicy"]["enum"] == list(typing.get_args(SchedulingPolicy))
 
 
 @pytest.mark.parametrize("value_set", list(VALUE_SETS))
@@ -45,6 +46,8 @@ def test_schema_accepts_every_value_set_the_tests_render(value_set: str) -> None
         ({"engine": {"gpuMemoryUtilization": 1.5}}, "/engine/gpuMemoryUtilization"),
         ({"engine": {"maxModelLen": "8k"}}, "/engine/maxModelLen"),
         ({"engine": {"enablePrefixCaching": "yes"}}, "/engine/enablePrefixCaching"),
+        ({"engine": {"schedulingPolicy": "lifo"}}, "/engine/schedulingPolicy"),
+        ({"engine": {"groups": [{"name": "a", "schedulingPolicy": "FIFO"}]}}, "schedulingPolicy"),
         ({"engine": {"extraArgs": ["kv-cache-dtype fp8"]}}, "/engine/extraArgs"),
         ({"engine": {"modelCache": {"type": "nfs"}}}, "/engine/modelCache/type"),
         ({"engine": {"replcas": 2}}, "replcas"),

@@ -135,6 +135,18 @@ def test_enforce_eager_adds_the_flag_only_when_asked() -> None:
     assert "--enforce-eager" not in build_command(_settings(), FULL_PRECISION, "cpu").argv
 
 
+@pytest.mark.parametrize("policy", ["fcfs", "priority"])
+def test_scheduling_policy_is_always_passed_default_included(policy: str) -> None:
+    argv = build_command(_settings(scheduling_policy=policy), FULL_PRECISION, "cpu").argv
+    assert _flag_value(argv, "--scheduling-policy") == policy
+    assert argv.count("--scheduling-policy") == 1
+
+
+def test_the_default_scheduling_policy_is_fcfs() -> None:
+    argv = build_command(_settings(), FULL_PRECISION, "cuda").argv
+    assert _flag_value(argv, "--scheduling-policy") == "fcfs"
+
+
 def test_optional_limits_become_flags_only_when_set() -> None:
     command = build_command(
         _settings(max_num_queued_reqs=64, max_num_seqs=8, max_model_len=2048), FULL_PRECISION, "cpu"

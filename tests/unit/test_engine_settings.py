@@ -28,6 +28,16 @@ def test_prefixed_environment_variables_configure_fields(monkeypatch: pytest.Mon
     assert settings.extra_args == ["--swap-space", "4"]
 
 
+def test_scheduling_policy_comes_from_its_variable_and_is_a_closed_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert EngineSettings().scheduling_policy == "fcfs"
+    monkeypatch.setenv("PORTICO_ENGINE_SCHEDULING_POLICY", "priority")
+    assert EngineSettings().scheduling_policy == "priority"
+    with pytest.raises(pydantic.ValidationError, match="scheduling_policy"):
+        EngineSettings(scheduling_policy="lifo")  # type: ignore[arg-type]
+
+
 def test_hf_hub_offline_environment_variable_turns_offline_mode_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

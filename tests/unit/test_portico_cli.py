@@ -102,6 +102,16 @@ def test_engine_command_applies_flags_over_environment(
     assert _flag_value(words, "--max-num-seqs") == "3"
 
 
+def test_scheduling_policy_flag_reaches_the_vllm_command_line(
+    checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    command = ["engine", "command", "--model", str(checkpoint)]
+    assert main([*command, "--scheduling-policy", "priority"]) == 0
+    assert _flag_value(shlex.split(capsys.readouterr().out), "--scheduling-policy") == "priority"
+    assert main([*command, "--scheduling-policy", "lifo"]) == 2
+    assert "scheduling_policy" in capsys.readouterr().err
+
+
 def test_engine_prepare_prints_the_checkpoint_location(
     checkpoint: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -123,7 +123,7 @@ assumed to be cluster.local; add yours to gateway.allowedHosts otherwise. */}}
 
 {{/* The keys an engine group may set; the rest of engine.* is shared by every group. */}}
 {{- define "portico.engineGroupKeys" -}}
-model revision servedModelName quantization dtype runner toolCallParser maxModelLen gpuMemoryUtilization tensorParallelSize replicas maxNumSeqs maxNumQueuedReqs enablePrefixCaching enforceEager extraArgs loraAdapters autoscaling resources nodeSelector tolerations affinity topologySpreadConstraints
+model revision servedModelName quantization dtype runner toolCallParser maxModelLen gpuMemoryUtilization tensorParallelSize replicas maxNumSeqs maxNumQueuedReqs schedulingPolicy enablePrefixCaching enforceEager extraArgs loraAdapters autoscaling resources nodeSelector tolerations affinity topologySpreadConstraints
 {{- end }}
 
 {{/* Every engine group with engine.* filled in where the group is silent, as a JSON
@@ -256,6 +256,8 @@ cache is, which hub, the token, and a writable HOME and XDG cache on the scratch
 - --max-num-queued-reqs
 - {{ int $g.maxNumQueuedReqs | quote }}
 {{- end }}
+- --scheduling-policy
+- {{ $g.schedulingPolicy | quote }}
 {{- if not (kindIs "invalid" $g.enablePrefixCaching) }}
 - {{ ternary "--enable-prefix-caching" "--no-enable-prefix-caching" $g.enablePrefixCaching }}
 {{- end }}
