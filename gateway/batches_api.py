@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from gateway.api import PrincipalDep
 from gateway.batches import BatchCreate
+from gateway.body import parse, read_body
 from gateway.resources import ResourcesDep
 
 batches = APIRouter(prefix="/v1/batches")
@@ -17,10 +18,12 @@ batches = APIRouter(prefix="/v1/batches")
 
 @batches.post("")
 async def create_batch(
-    request: BatchCreate, resources: ResourcesDep, who: PrincipalDep
+    request: Request, resources: ResourcesDep, who: PrincipalDep
 ) -> dict[str, Any]:
-    """Queue a batch (``client.batches.create``); every input line is checked first."""
-    return await resources.batches.create(who, request, resources.generation.validate)
+    """Queue a batch (``client.batches.create``); every input line is checked first.
+    The body is read by hand once the caller is authenticated (gateway/body.py)."""
+    create = parse(BatchCreate, await read_body(request))
+    return await resources.batches.create(who, create, resources.generation.validate)
 
 
 @batches.get("")

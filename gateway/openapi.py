@@ -19,6 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from gateway.admin import KeyUpdate
+from gateway.batches import BatchCreate
 from gateway.keys import KeySpec
 from gateway.protocol import (
     ChatCompletionRequest,
@@ -130,6 +131,14 @@ _GUARDED: dict[str, tuple[list[dict[str, list[str]]], dict[str, str]]] = {
             "503": "File store unavailable (Retry-After)",
         },
     ),
+    "/v1/batches": (
+        [{"bearer": []}, {"apiKey": []}],
+        {
+            "401": "No valid API key or JWT",
+            "429": _AUTH_LOCKOUT + ", or too many unfinished batches (Retry-After)",
+            "503": "Batch store unavailable (Retry-After)",
+        },
+    ),
     "/admin/": (
         [{"bearer": []}],
         {
@@ -148,6 +157,7 @@ _GUARDED: dict[str, tuple[list[dict[str, list[str]]], dict[str, str]]] = {
 _READ_BY_HAND: tuple[tuple[str, str, type[BaseModel]], ...] = (
     ("/admin/keys", "post", KeySpec),
     ("/admin/keys/{key_id}", "patch", KeyUpdate),
+    ("/v1/batches", "post", BatchCreate),
 )
 _BODY_REFUSALS = {
     "408": "The body did not arrive within the body-read time",
@@ -257,6 +267,9 @@ def _document_fastapi_errors(paths: dict[str, Any]) -> None:
             if "{response_id}" in path:
                 responses["404"] = {"description": "No stored response of this caller's with "
                                     "this id", "content": _ERROR_CONTENT}  # fmt: skip
+            if "{batch_id}" in path or path == "/v1/batches":
+                responses["404"] = {"description": "No batch (or input file) of this caller's "
+                                    "with this id", "content": _ERROR_CONTENT}  # fmt: skip
             if "{file_id}" in path:
                 responses["404"] = {"description": "No live file of this caller's with this "
                                     "id", "content": _ERROR_CONTENT}  # fmt: skip
@@ -287,7 +300,8 @@ def _document_bodies_read_by_hand(paths: dict[str, Any], schemas: dict[str, Any]
             "required": True,
             "content": {"application/json": {"schema": reference}},
         }
-        for status, text in _BODY_REFUSALS.items():
+        refusals = {"400": "Invalid request", **_BODY_REFUSALS}
+        for status, text in refusals.items():
             operation["responses"][status] = {"description": text, "content": _ERROR_CONTENT}
 
 

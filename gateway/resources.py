@@ -129,6 +129,20 @@ def _files(settings: GatewaySettings, backend: FileBackend, stack: AsyncExitStac
     return files
 
 
+def _batches(
+    settings: GatewaySettings, metrics: Metrics, backend: BatchBackend, files: FileStore,
+    generation: GenerationService, keys: KeyStore, stack: AsyncExitStack,
+) -> BatchStore:  # fmt: skip
+    """The batch store, with this replica's batch workers running for as long as it lives."""
+    batches = BatchStore(backend, files, settings.batches, settings.files.ttl_s, _sealer(settings))
+    runner = BatchRunner(
+        batches, files, generation, keys, settings.batches, metrics, _sealer(settings)
+    )
+    worker = asyncio.create_task(runner.run(), name="portico-batch-runner")
+    stack.callback(worker.cancel)
+    return batches
+
+
 def _preparation(settings: GatewaySettings, catalog: ModelCatalog, metrics: Metrics) -> Preparation:
     redaction = settings.redaction
     return Preparation(
@@ -176,23 +190,12 @@ def lifespan_for(
                 limiter, settings.rate_limits, settings.limits.max_tokens, policy, metrics,
                 settings.batches.tpm,
             )  # fmt: skip
+            cache = ResponseCache(cache_store, settings.cache, metrics, _sealer(settings), policy)
+            preparation = _preparation(settings, catalog, metrics)
             generation = GenerationService(
-                _preparation(settings, catalog, metrics),
-                ResponseCache(cache_store, settings.cache, metrics, _sealer(settings), policy),
-                quota,
-                router,
-                settings.routing,
-                metrics,
-                responses,
+                preparation, cache, quota, router, settings.routing, metrics, responses
             )
-            batches = BatchStore(
-                batch_backend, files, settings.batches, settings.files.ttl_s, _sealer(settings)
-            )
-            runner = BatchRunner(
-                batches, files, generation, keys, settings.batches, metrics, _sealer(settings)
-            )
-            worker = asyncio.create_task(runner.run(), name="portico-batch-runner")
-            stack.callback(worker.cancel)
+            batches = _batches(settings, metrics, batch_backend, files, generation, keys, stack)
             app.state.resources = Resources(
                 settings=settings,
                 metrics=metrics,

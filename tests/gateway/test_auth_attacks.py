@@ -297,6 +297,10 @@ ALLOWED_ROUTES = {
     ("GET", "/v1/files/{file_id}"),
     ("GET", "/v1/files/{file_id}/content"),
     ("DELETE", "/v1/files/{file_id}"),
+    ("POST", "/v1/batches"),
+    ("GET", "/v1/batches"),
+    ("GET", "/v1/batches/{batch_id}"),
+    ("POST", "/v1/batches/{batch_id}/cancel"),
     ("GET", "/v1/models"),
     ("GET", "/v1/models/{model_id:path}"),
     ("GET", "/healthz"),
@@ -410,7 +414,11 @@ def test_only_generation_paths_reach_the_engine(gateway: httpx.Client, stack: St
         gateway.request(
             method,
             path.replace("{model_id:path}", MODEL).format(
-                key_id="key_0", name="engine-0", response_id="resp_0", file_id="file-0"
+                key_id="key_0",
+                name="engine-0",
+                response_id="resp_0",
+                file_id="file-0",
+                batch_id="batch_0",
             ),
             json=body,
             headers=headers,

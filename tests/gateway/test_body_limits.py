@@ -34,6 +34,7 @@ BODY_ROUTES = [
     pytest.param("POST", "/v1/completions", id="completions"),
     pytest.param("POST", "/v1/chat/completions", id="chat"),
     pytest.param("POST", "/v1/files", id="files-upload"),
+    pytest.param("POST", "/v1/batches", id="batches-create"),
     pytest.param("POST", "/admin/keys", id="admin-create"),
     pytest.param("PATCH", KEY_ROUTE, id="admin-update"),
 ]
@@ -103,7 +104,9 @@ def _head(method: str, path: str, length: int | None, auth: bool = True, key_id:
         framing = ("content-length", str(length))
     headers = [("content-type", "application/json"), framing]
     headers += _credential(path) if auth else []
-    target = path.format(key_id=key_id, name="engine-0", response_id="resp_0", file_id="file-0")
+    target = path.format(
+        key_id=key_id, name="engine-0", response_id="resp_0", file_id="file-0", batch_id="batch_0"
+    )
     return rawhttp.head(method, target, headers)
 
 

@@ -132,3 +132,23 @@ def test_a_cache_hit_reads_the_tpm_window_without_spending_or_being_refused() ->
     assert headers["x-ratelimit-limit-tokens"] == "100"
     assert headers["x-ratelimit-remaining-tokens"] == "0"
     assert headers["x-ratelimit-remaining-requests"] == "8"
+
+
+def test_batch_lines_use_their_own_window_never_the_keys_rpm_and_tpm() -> None:
+    """A key at its rpm and tpm still runs batch lines (in the batch window); batch
+    lines never use up the interactive limits; the batch window refuses past its own."""
+
+    async def scenario() -> None:
+        limiter = MemoryLimiter(60.0)
+        quota = QuotaService(limiter, RateLimitSettings(), DEFAULT, _OPEN, Metrics(), 100)
+        key = Principal(id="k", kind="static", rpm=1, tpm=60)
+        request = _completion(max_tokens=10)
+        await quota.admit(key, request, 20)  # the key's one request a minute, 30 tokens
+        with pytest.raises(RateLimited):
+            await quota.admit(key, request, 20)
+        for _ in range(3):  # 3 x 30 tokens of the batch window's 100
+            await quota.admit(key, request, 20, batch=True)
+        with pytest.raises(RateLimited):
+            await quota.admit(key, request, 20, batch=True)
+
+    asyncio.run(scenario())

@@ -129,3 +129,42 @@ def test_a_pick_that_raises_passes_through_and_a_suspect_release_reaches_the_eng
     node = asyncio.run(scenario())
     assert node.suspected == 1
     assert node.in_flight == 0
+
+
+def test_batch_work_waits_behind_every_interactive_waiter() -> None:
+    """Batch lines queued first are still served after interactive requests that
+    arrive later; and a batch line does not take a free slot while one waits."""
+
+    async def scenario() -> list[str]:
+        slots, _ = _slots(queue_wait_s=5)
+        node = Node()
+        first = await slots.acquire(_free(node))  # the only slot
+        served: list[str] = []
+
+        async def wait(name: str, low: bool) -> None:
+            lease = await slots.acquire(_free(node), low)
+            served.append(name)
+            await asyncio.sleep(0.01)
+            lease.release()
+
+        batch = [asyncio.create_task(wait(f"batch{i}", True)) for i in range(2)]
+        await asyncio.sleep(0.01)
+        interactive = [asyncio.create_task(wait(f"user{i}", False)) for i in range(2)]
+        await asyncio.sleep(0.01)
+        assert slots.waiting == 2  # the interactive queue; batch work waits in its own
+        first.release()
+        await asyncio.gather(*batch, *interactive)
+        return served
+
+    assert asyncio.run(scenario()) == ["user0", "user1", "batch0", "batch1"]
+
+
+def test_a_batch_line_alone_takes_a_free_slot_at_once() -> None:
+    async def scenario() -> int:
+        slots, _ = _slots(queue_wait_s=5)
+        node = Node()
+        lease = await asyncio.wait_for(slots.acquire(_free(node), low=True), 1)
+        lease.release()
+        return node.in_flight
+
+    assert asyncio.run(scenario()) == 0
