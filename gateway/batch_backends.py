@@ -135,6 +135,10 @@ class BatchBackend(Protocol):
     async def page(self, tenant: str, after: str | None, limit: int) -> tuple[list[str], bool]:
         """Up to ``limit`` ids, newest first, after ``after`` (none if it is unknown)."""
 
+    async def forget(self, tenant: str, batch_ids: list[str]) -> None:
+        """Drop ids whose records are gone (a finished batch's record expires) from the
+        tenant's listing."""
+
     async def active(self, limit: int) -> list[tuple[str, str]]:
         """Up to ``limit`` (tenant, batch id) of unfinished batches, oldest first."""
 
@@ -202,6 +206,10 @@ class MemoryBatchBackend:
                 return [], False
             start = ids.index(after) + 1
         return ids[start : start + limit], start + limit < len(ids)
+
+    async def forget(self, tenant: str, batch_ids: list[str]) -> None:
+        for batch_id in batch_ids:
+            self._records.pop((tenant, batch_id), None)
 
     async def active(self, limit: int) -> list[tuple[str, str]]:
         return list(self._active)[:limit]
@@ -365,6 +373,13 @@ class RedisBatchBackend:
             return ids[:limit], len(ids) > limit
 
         return await self._guard.call(window)
+
+    async def forget(self, tenant: str, batch_ids: list[str]) -> None:
+        async def drop(redis: Redis) -> None:
+            await redis.zrem(self._index(tenant), *batch_ids)
+
+        if batch_ids:
+            await self._guard.call(drop)
 
     async def active(self, limit: int) -> list[tuple[str, str]]:
         async def read(redis: Redis) -> list[Any]:

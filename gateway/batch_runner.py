@@ -253,10 +253,12 @@ class BatchRunner:
         if problem is None:
             try:
                 fields = await self._write_files(batch, taken)
+            except NotFound:  # the input file went before the output was written
+                problem = "input_file_not_found"
             except (InvalidRequest, BackendUnavailable) as exc:
                 if isinstance(exc, RedisUnavailable):
                     raise  # transient: finalized again once the lease ends
-                taken, problem = "failed", exc.code or "file_storage_full"
+                problem = exc.code or "file_storage_full"
         if problem is not None:
             taken = "failed"
             message = {

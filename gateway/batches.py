@@ -259,10 +259,15 @@ class BatchStore:
         tenant = tenant_digest(principal_id)
         ids, has_more = await self.backend.page(tenant, after, limit)
         data = []
-        for batch_id, record in zip(ids, await self.backend.get_many(tenant, ids), strict=True):
+        records = await self.backend.get_many(tenant, ids)
+        for batch_id, record in zip(ids, records, strict=True):
             meta = None if record is None else self._meta(record, tenant, batch_id)
             if record is not None and meta is not None:
                 data.append(self._object(batch_id, meta, record))
+        # Finished batches' records expire; their ids leave the listing as it meets them.
+        await self.backend.forget(
+            tenant, [b for b, r in zip(ids, records, strict=True) if r is None]
+        )
         return {
             "object": "list", "data": data, "has_more": has_more,
             "first_id": data[0]["id"] if data else None,
