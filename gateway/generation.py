@@ -114,7 +114,7 @@ class GenerationService:
 
     async def _hit(self, call: Call, hit: Hit) -> Reply:
         self._count_cache("hit")
-        admission = await self._quota.admit(call.principal, call.request, None)
+        admission = await self._quota.admit(call.principal, call.request, None, call.batch)
         headers = {**admission.headers, "x-cache": "hit"}
         # The same usage the relay would leave in a fresh stream (streaming.UsageTap).
         delivery = Delivery(
