@@ -185,14 +185,24 @@ class BatchStore:
         return self._object(batch_id, meta, fields)
 
     async def _check_room(self, tenant: str) -> None:
+        """Refuse (429) a caller with ``tenant_max_active`` batches that are unfinished
+        or were created in the last minute: the workers' share one tenant can take, and
+        how often it can make the gateway check a file of 50,000 lines (a batch that
+        fails validation is finished at once, so counting only unfinished ones would
+        let it do that without end)."""
         limit = self._settings.tenant_max_active
         ids, _ = await self.backend.page(tenant, None, limit * 4)
         records = await self.backend.get_many(tenant, ids)
-        running = sum(1 for r in records if r is not None and r["status"] not in FINISHED)
-        if running >= limit:
+        recent = self._clock() - 60
+        counted = sum(
+            1
+            for r in records
+            if r is not None and (r["status"] not in FINISHED or float(r["created_at"]) > recent)
+        )
+        if counted >= limit:
             raise RateLimited(
-                f"This caller already has {running} unfinished batches; at most {limit} "
-                "may run at once.",
+                f"This caller has {counted} batches unfinished or created in the last "
+                f"minute; at most {limit} are allowed.",
                 60,
                 code="too_many_batches",
             )

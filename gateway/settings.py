@@ -241,8 +241,9 @@ class BatchesSettings(BaseModel):
     )  # fmt: skip
     tenant_max_active: int = Field(
         16, gt=0,
-        description="Unfinished batches one caller may have at once (429 past it): the runner "
-        "shares its workers between batches, so this bounds one tenant's share.",
+        description="Batches one caller may have unfinished or created in the last minute "
+        "(429 too_many_batches past it): bounds one tenant's share of the workers, and how "
+        "often it can make the gateway validate a large input file.",
     )  # fmt: skip
     input_cache_batches: int = Field(
         4, gt=0,

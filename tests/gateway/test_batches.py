@@ -333,3 +333,18 @@ def test_a_gateway_killed_mid_batch_loses_and_doubles_nothing(tmp_path: Path) ->
         first.stop()
         engine.stop()
         _clean(prefix)
+
+
+def test_a_caller_may_create_only_so_many_batches_a_minute(tmp_path: Path) -> None:
+    """Failed batches count too: each create checks a whole file, so a caller cannot
+    make the gateway validate 50,000-line files without end."""
+    with _stack(tmp_path, tenant_max_active=2) as stack:
+        sdk = stack.sdk(stack.key())
+        bad = [chat_line("x", max_tokens=-1)]
+        for _ in range(2):
+            assert submit(sdk, tmp_path, bad, "/v1/chat/completions").status == "failed"
+        with pytest.raises(openai.RateLimitError) as refused:
+            submit(sdk, tmp_path, bad, "/v1/chat/completions")
+        assert refused.value.code == "too_many_batches"
+        other = stack.sdk(stack.key())  # another caller is not affected
+        assert submit(other, tmp_path, bad, "/v1/chat/completions").status == "failed"
