@@ -208,6 +208,14 @@ class BatchRunner:
             return None
         return principal_for_key(record)
 
+    def _count_tokens(self, model: str) -> None:
+        """What the HTTP middleware counts for a request, for a line (no middleware here)."""
+        record = telemetry.current()
+        if record.prompt_tokens is not None:
+            self._metrics.prompt_tokens.labels(model).inc(record.prompt_tokens)
+        if record.completion_tokens is not None:
+            self._metrics.completion_tokens.labels(model).inc(record.completion_tokens)
+
     async def _answer(self, batch: Batch, index: int) -> tuple[dict[str, Any], bool]:
         """The line's result and whether it succeeded; ``_Later`` if refused for now."""
         line = (await self._lines(batch))[index]
@@ -233,6 +241,7 @@ class BatchRunner:
             raise _Later(self._settings.retry_s) from exc
         except GatewayError as exc:
             return result_line(line, request_id, exc.status_code, exc.body()), False
+        self._count_tokens(parsed.model)
         body: Any = reply.body
         with contextlib.suppress(ValueError):
             body = json.loads(reply.body)

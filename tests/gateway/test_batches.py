@@ -151,6 +151,10 @@ def test_a_batch_runs_to_completed_with_every_custom_id_answered_once(gateway: S
     assert sdk.files.retrieve(done.output_file_id).purpose == "batch_output"
     listed = sdk.batches.list()
     assert [b.id for b in listed.data] == [batch.id]
+    metrics = gateway.client.get("/metrics").text
+    assert 'portico_batch_lines_total{outcome="completed"} 12.0' in metrics
+    assert 'portico_batches_finished_total{status="completed"} 1.0' in metrics
+    assert f'portico_prompt_tokens_total{{model="{MODEL}"}} 60.0' in metrics  # 12 x 5
 
 
 def test_an_answer_that_is_an_error_goes_to_the_error_file(gateway: Stack) -> None:
