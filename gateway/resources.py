@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -139,7 +140,14 @@ def _batches(
         batches, files, generation, keys, settings.batches, metrics, _sealer(settings)
     )
     worker = asyncio.create_task(runner.run(), name="portico-batch-runner")
-    stack.callback(worker.cancel)
+
+    async def stop() -> None:
+        # Awaited, while Redis is still open: the workers put their lines back.
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+
+    stack.push_async_callback(stop)
     return batches
 
 

@@ -352,3 +352,32 @@ def test_a_caller_may_create_only_so_many_batches_a_minute(tmp_path: Path) -> No
         assert refused.value.code == "too_many_batches"
         other = stack.sdk(stack.key())  # another caller is not affected
         assert submit(other, tmp_path, bad, "/v1/chat/completions").status == "failed"
+
+
+def test_a_gateway_shut_down_mid_batch_puts_its_lines_back_at_once(tmp_path: Path) -> None:
+    """With a lease of a minute, a stopped replica's lines would wait that long for
+    another; on a clean shutdown they are back in the queue before it exits."""
+    prefix = f"test-batches-{uuid.uuid4().hex[:10]}"
+    try:
+        with ExitStack() as stack:
+            engine = stack.enter_context(serving(FakeEngine().app))
+            config = GatewaySettings(
+                engine_url=engine, api_keys=[STATIC_KEY], redis_url=REDIS_URL,
+                redis={"prefix": prefix}, batches={**FAST, "lease_s": 60.0},
+            )  # fmt: skip
+            url = stack.enter_context(serving(create_app(config)))
+            sdk = openai.OpenAI(base_url=f"{url}/v1", api_key=STATIC_KEY, max_retries=0)
+            lines = [completion_line(f"s{i}") for i in range(20)]
+            batch = submit(sdk, tmp_path, lines, "/v1/completions")
+            deadline = time.monotonic() + 20
+            while sdk.batches.retrieve(batch.id).request_counts.completed < 2:  # type: ignore[union-attr]
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            stopped = time.time()
+        with redis.Redis.from_url(REDIS_URL) as store:
+            [leases] = list(store.scan_iter(f"{prefix}:batch:*:leases"))
+            held = store.zrange(leases, 0, -1, withscores=True)
+        assert held  # the two lines that were running
+        assert all(until <= stopped + 1 for _, until in held), held  # not now + 60 s
+    finally:
+        _clean(prefix)
