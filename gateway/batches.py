@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.auth import Principal
 from gateway.batch_backends import BatchBackend, Record
-from gateway.errors import GatewayError, NotFound, RateLimited
+from gateway.errors import GatewayError, InvalidRequest, NotFound, RateLimited
 from gateway.files import FileStore
 from gateway.protocol import APIRequest
 from gateway.sealing import Sealer, is_sealed
@@ -160,6 +160,13 @@ class BatchStore:
         created ``failed``, its ``errors`` naming each bad line (as OpenAI's does)."""
         tenant = tenant_digest(principal.id)
         await self._check_room(tenant)
+        file = await self._files.retrieve(principal.id, request.input_file_id)
+        if file.get("purpose") != "batch":  # a batch's output, say: not requests
+            raise InvalidRequest(
+                "The input file must be a file uploaded with purpose 'batch'.",
+                param="input_file_id",
+                code="invalid_input_file",
+            )
         content = await self._files.content(principal.id, request.input_file_id)
         lines = input_lines(content)
         errors = await _check_lines(lines, request.endpoint, principal, validate)

@@ -149,6 +149,11 @@ def test_a_batch_runs_to_completed_with_every_custom_id_answered_once(gateway: S
         assert o["response"]["body"]["object"] == "text_completion"
     assert done.error_file_id is None
     assert sdk.files.retrieve(done.output_file_id).purpose == "batch_output"
+    with pytest.raises(openai.BadRequestError) as refused:  # an output is no input
+        sdk.batches.create(
+            input_file_id=done.output_file_id, endpoint="/v1/completions", completion_window="24h"
+        )
+    assert refused.value.code == "invalid_input_file"
     listed = sdk.batches.list()
     assert [b.id for b in listed.data] == [batch.id]
     metrics = gateway.client.get("/metrics").text
